@@ -1,0 +1,104 @@
+"""The command line: ``python -m server [serve|migrate|create-user|check-totals]``.
+
+Every failure the operator can fix (a bad setting, an unreachable database) ends in one line naming what to fix and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from server.database import DatabaseUnavailableError, check_connection, database_url
+from server.migrations import MigrationError, migrate_forwards
+from server.settings import Settings, SettingsError, get_settings
+
+logger = logging.getLogger("tollbooth")
+
+EXIT_CONFIG = 2
+EXIT_DATABASE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Tollbooth: typed RPC for AI chat features.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="apply pending migrations, then serve the API (the default)")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    create_user = commands.add_parser("create-user", help="create a user and print its API key once")
+    create_user.add_argument("--name", required=True, help="the user's display name")
+    create_user.add_argument("--admin", action="store_true", help="allow the admin.* procedures")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        print(f"tollbooth: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+    try:
+        asyncio.run(_prepare_database())
+        if args.command == "create-user":
+            return asyncio.run(_create_user(args.name, is_admin=args.admin))
+        if args.command == "migrate":
+            print("tollbooth: the database schema is up to date")
+            return 0
+    except DatabaseUnavailableError as error:
+        print(f"tollbooth: {error}", file=sys.stderr)
+        return EXIT_DATABASE
+    except MigrationError as error:
+        print(f"tollbooth: migrations failed: {error}", file=sys.stderr)
+        return EXIT_DATABASE
+    return _serve(settings)
+
+
+async def _prepare_database() -> None:
+    try:
+        url = database_url()
+    except Exception as error:  # the embedded server failed to start: say why in one line
+        raise DatabaseUnavailableError(
+            f"cannot start the embedded PostgreSQL (set DATABASE_URL to use another): {error}"
+        ) from None
+    await check_connection(url)
+    await migrate_forwards()
+
+
+async def _create_user(name: str, *, is_admin: bool) -> int:
+    from server.users import create_user
+
+    try:
+        user = await create_user(name, is_admin=is_admin)
+    except ValueError as error:
+        print(f"tollbooth: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    role = "admin" if user.is_admin else "user"
+    print(f"created {role} {user.name!r} ({user.id})")
+    print(f"API key (shown once, store it now): {user.api_key}")
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    if settings.offline:
+        logger.warning(
+            "OFFLINE MODE: no provider key is set (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY); "
+            "every model call is answered by the built-in simulator and costs nothing real"
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.debug,
+    )
+    return 0

@@ -1,0 +1,165 @@
+"""Settings, read once from the environment and validated at start-up.
+
+Every error names the variable and what is wrong with it, so a misconfigured deployment fails with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Final
+
+DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta/openai/"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+class SettingsError(ValueError):
+    """A variable of the environment has a value the service cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """How to reach one provider; ``api_key`` is None when it is not configured."""
+
+    api_key: str | None = field(repr=False)
+    base_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".data")
+    log_level: str = "INFO"
+    enable_usage_logging: bool = True
+    openai: ProviderSettings = ProviderSettings(None, None)
+    anthropic: ProviderSettings = ProviderSettings(None, None)
+    gemini: ProviderSettings = ProviderSettings(None, DEFAULT_GEMINI_BASE_URL)
+    default_model: str = "gpt-4o-mini"
+    price_file: Path | None = None
+    provider_timeout_seconds: float = 60.0
+    provider_max_retries: int = 2
+    max_batch_size: int = 16
+    max_body_bytes: int = 1_048_576
+    cors_origins: tuple[str, ...] = ()
+    debug: bool = False
+
+    @property
+    def offline(self) -> bool:
+        """No provider key is configured: the service answers from the built-in simulator."""
+        return not (self.openai.api_key or self.anthropic.api_key or self.gemini.api_key)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "usage-spool"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        settings = cls(
+            database_url=reader.text("DATABASE_URL"),
+            host=reader.text("HOST") or "127.0.0.1",
+            port=reader.integer("PORT", 8000, low=1, high=65535),
+            data_dir=Path(reader.text("DATA_DIR") or ".data"),
+            log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
+            enable_usage_logging=reader.boolean("ENABLE_USAGE_LOGGING", True),
+            openai=ProviderSettings(reader.text("OPENAI_API_KEY"), reader.url("OPENAI_BASE_URL")),
+            anthropic=ProviderSettings(reader.text("ANTHROPIC_API_KEY"), reader.url("ANTHROPIC_BASE_URL")),
+            gemini=ProviderSettings(
+                reader.text("GEMINI_API_KEY"), reader.url("GEMINI_BASE_URL") or DEFAULT_GEMINI_BASE_URL
+            ),
+            default_model=reader.text("DEFAULT_MODEL") or "gpt-4o-mini",
+            price_file=reader.existing_file("PRICE_FILE"),
+            provider_timeout_seconds=reader.number("PROVIDER_TIMEOUT_SECONDS", 60.0, low=0.1, high=3600.0),
+            provider_max_retries=reader.integer("PROVIDER_MAX_RETRIES", 2, low=0, high=10),
+            max_batch_size=reader.integer("MAX_BATCH_SIZE", 16, low=1, high=1000),
+            max_body_bytes=reader.integer("MAX_BODY_BYTES", 1_048_576, low=1024, high=1 << 30),
+            cors_origins=reader.items("CORS_ORIGINS"),
+            debug=reader.boolean("DEBUG", False),
+        )
+        if settings.database_url is not None and not settings.database_url.startswith(("postgres://", "postgresql://")):
+            raise SettingsError("DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:port/db)")
+        return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings.from_env()
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.upper() not in choices:
+            raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw.upper()
+
+    def url(self, name: str) -> str | None:
+        raw = self.text(name)
+        if raw is not None and not raw.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+        return raw
+
+    def existing_file(self, name: str) -> Path | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        path = Path(raw)
+        if not path.is_file():
+            raise SettingsError(f"{name} names {raw!r}, which is not a readable file")
+        return path
+
+    def items(self, name: str) -> tuple[str, ...]:
+        raw = self.text(name)
+        return tuple(item.strip() for item in raw.split(",") if item.strip()) if raw else ()

@@ -1,0 +1,97 @@
+"""Test infrastructure: a real PostgreSQL database of its own for the test session, emptied for every test.
+
+``TEST_DATABASE_URL`` names a server to create the session's database on (it needs the CREATEDB privilege); without it,
+the embedded PostgreSQL under ``.data/test-postgres`` is used. The session's database is created and migrated once,
+and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from server.database import redact
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("ai_usage_logs", "messages", "conversations", "users")
+
+_admin_url: str | None = None
+_test_database = f"tollbooth_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def _with_database(url: str, database: str) -> str:
+    """``url`` pointing at ``database`` instead, keeping host, credentials and query (e.g. a socket ``host=``)."""
+    base, _, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _admin_url
+    from server.database import embedded_database_url
+
+    _admin_url = os.environ.get("TEST_DATABASE_URL") or embedded_database_url(
+        ROOT / ".data" / "test-postgres", database="postgres"
+    )
+    asyncio.run(_create_database(_admin_url, _test_database))
+    os.environ["DATABASE_URL"] = _with_database(_admin_url, _test_database)
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "PRICE_FILE"):
+        os.environ.pop(name, None)
+
+    from server.migrations import migrate_forwards
+
+    asyncio.run(migrate_forwards())
+    config.stash[_summary_key] = f"test database: {_test_database} on {redact(_admin_url)}"
+
+
+_summary_key = pytest.StashKey[str]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return config.stash.get(_summary_key, "")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _admin_url is not None:
+        asyncio.run(_drop_database(_admin_url, _test_database))
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def database_pool() -> AsyncIterator[None]:
+    from server.app import database_engine
+
+    engine = database_engine()
+    await engine.start_connection_pool(min_size=1, max_size=20)
+    yield
+    await engine.close_connection_pool()
+
+
+@pytest.fixture
+async def db(database_pool: None) -> None:
+    """An empty database for this test (every table truncated before it runs)."""
+    from server.app import database_engine
+
+    await database_engine()._run_in_pool(f"TRUNCATE {', '.join(TABLES)} CASCADE")

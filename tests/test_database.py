@@ -1,0 +1,174 @@
+"""The schema as migrated, the migrations in both directions, and the isolation of tests from each other."""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+import pytest
+
+from server.app import database_engine
+from server.migrations import migrate_backwards_all, migrate_forwards
+from server.tables import AiUsageLog
+from server.users import create_user
+
+EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
+    "users": {
+        "id": "uuid",
+        "name": "character varying",
+        "is_admin": "boolean",
+        "api_key_hash": "character varying",
+        "created_at": "timestamp with time zone",
+    },
+    "conversations": {
+        "id": "uuid",
+        "owner": "uuid",
+        "title": "character varying",
+        "created_at": "timestamp with time zone",
+        "updated_at": "timestamp with time zone",
+        "total_prompt_tokens": "bigint",
+        "total_completion_tokens": "bigint",
+        "total_tokens_used": "bigint",
+        "total_cost_usd": "numeric",
+        "llm_calls": "integer",
+        "unpriced_calls": "integer",
+        "model_distribution": "jsonb",
+    },
+    "messages": {
+        "id": "uuid",
+        "conversation": "uuid",
+        "role": "character varying",
+        "content": "text",
+        "created_at": "timestamp with time zone",
+    },
+    "ai_usage_logs": {
+        "id": "uuid",
+        "call_id": "uuid",
+        "conversation_id": "uuid",
+        "message_id": "uuid",
+        "user_id": "uuid",
+        "procedure": "character varying",
+        "provider": "character varying",
+        "requested_model": "character varying",
+        "model": "character varying",
+        **{
+            f"{bucket}_tokens": "bigint"
+            for bucket in (
+                "input",
+                "cache_read",
+                "cache_write_5m",
+                "cache_write_1h",
+                "output",
+                "reasoning",
+                "prompt",
+                "completion",
+                "total",
+            )
+        },
+        "usage_estimated": "boolean",
+        **{
+            f"rate_{bucket}": "numeric"
+            for bucket in ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+        },
+        **{
+            f"cost_{bucket}": "numeric"
+            for bucket in ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+        },
+        "price_source": "character varying",
+        "price_tier": "character varying",
+        "estimated_cost_usd": "numeric",
+        "pricing_status": "character varying",
+        "latency_ms": "integer",
+        "status": "character varying",
+        "error_type": "character varying",
+        "metadata": "jsonb",
+        "created_at": "timestamp with time zone",
+    },
+}
+
+
+async def _columns(connection: asyncpg.Connection) -> dict[str, dict[str, tuple[str, int | None]]]:
+    rows = await connection.fetch(
+        "SELECT table_name, column_name, data_type, numeric_scale FROM information_schema.columns "
+        "WHERE table_schema = 'public'"
+    )
+    tables: dict[str, dict[str, tuple[str, int | None]]] = {}
+    for row in rows:
+        tables.setdefault(row["table_name"], {})[row["column_name"]] = (
+            row["data_type"],
+            row["numeric_scale"],
+        )
+    return tables
+
+
+async def _indexed_columns(connection: asyncpg.Connection, table: str) -> set[str]:
+    rows = await connection.fetch(
+        "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+        "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] WHERE c.relname = $1",
+        table,
+    )
+    return {row["attname"] for row in rows}
+
+
+async def test_every_table_and_column_exists_with_its_type(database_pool: None) -> None:
+    connection = await asyncpg.connect(os.environ["DATABASE_URL"])
+    try:
+        tables = await _columns(connection)
+        for table, columns in EXPECTED_COLUMNS.items():
+            assert table in tables, table
+            actual = {name: kind for name, (kind, _) in tables[table].items()}
+            assert actual == columns, table
+        money = [(t, c) for t, cols in tables.items() for c, (kind, _) in cols.items() if kind == "numeric"]
+        assert money
+        for table, column in money:
+            scale = tables[table][column][1]
+            assert scale is not None, (table, column)
+            assert scale >= 12, (table, column)
+        indexed = await _indexed_columns(connection, "ai_usage_logs")
+        assert {"conversation_id", "created_at", "model", "procedure", "call_id"} <= indexed
+    finally:
+        await connection.close()
+
+
+async def test_call_id_is_unique(db: None) -> None:
+    row = {
+        "call_id": "00000000-0000-0000-0000-000000000001",
+        "procedure": "chat.sendMessage",
+        "provider": "openai",
+        "requested_model": "gpt-4o",
+        "model": "gpt-4o",
+        "pricing_status": "priced",
+        "status": "ok",
+    }
+    await AiUsageLog.insert(AiUsageLog(**row))
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await AiUsageLog.insert(AiUsageLog(**row))
+
+
+async def test_migrations_run_backwards_and_forwards_from_empty(database_pool: None) -> None:
+    engine = database_engine()
+    await migrate_backwards_all()
+    remaining = await engine._run_in_pool(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+        "AND table_name = ANY($1::text[])",
+        [list(EXPECTED_COLUMNS)],
+    )
+    assert remaining == []
+    await migrate_forwards()
+    restored = await engine._run_in_pool(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+        "AND table_name = ANY($1::text[])",
+        [list(EXPECTED_COLUMNS)],
+    )
+    assert {row["table_name"] for row in restored} == set(EXPECTED_COLUMNS)
+
+
+# The two tests below each create the same user and expect to see only their own: whichever runs second would see
+# the first one's row if tests were not isolated.
+@pytest.mark.parametrize("attempt", [1, 2])
+async def test_each_test_starts_with_an_empty_database(db: None, attempt: int) -> None:
+    from server.tables import User
+
+    assert await User.count() == 0
+    await create_user("isolation-probe")
+    assert await User.count() == 1

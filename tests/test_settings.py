@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.settings import DEFAULT_GEMINI_BASE_URL, Settings, SettingsError
+
+
+def test_defaults_when_the_environment_is_empty() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url is None
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.data_dir == Path(".data")
+    assert settings.enable_usage_logging is True
+    assert settings.gemini.base_url == DEFAULT_GEMINI_BASE_URL
+    assert settings.offline is True
+
+
+def test_values_are_read_and_converted() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u:secret@db:5432/app",
+            "PORT": "9001",
+            "ENABLE_USAGE_LOGGING": "false",
+            "LOG_LEVEL": "debug",
+            "OPENAI_API_KEY": "sk-live",
+            "OPENAI_BASE_URL": "http://127.0.0.1:1/v1",
+            "CORS_ORIGINS": "https://a.example, https://b.example",
+        }
+    )
+    assert settings.port == 9001
+    assert settings.enable_usage_logging is False
+    assert settings.log_level == "DEBUG"
+    assert settings.openai.api_key == "sk-live"
+    assert settings.offline is False
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+
+
+def test_secrets_are_not_in_the_repr() -> None:
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://u:hunter2@db/app", "OPENAI_API_KEY": "sk-hunter3"})
+    assert "hunter2" not in repr(settings)
+    assert "hunter3" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "PORT must be a whole number"),
+        ({"PORT": "70000"}, "PORT must be between 1 and 65535"),
+        ({"ENABLE_USAGE_LOGGING": "maybe"}, "ENABLE_USAGE_LOGGING must be true or false"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must be a PostgreSQL URL"),
+        ({"OPENAI_BASE_URL": "api.openai.com"}, "OPENAI_BASE_URL must be an http:// or https:// URL"),
+        ({"PRICE_FILE": "/nonexistent/prices.toml"}, "PRICE_FILE names"),
+        ({"PROVIDER_TIMEOUT_SECONDS": "0"}, "PROVIDER_TIMEOUT_SECONDS must be between"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
