@@ -1,0 +1,157 @@
+"""The project price file (TOML): negotiated rates, models genai-prices lacks, self-hosted models.
+
+Example::
+
+    [[models]]
+    provider = "anthropic"              # "openai" | "anthropic" | "gemini"
+    model = "claude-sonnet-4-5"         # also matches dated snapshots, e.g. claude-sonnet-4-5-20250929
+    effective_from = 2026-01-01         # a date (00:00 UTC) or a datetime with a UTC offset
+    input = 2.70                        # USD per 1M tokens; TOML floats are read as exact decimals
+    cache_read = 0.27                   # optional, defaults to input
+    cache_write_5m = 3.375              # optional, defaults to input
+    cache_write_1h = 5.40               # optional, defaults to cache_write_5m
+    output = 13.50
+    service_tiers = { batch = 0.5 }     # optional: multipliers of every rate for that service tier
+
+    [[models.tiers]]                    # optional cliffs: above this prompt total, every token at these rates
+    above = 200000
+    input = 5.40
+    output = 20.25
+
+A bucket without its own rate is billed like its parent bucket, as genai-prices does: cache reads and writes
+as plain input, 1-hour writes as default writes. The file is read once at start-up; nothing here is on the
+hot path.
+"""
+
+from __future__ import annotations
+
+import datetime
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ["MAX_RATE_DECIMALS", "PriceFileError", "PriceFileModel", "PriceFileTier", "load_price_file"]
+
+MAX_RATE_DECIMALS = 12
+"""Costs are tokens x rate / 10**6 and are stored in NUMERIC(38, 18): a finer rate could not be stored exactly."""
+
+STANDARD_SERVICE_TIERS = frozenset({"default", "standard", "auto"})
+"""Names providers give their ordinary tier; they select the standard rates, never a multiplier."""
+
+
+class PriceFileError(ValueError):
+    """The price file is unreadable or names an impossible price; the message names the model and field."""
+
+
+def _check_rate(field: str, value: Decimal | None) -> None:
+    if value is None:
+        return
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"`{field}` must be a finite rate >= 0, got {value}")
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_RATE_DECIMALS:
+        raise ValueError(f"`{field}` has more than {MAX_RATE_DECIMALS} decimal places: {value}")
+
+
+class PriceFileTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    above: Annotated[int, msgspec.Meta(ge=0)]
+    """The tier applies when the prompt total (input + cache reads + cache writes) exceeds this."""
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h"):
+            _check_rate(f"tiers.above={self.above}.{field}", getattr(self, field))
+
+
+class PriceFileModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    provider: Literal["openai", "anthropic", "gemini"]
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    effective_from: Annotated[datetime.datetime, msgspec.Meta(tz=True)]
+    input: Decimal
+    output: Decimal
+    cache_read: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    tiers: tuple[PriceFileTier, ...] = ()
+    service_tiers: dict[str, Decimal] = {}
+
+    def __post_init__(self) -> None:
+        for field in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h"):
+            _check_rate(field, getattr(self, field))
+        thresholds = [tier.above for tier in self.tiers]
+        if thresholds != sorted(set(thresholds)):
+            raise ValueError(f"`tiers` must be in strictly increasing order of `above`, got {thresholds}")
+        for name, multiplier in self.service_tiers.items():
+            if name.lower() in STANDARD_SERVICE_TIERS:
+                raise ValueError(f"`service_tiers.{name}` is the standard tier; its rates are the entry's own")
+            _check_rate(f"service_tiers.{name}", multiplier)
+
+    @property
+    def effective_label(self) -> str:
+        """How the effective date is shown in a price source: the plain date when it starts at midnight UTC."""
+        start = self.effective_from.astimezone(datetime.UTC)
+        if start.time() == datetime.time(0):
+            return start.date().isoformat()
+        return self.effective_from.isoformat()
+
+
+class _PriceFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    models: tuple[dict[str, Any], ...] = ()
+
+
+def _as_utc_datetime(value: object) -> object:
+    """TOML has separate date and datetime types; a bare date means that day from 00:00 UTC."""
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return datetime.datetime.combine(value, datetime.time(0), tzinfo=datetime.UTC)
+    return value
+
+
+def _parse_model(path: Path, index: int, raw: Mapping[str, Any]) -> PriceFileModel:
+    label = f"{raw.get('provider', '?')}/{raw.get('model', '?')}"
+    data = dict(raw)
+    if "effective_from" in data:
+        data["effective_from"] = _as_utc_datetime(data["effective_from"])
+    if isinstance(data.get("service_tiers"), Mapping):
+        data["service_tiers"] = {str(key).lower(): value for key, value in data["service_tiers"].items()}
+    try:
+        return msgspec.convert(data, PriceFileModel)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("$.", "")
+        raise PriceFileError(f"{path}: models[{index}] ({label}): {message}") from exc
+
+
+def load_price_file(path: Path) -> tuple[PriceFileModel, ...]:
+    """Read and validate every entry, refusing the whole file on the first mistake.
+
+    A half-loaded price file would price some calls at stale rates without anyone noticing.
+    """
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+    except OSError as exc:
+        raise PriceFileError(f"{path}: cannot read the price file: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PriceFileError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        price_file = msgspec.convert(document, _PriceFile)
+    except msgspec.ValidationError as exc:
+        raise PriceFileError(f"{path}: {exc}; expected `[[models]]` tables") from exc
+
+    entries = tuple(_parse_model(path, index, raw) for index, raw in enumerate(price_file.models))
+    seen: dict[tuple[str, str, datetime.datetime], int] = {}
+    for index, entry in enumerate(entries):
+        key = (entry.provider, entry.model.lower(), entry.effective_from)
+        if key in seen:
+            raise PriceFileError(
+                f"{path}: models[{index}] ({entry.provider}/{entry.model}): `effective_from` "
+                f"{entry.effective_label} repeats models[{seen[key]}]"
+            )
+        seen[key] = index
+    return entries

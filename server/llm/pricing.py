@@ -1,0 +1,421 @@
+"""Exact Decimal cost of a call's canonical token buckets, at the price in force when the call was made.
+
+Rates come from genai-prices' bundled data (never fetched) and from the project price file, which wins from
+each entry's ``effective_from``. Rates are resolved into one small plan per (provider, model) and reused, so
+that pricing a call costs a dictionary lookup and five multiplications. Every result carries the rates it used
+and where they came from, so a stored cost can always be re-derived.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from genai_prices import __version__ as genai_prices_version
+from genai_prices.data import providers as genai_providers
+from genai_prices.data_snapshot import DataSnapshot
+from genai_prices.types import (
+    ModelInfo,
+    ModelPrice,
+    PriceContext,
+    Provider,
+    StartDateConstraint,
+    TieredPrices,
+    TimeOfDateConstraint,
+)
+
+from server.llm._price_file import STANDARD_SERVICE_TIERS, PriceFileError, PriceFileModel, load_price_file
+from server.llm.usage import TokenUsage
+
+__all__ = ["BucketRates", "PriceCatalogue", "PriceFileError", "PricedUsage", "PricingStatus"]
+
+PricingStatus = Literal["priced", "unpriced"]
+
+_EXACT = Context(prec=38, traps=[Inexact, InvalidOperation, Overflow, DivisionByZero])
+"""Every cost is exact: should a product ever need more than 38 digits this raises rather than rounds."""
+
+_PER_MILLION_EXPONENT = -6
+_ONE = Decimal(1)
+_MAX_CACHED_MODELS = 1024
+"""Model names come from provider responses; bounding the cache keeps a misbehaving upstream from growing it."""
+
+_GENAI_PROVIDER_IDS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
+_SNAPSHOT_SUFFIX = re.compile(r"^(?P<base>.+?)(?:-\d{4}-\d{2}-\d{2}|-\d{8})$")
+
+
+class BucketRates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """USD per 1,000,000 tokens for each canonical bucket, as applied to one call."""
+
+    input: Decimal
+    cache_read: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    output: Decimal
+
+    def scaled(self, multiplier: Decimal) -> BucketRates:
+        """These rates under a service-tier multiplier (batch at 0.5...), still exact."""
+        mul = _EXACT.multiply
+        return BucketRates(
+            input=_tidy(mul(self.input, multiplier)),
+            cache_read=_tidy(mul(self.cache_read, multiplier)),
+            cache_write_5m=_tidy(mul(self.cache_write_5m, multiplier)),
+            cache_write_1h=_tidy(mul(self.cache_write_1h, multiplier)),
+            output=_tidy(mul(self.output, multiplier)),
+        )
+
+
+class PricedUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The cost of one call, or the explicit absence of one (``unpriced``: every cost None, never zero)."""
+
+    status: PricingStatus
+    rates: BucketRates | None = None
+    cost_input: Decimal | None = None
+    cost_cache_read: Decimal | None = None
+    cost_cache_write_5m: Decimal | None = None
+    cost_cache_write_1h: Decimal | None = None
+    cost_output: Decimal | None = None
+    total_cost: Decimal | None = None
+    source: str | None = None
+    """Where the rates came from: ``genai-prices 0.2.3 openai/gpt-4o``, ``prices.toml:gpt-4o from 2026-01-01``."""
+    tier: str | None = None
+    """The prompt-size tier applied (``prompt<=200000``, ``prompt>200000``); None for a model without tiers."""
+
+
+UNPRICED = PricedUsage(status="unpriced")
+
+
+def _tidy(value: Decimal) -> Decimal:
+    """The same number without trailing zeros or an exponent (``0.00325``, not ``0.00325000`` or ``0E-7``).
+
+    Only zeros are dropped, so the value is unchanged; it keeps stored rows and wire strings readable.
+    """
+    value = value.normalize(_EXACT)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        value = value.quantize(_ONE, context=_EXACT)
+    return value
+
+
+def _cost(rate: Decimal, tokens: int) -> Decimal:
+    return _tidy(_EXACT.multiply(rate, tokens).scaleb(_PER_MILLION_EXPONENT, _EXACT))
+
+
+class _RatePlan:
+    """The rates of one model as of one period: cliff tiers by prompt total, and their provenance."""
+
+    __slots__ = ("labels", "rates", "source", "thresholds")
+
+    def __init__(self, thresholds: tuple[int, ...], rates: tuple[BucketRates, ...], source: str) -> None:
+        self.thresholds = thresholds
+        self.rates = rates
+        self.source = source
+        if thresholds:
+            self.labels: tuple[str | None, ...] = (
+                f"prompt<={thresholds[0]}",
+                *(f"prompt>{threshold}" for threshold in thresholds),
+            )
+        else:
+            self.labels = (None,)
+
+    def with_source(self, source: str) -> _RatePlan:
+        return _RatePlan(self.thresholds, self.rates, source)
+
+    def scaled(self, multiplier: Decimal, source: str) -> _RatePlan:
+        return _RatePlan(self.thresholds, tuple(rates.scaled(multiplier) for rates in self.rates), source)
+
+    def price(self, usage: TokenUsage) -> PricedUsage:
+        # Cliff: the tier is the count of thresholds strictly below the prompt total, and applies to every token.
+        tier = bisect_left(self.thresholds, usage.prompt_total)
+        rates = self.rates[tier]
+        cost_input = _cost(rates.input, usage.input)
+        cost_cache_read = _cost(rates.cache_read, usage.cache_read)
+        cost_write_5m = _cost(rates.cache_write_5m, usage.cache_write_5m)
+        cost_write_1h = _cost(rates.cache_write_1h, usage.cache_write_1h)
+        cost_output = _cost(rates.output, usage.output)
+        add = _EXACT.add
+        total = _tidy(add(add(add(add(cost_input, cost_cache_read), cost_write_5m), cost_write_1h), cost_output))
+        return PricedUsage(
+            status="priced",
+            rates=rates,
+            cost_input=cost_input,
+            cost_cache_read=cost_cache_read,
+            cost_cache_write_5m=cost_write_5m,
+            cost_cache_write_1h=cost_write_1h,
+            cost_output=cost_output,
+            total_cost=total,
+            source=self.source,
+            tier=self.labels[tier],
+        )
+
+
+def _first(*candidates: Decimal | TieredPrices | None, default: Decimal | TieredPrices) -> Decimal | TieredPrices:
+    return next((rate for rate in candidates if rate is not None), default)
+
+
+def _rate_above(price: Decimal | TieredPrices, prompt_total: int) -> Decimal:
+    """genai-prices' own rule: the highest tier whose start the prompt total strictly exceeds."""
+    if isinstance(price, Decimal):
+        return _tidy(price)
+    applicable = price.base
+    for tier in price.tiers:
+        if prompt_total > tier.start:
+            applicable = tier.price
+    return _tidy(applicable)
+
+
+def _plan_from_genai(model_price: ModelPrice, source: str) -> _RatePlan | None:
+    """Map genai-prices' price keys onto our buckets, tier by tier.
+
+    genai-prices bills a usage unit without a price of its own at its parent's price (its usage counts are
+    inclusive: a cache write is also an input token). The same fallback here keeps our totals equal to its
+    calculation: cache reads and writes without a rate cost plain input, 1-hour writes without a rate cost a
+    default write. A model without an input or output rate is not priceable by tokens, so it stays unpriced.
+    """
+    prices = model_price.__dict__
+    input_rate = prices.get("input_mtok")
+    output_rate = prices.get("output_mtok")
+    if input_rate is None or output_rate is None:
+        return None
+    generic_write = prices.get("cache_write_mtok")
+    buckets: tuple[Decimal | TieredPrices, ...] = (
+        input_rate,
+        _first(prices.get("cache_read_mtok"), default=input_rate),
+        _first(prices.get("cache_write_5m_mtok"), generic_write, default=input_rate),
+        _first(prices.get("cache_write_1h_mtok"), generic_write, default=input_rate),
+        output_rate,
+    )
+    thresholds = tuple(
+        sorted({tier.start for price in buckets if isinstance(price, TieredPrices) for tier in price.tiers})
+    )
+    probes = (0, *(threshold + 1 for threshold in thresholds))
+    rates = tuple(
+        BucketRates(
+            input=_rate_above(buckets[0], probe),
+            cache_read=_rate_above(buckets[1], probe),
+            cache_write_5m=_rate_above(buckets[2], probe),
+            cache_write_1h=_rate_above(buckets[3], probe),
+            output=_rate_above(buckets[4], probe),
+        )
+        for probe in probes
+    )
+    return _RatePlan(thresholds, rates, source)
+
+
+def _plan_from_file(entry: PriceFileModel, source: str) -> _RatePlan:
+    def rates(
+        input_rate: Decimal,
+        output: Decimal,
+        cache_read: Decimal | None,
+        write_5m: Decimal | None,
+        write_1h: Decimal | None,
+    ) -> BucketRates:
+        write_5m = input_rate if write_5m is None else write_5m
+        return BucketRates(
+            input=_tidy(input_rate),
+            cache_read=_tidy(input_rate if cache_read is None else cache_read),
+            cache_write_5m=_tidy(write_5m),
+            cache_write_1h=_tidy(write_5m if write_1h is None else write_1h),
+            output=_tidy(output),
+        )
+
+    base = rates(entry.input, entry.output, entry.cache_read, entry.cache_write_5m, entry.cache_write_1h)
+    tiers = tuple(
+        rates(tier.input, tier.output, tier.cache_read, tier.cache_write_5m, tier.cache_write_1h)
+        for tier in entry.tiers
+    )
+    return _RatePlan(tuple(tier.above for tier in entry.tiers), (base, *tiers), source)
+
+
+def _no_rates_note(source: str, service_tier: str) -> str:
+    return f"{source} ({service_tier}: no rates, standard applied)"
+
+
+class _FileEntry:
+    """One price-file entry, with its standard plan and a plan per service tier it prices or was asked for."""
+
+    __slots__ = ("_plans", "_standard", "starts")
+
+    def __init__(self, entry: PriceFileModel, file_name: str) -> None:
+        self.starts = entry.effective_from
+        source = f"{file_name}:{entry.model} from {entry.effective_label}"
+        self._standard = _plan_from_file(entry, source)
+        self._plans = {
+            name: self._standard.scaled(multiplier, f"{source} {name} x{multiplier}")
+            for name, multiplier in entry.service_tiers.items()
+        }
+
+    def plan(self, service_tier: str | None) -> _RatePlan:
+        if service_tier is None:
+            return self._standard
+        plan = self._plans.get(service_tier)
+        if plan is None:
+            plan = self._standard.with_source(_no_rates_note(self._standard.source, service_tier))
+            self._plans[service_tier] = plan
+        return plan
+
+
+def _genai_context(provider_id: str, service_tier: str) -> PriceContext:
+    """genai-prices keys request variants by what the provider's response reports."""
+    if service_tier == "batch":
+        return {"processing": "batch"}
+    if provider_id == "anthropic" and service_tier == "fast":
+        return {"speed": "fast"}
+    return {"service_tier": service_tier}
+
+
+class _GenaiModel:
+    """One genai-prices model, its plans cached per price period (between start dates) and service tier."""
+
+    __slots__ = ("_breakpoints", "_cacheable", "_model", "_own_model", "_plans", "_provider")
+
+    def __init__(self, provider: Provider, model: ModelInfo) -> None:
+        self._provider = provider
+        self._model = model
+        conditions: list[StartDateConstraint | TimeOfDateConstraint | None] = []
+        if not isinstance(model.prices, ModelPrice):
+            conditions.extend(price.constraint for price in model.prices)
+        # Variants (service tiers) belong to the provider's own models, not to models found through a fallback.
+        self._own_model = any(model is own for own in provider.models)
+        if self._own_model:
+            conditions.extend(variant.constraint for variant in model.price_variants or ())
+        self._breakpoints = tuple(sorted({c.start_date for c in conditions if isinstance(c, StartDateConstraint)}))
+        # Time-of-day prices (off-peak) cannot be keyed by date; such models are resolved on every call.
+        self._cacheable = not any(isinstance(c, TimeOfDateConstraint) for c in conditions)
+        self._plans: dict[tuple[int, str | None], _RatePlan | None] = {}
+
+    def plan(self, at: datetime.datetime, service_tier: str | None) -> _RatePlan | None:
+        period = bisect_right(self._breakpoints, at.astimezone(datetime.UTC).date())
+        key = (period, service_tier)
+        try:
+            return self._plans[key]
+        except KeyError:
+            plan = self._build(at, service_tier)
+            if self._cacheable:
+                self._plans[key] = plan
+            return plan
+
+    def _build(self, at: datetime.datetime, service_tier: str | None) -> _RatePlan | None:
+        source = f"genai-prices {genai_prices_version} {self._provider.id}/{self._model.id}"
+        context: PriceContext | None = None
+        if service_tier is not None:
+            context = _genai_context(self._provider.id, service_tier)
+            if self._variant_applies(context, at):
+                source = f"{source} {service_tier}"
+            else:
+                context = None
+                source = _no_rates_note(source, service_tier)
+        return _plan_from_genai(self._model.get_prices(at, context), source)
+
+    def _variant_applies(self, context: PriceContext, at: datetime.datetime) -> bool:
+        """Whether genai-prices holds rates for this tier at this time; it silently falls back otherwise."""
+        if not self._own_model:
+            return False
+        return any(
+            (variant.constraint is None or variant.constraint.active(at))
+            and all(context.get(key) == value for key, value in variant.when.items())
+            for variant in self._model.price_variants or ()
+        )
+
+
+class _Resolution:
+    """Everything that can price one (provider, model): price-file entries first, from their start, then genai."""
+
+    __slots__ = ("_entries", "_genai", "_starts")
+
+    def __init__(self, entries: Iterable[_FileEntry], genai: _GenaiModel | None) -> None:
+        self._entries = tuple(sorted(entries, key=lambda entry: entry.starts))
+        self._starts = tuple(entry.starts for entry in self._entries)
+        self._genai = genai
+
+    def plan(self, at: datetime.datetime, service_tier: str | None) -> _RatePlan | None:
+        in_force = bisect_right(self._starts, at)
+        if in_force:
+            return self._entries[in_force - 1].plan(service_tier)
+        if self._genai is not None:
+            return self._genai.plan(at, service_tier)
+        return None
+
+
+class PriceCatalogue:
+    """Prices of every known model; build once at start-up with :meth:`load` and share."""
+
+    __slots__ = ("_file_entries", "_resolutions", "_snapshot")
+
+    def __init__(self, file_entries: Iterable[PriceFileModel] = (), *, file_name: str = "prices.toml") -> None:
+        self._snapshot = DataSnapshot(providers=genai_providers, from_auto_update=False)
+        self._file_entries: dict[tuple[str, str], list[_FileEntry]] = {}
+        for entry in file_entries:
+            key = (entry.provider, _model_key(entry.provider, entry.model))
+            self._file_entries.setdefault(key, []).append(_FileEntry(entry, file_name))
+        self._resolutions: dict[tuple[str, str], _Resolution] = {}
+
+    @classmethod
+    def load(cls, price_file: Path | None) -> PriceCatalogue:
+        """The bundled genai-prices data, overridden by ``price_file`` when given.
+
+        The bundled snapshot is used even if some other library started genai-prices' background updater, so
+        that a price never depends on a download.
+        """
+        if price_file is None:
+            return cls()
+        return cls(load_price_file(price_file), file_name=price_file.name)
+
+    def price(
+        self,
+        provider: str,
+        model: str,
+        usage: TokenUsage,
+        at: datetime.datetime,
+        *,
+        service_tier: str | None = None,
+    ) -> PricedUsage:
+        """Cost ``usage`` at the rates in force at ``at`` for the model the provider reported.
+
+        ``service_tier`` is what the provider's response reports (``batch``, ``flex``, ``priority``...); a
+        tier the price data has no rates for is priced at standard rates and says so in ``source``.
+        """
+        if at.tzinfo is None:
+            raise ValueError("`at` must be timezone-aware; a naive time would pick prices by the server's zone")
+        resolution = self._resolutions.get((provider, model))
+        if resolution is None:
+            resolution = self._resolve(provider, model)
+        if service_tier is not None:
+            service_tier = service_tier.lower()
+            if service_tier in STANDARD_SERVICE_TIERS:
+                service_tier = None
+        plan = resolution.plan(at, service_tier)
+        return UNPRICED if plan is None else plan.price(usage)
+
+    def _resolve(self, provider: str, model: str) -> _Resolution:
+        key = _model_key(provider, model)
+        entries = self._file_entries.get((provider, key))
+        if entries is None and (snapshot := _SNAPSHOT_SUFFIX.match(key)) is not None:
+            entries = self._file_entries.get((provider, snapshot["base"]))
+        resolution = _Resolution(entries or (), self._find_genai(provider, key))
+        if len(self._resolutions) < _MAX_CACHED_MODELS:
+            self._resolutions[(provider, model)] = resolution
+        return resolution
+
+    def _find_genai(self, provider: str, model_key: str) -> _GenaiModel | None:
+        provider_id = _GENAI_PROVIDER_IDS.get(provider)
+        if provider_id is None:
+            return None
+        try:
+            genai_provider, genai_model = self._snapshot.find_provider_model(model_key, None, provider_id, None)
+        except LookupError:
+            return None
+        return _GenaiModel(genai_provider, genai_model)
+
+
+def _model_key(provider: str, model: str) -> str:
+    """Model names compare case-insensitively; Gemini's native API may prefix them with ``models/``."""
+    key = model.strip().lower()
+    if provider == "gemini":
+        key = key.removeprefix("models/")
+    return key
