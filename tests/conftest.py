@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from server.database import redact
+from server.simulator import RunningSimulator, running_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("ai_usage_logs", "messages", "conversations", "users")
@@ -95,3 +96,31 @@ async def db(database_pool: None) -> None:
     from server.app import database_engine
 
     await database_engine()._run_in_pool(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+
+
+@pytest.fixture(scope="session")
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    """One provider simulator for the session; each test that uses it gets a clean one via ``sim``."""
+    async with running_simulator() as running:
+        yield running
+
+
+@pytest.fixture
+def sim(simulator: RunningSimulator) -> RunningSimulator:
+    simulator.state.reset()
+    return simulator
+
+
+def simulator_env(sim: RunningSimulator, **overrides: str) -> dict[str, str]:
+    """Settings that point every provider's real SDK at the simulator."""
+    return {
+        "OPENAI_API_KEY": "sk-test-openai",
+        "OPENAI_BASE_URL": sim.base_urls.openai,
+        "ANTHROPIC_API_KEY": "sk-test-anthropic",
+        "ANTHROPIC_BASE_URL": sim.base_urls.anthropic,
+        "GEMINI_API_KEY": "test-gemini",
+        "GEMINI_BASE_URL": sim.base_urls.gemini,
+        "PROVIDER_MAX_RETRIES": "0",
+        "PROVIDER_TIMEOUT_SECONDS": "5",
+        **overrides,
+    }

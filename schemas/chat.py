@@ -1,0 +1,138 @@
+"""Wire types of the chat procedures. Money is a decimal string on the wire; ids are UUID strings."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.base import WireStruct
+
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=65_536)]
+Temperature = Annotated[float, msgspec.Meta(ge=0.0, le=2.0)]
+PricingStatus = Literal["priced", "unpriced"]
+Provider = Literal["openai", "anthropic", "gemini"]
+
+
+class Usage(WireStruct, frozen=True, kw_only=True):
+    """Tokens of one call in disjoint buckets, plus the provider's own counts.
+
+    ``input + cacheRead + cacheWrite5m + cacheWrite1h`` is everything the prompt consumed; ``output`` includes
+    ``reasoning``. ``estimated`` is true when the provider never reported usage (a broken stream).
+    """
+
+    input: int
+    cache_read: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output: int
+    reasoning: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool = False
+
+
+class ConversationTotals(WireStruct, frozen=True, kw_only=True):
+    """A conversation's running totals, equal to the sums over its usage records."""
+
+    total_prompt_tokens: int
+    total_completion_tokens: int
+    total_tokens_used: int
+    total_cost_usd: Decimal
+    llm_calls: int
+    unpriced_calls: int
+
+
+class LLMCallOutput(WireStruct, frozen=True, kw_only=True):
+    """What every chat procedure reports about the model calls it made.
+
+    ``costUsd`` is null when a model has no known price (``pricingStatus: "unpriced"``): unknown is not free.
+    ``conversation`` holds the new totals; it is null outside a conversation, and when the usage record could not be
+    written at once (it is kept and written later, so the totals will include it).
+    """
+
+    model: str
+    provider: Provider
+    usage: Usage
+    cost_usd: Decimal | None
+    pricing_status: PricingStatus
+    llm_calls: int = 1
+    conversation_id: uuid.UUID | None = None
+    conversation: ConversationTotals | None = None
+
+
+class SendMessageInput(WireStruct, frozen=True, kw_only=True):
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    conversation_id: uuid.UUID | None = None
+    model: ModelName | None = None
+    system_prompt: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+
+
+class SendMessageOutput(LLMCallOutput, frozen=True, kw_only=True):
+    message_id: uuid.UUID
+    reply: str
+
+
+ActionName = Literal["draft_reply", "extract_tasks", "classify_intent"]
+
+
+class ExecuteActionInput(WireStruct, frozen=True, kw_only=True):
+    action: ActionName
+    input: Annotated[str, msgspec.Meta(min_length=1, max_length=50_000)]
+    conversation_id: uuid.UUID | None = None
+    model: ModelName | None = None
+
+
+class DraftReplyResult(WireStruct, frozen=True, kw_only=True, tag="draft_reply", tag_field="action"):
+    subject: str | None
+    body: str
+    tone: Literal["formal", "neutral", "friendly"]
+
+
+class ExtractedTask(WireStruct, frozen=True, kw_only=True):
+    title: str
+    owner: str | None
+    due: str | None
+    priority: Literal["low", "medium", "high"]
+
+
+class ExtractTasksResult(WireStruct, frozen=True, kw_only=True, tag="extract_tasks", tag_field="action"):
+    tasks: list[ExtractedTask]
+
+
+class ClassifyIntentResult(WireStruct, frozen=True, kw_only=True, tag="classify_intent", tag_field="action"):
+    intent: Literal["question", "request", "complaint", "feedback", "scheduling", "other"]
+    confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    rationale: str
+
+
+ActionResult = DraftReplyResult | ExtractTasksResult | ClassifyIntentResult
+
+
+class ExecuteActionOutput(LLMCallOutput, frozen=True, kw_only=True):
+    result: ActionResult
+
+
+class Email(WireStruct, frozen=True, kw_only=True):
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
+    subject: Annotated[str, msgspec.Meta(max_length=1_000)] | None = None
+    from_: Annotated[str, msgspec.Meta(max_length=500)] | None = msgspec.field(default=None, name="from")
+
+
+class SummarizeEmailInput(WireStruct, frozen=True, kw_only=True):
+    email: Email
+    max_words: Annotated[int, msgspec.Meta(ge=10, le=1_000)] = 120
+    conversation_id: uuid.UUID | None = None
+    model: ModelName | None = None
+
+
+class SummarizeEmailOutput(LLMCallOutput, frozen=True, kw_only=True):
+    summary: str
+    key_points: list[str]
+    action_items: list[str]

@@ -1,0 +1,220 @@
+"""The chat procedures' logic. Every model call goes through ``LLMCore.invoke``; nothing here talks to an SDK."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import msgspec
+from piccolo.engine.postgres import PostgresEngine
+
+from schemas.chat import (
+    ConversationTotals,
+    ExecuteActionInput,
+    ExecuteActionOutput,
+    SendMessageInput,
+    SendMessageOutput,
+    SummarizeEmailInput,
+    SummarizeEmailOutput,
+    Usage,
+)
+from server.chat.actions import ACTIONS
+from server.llm.core import Attribution, LLMCore, LLMResult
+from server.llm.errors import LLMError
+from server.llm.providers import ChatTurn, CompletionRequest
+from server.llm.recorder import MetadataValue
+
+HISTORY_LIMIT: Final = 100
+"""The most recent messages sent with ``chat.sendMessage``; older ones stay stored but are not sent."""
+TITLE_LENGTH: Final = 80
+SCHEMA_VERSION: Final = 1
+
+_HISTORY: Final = """
+SELECT m.role, m.content
+FROM conversations c
+LEFT JOIN LATERAL (
+    SELECT role, content, created_at FROM messages
+    WHERE conversation = c.id ORDER BY created_at DESC LIMIT $3
+) m ON true
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.created_at
+"""
+_OWNED: Final = "SELECT 1 FROM conversations WHERE id = $1 AND owner = $2"
+
+
+class ConversationNotFoundError(LookupError):
+    """No conversation with this id belongs to the caller (whether it exists for someone else is not said)."""
+
+    def __init__(self, conversation_id: uuid.UUID) -> None:
+        super().__init__(f"conversation {conversation_id} not found")
+
+
+class _Summary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    summary: str
+    key_points: list[str]
+    action_items: list[str]
+
+
+_SUMMARY_SCHEMA: Final = msgspec.json.schema(_Summary)
+_SUMMARY_DECODER: Final = msgspec.json.Decoder(_Summary)
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(slots=True)
+class ChatService:
+    llm: LLMCore
+    engine: PostgresEngine
+    default_model: str
+
+    async def send_message(self, user_id: uuid.UUID, data: SendMessageInput) -> SendMessageOutput:
+        model = data.model or self.default_model
+        if data.conversation_id is None:
+            conversation_id, new, history = uuid.uuid4(), True, []
+        else:
+            conversation_id, new = data.conversation_id, False
+            history = await self._history(data.conversation_id, user_id)
+        request = CompletionRequest(
+            model=model,
+            messages=(*history, ChatTurn(role="user", content=data.message)),
+            system=data.system_prompt,
+            max_tokens=data.max_tokens,
+            temperature=data.temperature,
+        )
+        attribution = Attribution(
+            user_id=user_id,
+            procedure="chat.sendMessage",
+            conversation_id=conversation_id,
+            new_conversation=new,
+            conversation_title=_title(data.message),
+            metadata={"task": "chat", "history_messages": len(history), "schema_version": SCHEMA_VERSION},
+        )
+        result = await self.llm.invoke(request, attribution, store=[("user", data.message)], store_reply=True)
+        assert result.message_id is not None  # store_reply always stores the reply
+        return SendMessageOutput(
+            message_id=result.message_id, reply=result.text, **_call_fields([result], conversation_id)
+        )
+
+    async def execute_action(self, user_id: uuid.UUID, data: ExecuteActionInput) -> ExecuteActionOutput:
+        action = ACTIONS[data.action]
+        if data.conversation_id is not None:
+            await self._ensure_owned(data.conversation_id, user_id)
+        results, parsed = await self._structured(
+            user_id,
+            procedure="chat.executeAction",
+            conversation_id=data.conversation_id,
+            model=data.model or self.default_model,
+            system=action.instructions,
+            content=data.input,
+            schema=action.json_schema,
+            decoder=action.decoder,
+            metadata={"task": "action", "action": action.name, "schema_version": action.schema_version},
+        )
+        return ExecuteActionOutput(result=parsed, **_call_fields(results, data.conversation_id))
+
+    async def summarize_email(self, user_id: uuid.UUID, data: SummarizeEmailInput) -> SummarizeEmailOutput:
+        if data.conversation_id is not None:
+            await self._ensure_owned(data.conversation_id, user_id)
+        email = data.email
+        headers = "".join(
+            f"{name}: {value}\n" for name, value in (("From", email.from_), ("Subject", email.subject)) if value
+        )
+        results, summary = await self._structured(
+            user_id,
+            procedure="chat.summarizeEmail",
+            conversation_id=data.conversation_id,
+            model=data.model or self.default_model,
+            system=(
+                f"You summarise the e-mail the user gives you in at most {data.max_words} words, list its key points "
+                "and the actions it asks of the reader (an empty list when it asks none)."
+            ),
+            content=f"{headers}\n{email.body}",
+            schema=_SUMMARY_SCHEMA,
+            decoder=_SUMMARY_DECODER,
+            metadata={"task": "summarize_email", "max_words": data.max_words, "schema_version": SCHEMA_VERSION},
+        )
+        return SummarizeEmailOutput(
+            summary=summary.summary,
+            key_points=summary.key_points,
+            action_items=summary.action_items,
+            **_call_fields(results, data.conversation_id),
+        )
+
+    async def _structured(
+        self,
+        user_id: uuid.UUID,
+        *,
+        procedure: str,
+        conversation_id: uuid.UUID | None,
+        model: str,
+        system: str,
+        content: str,
+        schema: Mapping[str, Any],
+        decoder: msgspec.json.Decoder[ResultT],
+        metadata: Mapping[str, MetadataValue],
+    ) -> tuple[list[LLMResult], ResultT]:
+        """Ask for JSON valid against ``schema``; an invalid answer is asked again once. Every attempt is recorded."""
+        turns = [ChatTurn(role="user", content=content)]
+        results: list[LLMResult] = []
+        for attempt in (1, 2):
+            request = CompletionRequest(model=model, messages=tuple(turns), system=system, json_schema=schema)
+            attribution = Attribution(
+                user_id=user_id,
+                procedure=procedure,
+                conversation_id=conversation_id,
+                metadata={**metadata, "attempt": attempt},
+            )
+            result = await self.llm.invoke(request, attribution)
+            results.append(result)
+            try:
+                return results, decoder.decode(result.text)
+            except msgspec.DecodeError as error:
+                problem = str(error)
+            turns += [
+                ChatTurn(role="assistant", content=result.text),
+                ChatTurn(role="user", content=f"That answer is invalid ({problem}). Answer again with JSON only."),
+            ]
+        raise LLMError(
+            "BAD_GATEWAY",
+            f"the model's answer did not match the expected format twice ({problem})",
+            error_type="InvalidModelOutput",
+        )
+
+    async def _history(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> list[ChatTurn]:
+        rows = await self.engine._run_in_pool(_HISTORY, [conversation_id, user_id, HISTORY_LIMIT])
+        if not rows:
+            raise ConversationNotFoundError(conversation_id)
+        return [ChatTurn(role=row["role"], content=row["content"]) for row in rows if row["role"] is not None]
+
+    async def _ensure_owned(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        if not await self.engine._run_in_pool(_OWNED, [conversation_id, user_id]):
+            raise ConversationNotFoundError(conversation_id)
+
+
+def _title(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1] + "…"
+
+
+def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None) -> dict[str, Any]:
+    """The fields every chat output shares, summed over the calls a procedure made."""
+    last = results[-1]
+    costs = [result.priced.total_cost for result in results]
+    totals = last.totals
+    return {
+        "model": last.model,
+        "provider": last.provider,
+        "usage": _usage_sum(results),
+        "cost_usd": None if any(cost is None for cost in costs) else sum(cost for cost in costs if cost is not None),
+        "pricing_status": "unpriced" if any(r.priced.status == "unpriced" for r in results) else "priced",
+        "llm_calls": len(results),
+        "conversation_id": conversation_id,
+        "conversation": None if totals is None else ConversationTotals(**msgspec.structs.asdict(totals)),
+    }
+
+
+def _usage_sum(results: Sequence[LLMResult]) -> Usage:
+    fields = msgspec.structs.fields(Usage)
+    summed = {f.name: sum(getattr(r.usage, f.name) for r in results) for f in fields if f.name != "estimated"}
+    return Usage(**summed, estimated=any(r.usage.estimated for r in results))

@@ -1,0 +1,261 @@
+"""The providers: which one serves a model, and one adapter per wire API over its official SDK.
+
+Gemini is reached through its OpenAI-compatible endpoint with the ``openai`` SDK; its usage report differs from
+OpenAI's (completion may exclude thinking), so it has its own usage mapping but shares the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+import anthropic
+import msgspec
+import openai
+from anthropic.types import AssistantMessageParam, MessageParam, UserMessageParam
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionMessageParam
+
+from server.llm.errors import LLMError
+from server.llm.usage import (
+    TokenUsage,
+    UsageReportError,
+    usage_from_anthropic,
+    usage_from_gemini_openai_compat,
+    usage_from_openai,
+)
+from server.settings import ProviderSettings, Settings
+
+ProviderName = Literal["openai", "anthropic", "gemini"]
+
+DEFAULT_MAX_TOKENS: Final = 1024
+_OPENAI_MODEL: Final = re.compile(r"^(gpt-|o\d|chatgpt-|ft:gpt-)")
+
+
+def provider_for_model(model: str) -> ProviderName:
+    """Route by model family: gpt-*/o*: OpenAI, claude-*: Anthropic, gemini-*: Gemini."""
+    name = model.lower()
+    if name.startswith("claude-"):
+        return "anthropic"
+    if name.startswith(("gemini-", "models/gemini-")):
+        return "gemini"
+    if _OPENAI_MODEL.match(name):
+        return "openai"
+    raise LLMError(
+        "BAD_REQUEST",
+        f"unknown model family for {model!r}: expected gpt-*/o*, claude-* or gemini-*",
+        error_type="UnknownModel",
+    )
+
+
+class ChatTurn(msgspec.Struct, frozen=True, kw_only=True):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider-neutral chat completion request.
+
+    ``json_schema``: the reply must be a JSON object valid against this schema; each adapter asks for JSON in the
+    way its API supports, and the schema is also stated in the system prompt (the one way every provider honours).
+    """
+
+    model: str
+    messages: tuple[ChatTurn, ...]
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    json_schema: Mapping[str, Any] | None = None
+
+    def system_prompt(self) -> str | None:
+        if self.json_schema is None:
+            return self.system
+        schema_line = "Respond with JSON only. JSON schema: " + json.dumps(self.json_schema, separators=(",", ":"))
+        return f"{self.system}\n\n{schema_line}" if self.system else schema_line
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    text: str
+    usage: TokenUsage
+    model: str
+    """The model the provider reports having used (often a dated snapshot of the requested one)."""
+    service_tier: str | None = None
+
+
+class ProviderAdapter(Protocol):
+    name: ProviderName
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...
+
+
+@dataclass(slots=True)
+class OpenAIChatAdapter:
+    """OpenAI chat completions, and any endpoint that speaks them (Gemini's compatible endpoint)."""
+
+    name: ProviderName
+    client: openai.AsyncOpenAI
+    normalise: Callable[[CompletionUsage], TokenUsage]
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        messages: list[ChatCompletionMessageParam] = []
+        if (system := request.system_prompt()) is not None:
+            messages.append({"role": "system", "content": system})
+        for turn in request.messages:
+            if turn.role == "user":
+                messages.append({"role": "user", "content": turn.content})
+            else:
+                messages.append({"role": "assistant", "content": turn.content})
+        # OpenAI's reasoning models accept only max_completion_tokens; Gemini's endpoint documents max_tokens.
+        max_tokens = openai.omit if request.max_tokens is None else request.max_tokens
+        try:
+            response = await self.client.chat.completions.create(
+                model=request.model,
+                messages=messages,
+                stream=False,
+                max_tokens=max_tokens if self.name == "gemini" else openai.omit,
+                max_completion_tokens=openai.omit if self.name == "gemini" else max_tokens,
+                temperature=openai.omit if request.temperature is None else request.temperature,
+                response_format=openai.omit if request.json_schema is None else {"type": "json_object"},
+            )
+        except (openai.OpenAIError, ValueError) as error:
+            raise _translate(self.name, error) from None
+        if response.usage is None:
+            raise LLMError("BAD_GATEWAY", f"{self.name} returned no usage report", error_type="MissingUsage")
+        text = "".join(choice.message.content or "" for choice in response.choices[:1])
+        return Completion(
+            text=text,
+            usage=_normalised(self.name, self.normalise, response.usage),
+            model=response.model or request.model,
+            service_tier=response.service_tier,
+        )
+
+
+@dataclass(slots=True)
+class AnthropicMessagesAdapter:
+    name: ProviderName
+    client: anthropic.AsyncAnthropic
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        system = request.system_prompt()
+        messages: list[MessageParam] = []
+        for turn in request.messages:
+            if turn.role == "user":
+                messages.append(UserMessageParam(role="user", content=turn.content))
+            else:
+                messages.append(AssistantMessageParam(role="assistant", content=turn.content))
+        try:
+            response = await self.client.messages.create(
+                model=request.model,
+                max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+                messages=messages,
+                # The Messages API of anthropic 2.x has no temperature: it is not sent for Claude models.
+                system=anthropic.omit if system is None else system,
+            )
+        except (anthropic.AnthropicError, ValueError) as error:
+            raise _translate(self.name, error) from None
+        text = "".join(block.text for block in response.content if block.type == "text")
+        return Completion(
+            text=text,
+            usage=_normalised(self.name, usage_from_anthropic, response.usage),
+            model=response.model or request.model,
+            service_tier=response.usage.service_tier,
+        )
+
+
+class ProviderSet:
+    """One SDK client per provider, built once and shared: connection pools are reused across calls."""
+
+    def __init__(self, adapters: Mapping[ProviderName, ProviderAdapter]) -> None:
+        self._adapters = dict(adapters)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, simulator_origin: str | None = None) -> ProviderSet:
+        """Adapters for the configured providers.
+
+        With ``simulator_origin`` (offline mode), a provider without a key of its own is pointed at the built-in
+        simulator, so the service answers without network access.
+        """
+        timeout, retries = settings.provider_timeout_seconds, settings.provider_max_retries
+
+        def resolve(provider: ProviderName, configured: ProviderSettings, path: str) -> tuple[str | None, str | None]:
+            if configured.api_key is None and simulator_origin is not None:
+                return "offline-simulator", f"{simulator_origin}{path}"
+            return configured.api_key, configured.base_url
+
+        adapters: dict[ProviderName, ProviderAdapter] = {}
+        key, url = resolve("openai", settings.openai, "/openai/v1")
+        if key is not None:
+            client = openai.AsyncOpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=retries)
+            adapters["openai"] = OpenAIChatAdapter("openai", client, usage_from_openai)
+        key, url = resolve("gemini", settings.gemini, "/gemini/v1beta/openai/")
+        if key is not None:
+            client = openai.AsyncOpenAI(api_key=key, base_url=url, timeout=timeout, max_retries=retries)
+            adapters["gemini"] = OpenAIChatAdapter("gemini", client, usage_from_gemini_openai_compat)
+        key, url = resolve("anthropic", settings.anthropic, "/anthropic")
+        if key is not None:
+            claude = anthropic.AsyncAnthropic(api_key=key, base_url=url, timeout=timeout, max_retries=retries)
+            adapters["anthropic"] = AnthropicMessagesAdapter("anthropic", claude)
+        return cls(adapters)
+
+    def adapter(self, provider: ProviderName) -> ProviderAdapter:
+        adapter = self._adapters.get(provider)
+        if adapter is None:
+            key = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}[provider]
+            raise LLMError(
+                "PRECONDITION_FAILED",
+                f"{provider} is not configured on this server (set {key})",
+                error_type="ProviderNotConfigured",
+            )
+        return adapter
+
+
+_SECRET: Final = re.compile(r"(sk|tb|key|AIza)[-_A-Za-z0-9]{8,}")
+
+
+def _sanitise(message: str) -> str:
+    """A provider's error message, short and without anything that looks like a key."""
+    return _SECRET.sub("[redacted]", message)[:300]
+
+
+UsageT = TypeVar("UsageT")
+
+
+def _normalised(provider: str, normalise: Callable[[UsageT], TokenUsage], usage: UsageT) -> TokenUsage:
+    try:
+        return normalise(usage)
+    except UsageReportError as error:
+        # Pricing an impossible report would mis-bill silently; the call fails loudly instead.
+        raise LLMError("BAD_GATEWAY", f"{provider} reported impossible usage: {error}", error_type="BadUsage") from None
+
+
+def _translate(provider: str, error: openai.OpenAIError | anthropic.AnthropicError | ValueError) -> LLMError:
+    """The tRPC error a caller sees for a provider failure. Credentials problems never reveal the key."""
+    error_type = type(error).__name__
+    if isinstance(error, ValueError):
+        # Neither SDK wraps a 200 response whose body is not JSON: json.JSONDecodeError escapes as it is.
+        return LLMError("BAD_GATEWAY", f"{provider} sent a malformed response", error_type=error_type)
+    if isinstance(error, openai.APITimeoutError | anthropic.APITimeoutError):
+        return LLMError("GATEWAY_TIMEOUT", f"{provider} did not answer in time", error_type=error_type)
+    if isinstance(error, openai.APIConnectionError | anthropic.APIConnectionError):
+        return LLMError("BAD_GATEWAY", f"could not reach {provider}", error_type=error_type)
+    if isinstance(error, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
+        return LLMError("BAD_GATEWAY", f"{provider} sent a malformed response", error_type=error_type)
+    status = getattr(error, "status_code", None)
+    detail = getattr(error, "message", "") or str(error)
+    # Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID, not with 401.
+    if status in (401, 403) or (status == 400 and "API_KEY_INVALID" in detail):
+        return LLMError(
+            "INTERNAL_SERVER_ERROR", f"the server's {provider} credentials were rejected", error_type=error_type
+        )
+    if status == 429:
+        return LLMError("TOO_MANY_REQUESTS", f"{provider} rate limit reached, retry later", error_type=error_type)
+    if status in (400, 404, 413, 422):
+        return LLMError("BAD_REQUEST", f"{provider} rejected the request: {_sanitise(detail)}", error_type=error_type)
+    if status in (503, 529):
+        return LLMError("SERVICE_UNAVAILABLE", f"{provider} is overloaded, retry later", error_type=error_type)
+    if status is not None and status >= 500:
+        return LLMError("BAD_GATEWAY", f"{provider} failed with HTTP {status}", error_type=error_type)
+    return LLMError("BAD_GATEWAY", f"{provider} call failed", error_type=error_type)
