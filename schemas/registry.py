@@ -5,14 +5,19 @@ The server binds one handler to each entry; the Python client and the TypeScript
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, overload
 
 import msgspec
 
-InputT = TypeVar("InputT", bound=msgspec.Struct)
+InputT = TypeVar("InputT", bound=msgspec.Struct | None)
 OutputT = TypeVar("OutputT", bound=msgspec.Struct)
+_StructT = TypeVar("_StructT", bound=msgspec.Struct)
+
+LAST_EVENT_ID: Final = "lastEventId"
+"""The input field, in wire spelling, through which a subscription resumes after the last event a client received."""
 
 
 class ProcedureKind(StrEnum):
@@ -33,8 +38,8 @@ class Access(StrEnum):
 class Procedure(Generic[InputT, OutputT]):
     """One procedure of the contract.
 
-    ``input`` is the Struct the call takes (``None``: the call takes no input); for a subscription ``output`` is the
-    type of each event it emits.
+    ``input`` is the Struct the call takes (``None``: the call takes no input, and the procedure is a
+    ``Procedure[None, ...]``); for a subscription ``output`` is the type of each event it emits.
     """
 
     path: str
@@ -52,36 +57,85 @@ class Procedure(Generic[InputT, OutputT]):
     def name(self) -> str:
         return self.path.partition(".")[2]
 
+    @property
+    def resumable(self) -> bool:
+        """A subscription whose input has ``lastEventId``: each event carries an id (SSE ``id:``; ``{id, data}`` in
+        @trpc/client), and a client that reconnects resumes after the last id it received."""
+        input_type = self.input
+        return (
+            self.kind is ProcedureKind.SUBSCRIPTION
+            and input_type is not None
+            and issubclass(input_type, msgspec.Struct)
+            and any(f.encode_name == LAST_EVENT_ID for f in msgspec.structs.fields(input_type))
+        )
 
+
+# One overload pair per kind so that a procedure without input is typed ``Procedure[None, Output]``: clients and
+# handlers then know statically that the call takes no argument.
+@overload
 def query(
-    path: str, input: type[InputT] | None, output: type[OutputT], access: Access, description: str
-) -> Procedure[InputT, OutputT]:
+    path: str, input: None, output: type[OutputT], access: Access, description: str
+) -> Procedure[None, OutputT]: ...
+@overload
+def query(
+    path: str, input: type[_StructT], output: type[OutputT], access: Access, description: str
+) -> Procedure[_StructT, OutputT]: ...
+def query(
+    path: str, input: type[Any] | None, output: type[OutputT], access: Access, description: str
+) -> Procedure[Any, OutputT]:
     return Procedure(path, ProcedureKind.QUERY, input, output, access, description)
 
 
+@overload
 def mutation(
-    path: str, input: type[InputT] | None, output: type[OutputT], access: Access, description: str
-) -> Procedure[InputT, OutputT]:
+    path: str, input: None, output: type[OutputT], access: Access, description: str
+) -> Procedure[None, OutputT]: ...
+@overload
+def mutation(
+    path: str, input: type[_StructT], output: type[OutputT], access: Access, description: str
+) -> Procedure[_StructT, OutputT]: ...
+def mutation(
+    path: str, input: type[Any] | None, output: type[OutputT], access: Access, description: str
+) -> Procedure[Any, OutputT]:
     return Procedure(path, ProcedureKind.MUTATION, input, output, access, description)
 
 
+@overload
 def subscription(
-    path: str, input: type[InputT] | None, output: type[OutputT], access: Access, description: str
-) -> Procedure[InputT, OutputT]:
+    path: str, input: None, output: type[OutputT], access: Access, description: str
+) -> Procedure[None, OutputT]: ...
+@overload
+def subscription(
+    path: str, input: type[_StructT], output: type[OutputT], access: Access, description: str
+) -> Procedure[_StructT, OutputT]: ...
+def subscription(
+    path: str, input: type[Any] | None, output: type[OutputT], access: Access, description: str
+) -> Procedure[Any, OutputT]:
     return Procedure(path, ProcedureKind.SUBSCRIPTION, input, output, access, description)
 
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    """An ordered, duplicate-free collection of procedures."""
+    """An ordered, duplicate-free collection of procedures, indexed by path."""
 
     procedures: tuple[Procedure[Any, Any], ...]
+    _by_path: dict[str, Procedure[Any, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         paths = [p.path for p in self.procedures]
         duplicates = sorted({p for p in paths if paths.count(p) > 1})
         if duplicates:
             raise ValueError(f"duplicate procedure paths: {', '.join(duplicates)}")
+        malformed = sorted(p for p in paths if not p.partition(".")[2] or "," in p or "/" in p)
+        if malformed:
+            raise ValueError(f"procedure paths must be 'namespace.name' without ',' or '/': {', '.join(malformed)}")
+        object.__setattr__(self, "_by_path", {p.path: p for p in self.procedures})
 
     def get(self, path: str) -> Procedure[Any, Any] | None:
-        return next((p for p in self.procedures if p.path == path), None)
+        return self._by_path.get(path)
+
+    def __iter__(self) -> Iterator[Procedure[Any, Any]]:
+        return iter(self.procedures)
+
+    def __len__(self) -> int:
+        return len(self.procedures)

@@ -1,0 +1,16 @@
+"""The application's contract: every procedure the server implements and the clients can call."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from schemas import system
+from schemas.registry import Registry
+
+APP_REGISTRY: Final = Registry(
+    (
+        system.HEALTH,
+        system.WHOAMI,
+        system.CLOCK,
+    )
+)

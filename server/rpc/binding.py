@@ -1,0 +1,69 @@
+"""The start-up table of procedures: each registry entry with its handler, decoder and resumability.
+
+Built once, so that serving a call is a dict lookup; building it is where a broken wiring fails loudly: a procedure
+without a handler, with two, a handler for a procedure the registry does not know, or a signature that does not match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from schemas.registry import Procedure, Registry
+from server.rpc.controller import ProcedureController, check_handler_signature, implemented_procedure
+
+__all__ = ("Binding", "build_bindings")
+
+
+@dataclass(slots=True)
+class Binding:
+    procedure: Procedure[Any, Any]
+    controller: type[ProcedureController]
+    method_name: str
+    decoder: msgspec.json.Decoder[Any] | None
+    resumable: bool
+    """A subscription whose ``lastEventId`` input is filled from ``Last-Event-ID`` and whose events carry ids."""
+    handler: Callable[..., Any] | None = field(default=None)
+    """The method bound to the controller instance Litestar created; set when the router is built."""
+
+
+def build_bindings(registry: Registry, controllers: Sequence[type[ProcedureController]]) -> dict[str, Binding]:
+    bindings: dict[str, Binding] = {}
+    problems: list[str] = []
+    for controller in controllers:
+        if not (isinstance(controller, type) and issubclass(controller, ProcedureController)):
+            problems.append(f"{controller!r} is not a ProcedureController subclass")
+            continue
+        for path, method_name in controller.handlers_by_path.items():
+            procedure = implemented_procedure(getattr(controller, method_name))
+            where = f"{controller.__qualname__}.{method_name}"
+            if procedure is None or registry.get(path) != procedure:
+                problems.append(f"{where} implements {path!r}, which is not in the registry (or differs from it)")
+                continue
+            if path in bindings:
+                other = bindings[path]
+                problems.append(
+                    f"{path!r} has two handlers: {other.controller.__qualname__}.{other.method_name} and {where}"
+                )
+                continue
+            try:
+                check_handler_signature(controller, method_name, procedure)
+            except TypeError as exc:
+                problems.append(str(exc))
+                continue
+            bindings[path] = Binding(
+                procedure=procedure,
+                controller=controller,
+                method_name=method_name,
+                decoder=None if procedure.input is None else msgspec.json.Decoder(procedure.input),
+                resumable=procedure.resumable,
+            )
+    missing = [p.path for p in registry if p.path not in bindings]
+    if missing:
+        problems.append(f"procedures without a handler: {', '.join(missing)}")
+    if problems:
+        raise RuntimeError("cannot serve the procedure registry:\n  - " + "\n  - ".join(problems))
+    return bindings
