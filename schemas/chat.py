@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from schemas.base import WireStruct
+from schemas.registry import Access, mutation
 
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=65_536)]
@@ -26,8 +27,8 @@ class Usage(WireStruct, frozen=True, kw_only=True):
 
     input: int
     cache_read: int
-    cache_write_5m: int
-    cache_write_1h: int
+    cache_write_5m: int = msgspec.field(name="cacheWrite5m")
+    cache_write_1h: int = msgspec.field(name="cacheWrite1h")
     output: int
     reasoning: int
     prompt_tokens: int
@@ -136,3 +137,27 @@ class SummarizeEmailOutput(LLMCallOutput, frozen=True, kw_only=True):
     summary: str
     key_points: list[str]
     action_items: list[str]
+
+
+SEND_MESSAGE: Final = mutation(
+    "chat.sendMessage",
+    SendMessageInput,
+    SendMessageOutput,
+    Access.USER,
+    "Send a message in a conversation (a new one when conversationId is absent) and get the model's reply, what "
+    "the call cost and the conversation's new totals.",
+)
+EXECUTE_ACTION: Final = mutation(
+    "chat.executeAction",
+    ExecuteActionInput,
+    ExecuteActionOutput,
+    Access.USER,
+    "Run an action (draft_reply, extract_tasks, classify_intent) on a text and get its typed result and cost.",
+)
+SUMMARIZE_EMAIL: Final = mutation(
+    "chat.summarizeEmail",
+    SummarizeEmailInput,
+    SummarizeEmailOutput,
+    Access.USER,
+    "Summarise an e-mail into a summary, key points and action items, with what the call cost.",
+)

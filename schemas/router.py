@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas import system
+from schemas import chat, system
 from schemas.registry import Registry
 
 APP_REGISTRY: Final = Registry(
@@ -12,5 +12,8 @@ APP_REGISTRY: Final = Registry(
         system.HEALTH,
         system.WHOAMI,
         system.CLOCK,
+        chat.SEND_MESSAGE,
+        chat.EXECUTE_ACTION,
+        chat.SUMMARIZE_EMAIL,
     )
 )

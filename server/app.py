@@ -1,17 +1,32 @@
-"""The application factory."""
+"""The application factory: the tRPC router over the namespace controllers, the services, and their lifecycle."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Final
 
 from litestar import Litestar, get
-from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 from piccolo.engine import engine_finder
 from piccolo.engine.postgres import PostgresEngine
 
+from schemas.router import APP_REGISTRY
+from server.auth import DatabaseAuthenticator
+from server.procedures.chat import ChatController
+from server.procedures.system import SystemController, service_version
+from server.rpc import RpcConfig, rpc_cors_config, rpc_router
+from server.services import build_services
 from server.settings import Settings, get_settings
+
+logger = logging.getLogger("tollbooth")
+
+SPOOL_REPLAY_INTERVAL_SECONDS: Final = 5.0
+CONTROLLERS: Final = (SystemController, ChatController)
 
 
 def database_engine() -> PostgresEngine:
@@ -29,9 +44,9 @@ async def database_is_up() -> bool:
     return True
 
 
-@get("/healthz", operation_id="healthz", tags=["system"])
+@get("/healthz", operation_id="healthz", tags=["operations"])
 async def healthz() -> Response[dict[str, str]]:
-    """Liveness and database status, for load balancers: 200 when the database answers, else 503."""
+    """Liveness and database status for load balancers: 200 when the database answers, else 503."""
     up = await database_is_up()
     return Response(
         {"status": "ok" if up else "degraded", "database": "ok" if up else "unavailable"},
@@ -40,20 +55,46 @@ async def healthz() -> Response[dict[str, str]]:
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the service. With no provider key configured, the built-in simulator answers every model call."""
     settings = settings or get_settings()
+    engine = database_engine()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        engine = database_engine()
-        await engine.start_connection_pool(min_size=2, max_size=20)
-        try:
-            yield
-        finally:
-            await engine.close_connection_pool()
+        async with AsyncExitStack() as stack:
+            if engine.pool is None:  # a host (the tests) may already run a pool on this engine
+                await engine.start_connection_pool(min_size=2, max_size=20)
+                stack.push_async_callback(engine.close_connection_pool)
+            simulator_origin = None
+            if settings.offline:
+                from server.simulator import running_simulator
 
+                simulator = await stack.enter_async_context(running_simulator())
+                simulator_origin = simulator.origin
+                logger.warning("offline mode: model calls go to the built-in simulator at %s", simulator_origin)
+            services = build_services(settings, engine, simulator_origin=simulator_origin)
+            app.state["services"] = services
+            replayer = asyncio.create_task(
+                services.llm.spool.replay_forever(services.llm.recorder.write, SPOOL_REPLAY_INTERVAL_SECONDS)
+            )
+            try:
+                yield
+            finally:
+                replayer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replayer
+
+    rpc = rpc_router(
+        CONTROLLERS,
+        APP_REGISTRY,
+        DatabaseAuthenticator(engine),
+        RpcConfig(max_batch_size=settings.max_batch_size, max_body_bytes=settings.max_body_bytes, debug=settings.debug),
+    )
     return Litestar(
-        route_handlers=[healthz],
+        route_handlers=[healthz, rpc],
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        cors_config=rpc_cors_config(settings.cors_origins) if settings.cors_origins else None,
+        openapi_config=OpenAPIConfig(title="Tollbooth", version=service_version(), path="/schema"),
         debug=settings.debug,
+        logging_config=None,  # the CLI configures logging once, from LOG_LEVEL
     )

@@ -22,6 +22,10 @@ class Services:
     llm: LLMCore
     chat: ChatService
 
+    async def check_database(self) -> bool:
+        await self.engine._run_in_pool("SELECT 1")
+        return True
+
 
 def build_services(settings: Settings, engine: PostgresEngine, *, simulator_origin: str | None = None) -> Services:
     """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator."""

@@ -12,12 +12,15 @@ from schemas import system
 from schemas.registry import Access, Registry, subscription
 from schemas.router import APP_REGISTRY
 from schemas.system import ClockEvent, ClockInput, HealthOutput, WhoAmIOutput
+from server.app import CONTROLLERS
 from server.procedures.system import SystemController
 from server.rpc import CallContext, ProcedureController, RpcConfig, Tracked, implements, rpc_router, tracked
-from tests.rpc_testing import InMemoryAuthenticator
+from tests.rpc_testing import SYSTEM_PROCEDURES, InMemoryAuthenticator
+
+SYSTEM_REGISTRY = Registry(SYSTEM_PROCEDURES)
 
 
-def mount(*controllers: type[ProcedureController], registry: Registry = APP_REGISTRY) -> None:
+def mount(*controllers: type[ProcedureController], registry: Registry = SYSTEM_REGISTRY) -> None:
     rpc_router(list(controllers), registry, InMemoryAuthenticator(), RpcConfig())
 
 
@@ -29,8 +32,8 @@ class HealthOnly(ProcedureController):
         return HealthOutput(status="ok", version="1", database="ok")
 
 
-def test_the_app_registry_mounts() -> None:
-    mount(SystemController)
+def test_the_app_registry_mounts_on_the_app_controllers() -> None:
+    mount(*CONTROLLERS, registry=APP_REGISTRY)
 
 
 def test_procedure_without_handler_fails() -> None:

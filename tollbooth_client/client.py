@@ -9,7 +9,7 @@ from typing import Self
 import httpx
 
 from tollbooth_client._transport import Transport
-from tollbooth_client.namespaces import SystemNamespace
+from tollbooth_client.namespaces import ChatNamespace, SystemNamespace
 from tollbooth_client.procedures import ClientCore
 
 __all__ = ("TollboothClient",)
@@ -25,6 +25,7 @@ class TollboothClient:
     """
 
     system: SystemNamespace
+    chat: ChatNamespace
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class TollboothClient:
         )
         self._core = ClientCore(self._transport, subscription_reconnects, subscription_reconnect_delay)
         self.system = SystemNamespace(self._core)
+        self.chat = ChatNamespace(self._core)
 
     async def aclose(self) -> None:
         await self._transport.aclose()

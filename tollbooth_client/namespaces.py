@@ -6,10 +6,10 @@ here and an attribute in ``TollboothClient.__init__``.
 
 from __future__ import annotations
 
-from schemas import system
-from tollbooth_client.procedures import Namespace, query, subscription
+from schemas import chat, system
+from tollbooth_client.procedures import Namespace, mutation, query, subscription
 
-__all__ = ("SystemNamespace",)
+__all__ = ("ChatNamespace", "SystemNamespace")
 
 
 class SystemNamespace(Namespace):
@@ -18,3 +18,11 @@ class SystemNamespace(Namespace):
     health = query(system.HEALTH)
     whoami = query(system.WHOAMI)
     clock = subscription(system.CLOCK)
+
+
+class ChatNamespace(Namespace):
+    namespace = "chat"
+
+    send_message = mutation(chat.SEND_MESSAGE)
+    execute_action = mutation(chat.EXECUTE_ACTION)
+    summarize_email = mutation(chat.SUMMARIZE_EMAIL)

@@ -9,6 +9,7 @@ from typing import Any, Final
 import msgspec
 
 from schemas.chat import ActionName, ActionResult, ClassifyIntentResult, DraftReplyResult, ExtractTasksResult
+from server.llm.structured import object_schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +22,7 @@ class Action:
     decoder: msgspec.json.Decoder[ActionResult] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "json_schema", msgspec.json.schema(self.result_type))
+        object.__setattr__(self, "json_schema", object_schema(self.result_type))
         object.__setattr__(self, "decoder", msgspec.json.Decoder(self.result_type))
 
 

@@ -20,11 +20,14 @@ from schemas.chat import (
     SummarizeEmailOutput,
     Usage,
 )
+from schemas.errors import ErrorCode
 from server.chat.actions import ACTIONS
 from server.llm.core import Attribution, LLMCore, LLMResult
 from server.llm.errors import LLMError
 from server.llm.providers import ChatTurn, CompletionRequest
 from server.llm.recorder import MetadataValue
+from server.llm.structured import object_schema, strip_code_fence
+from server.rpc.errors import TRPCError
 
 HISTORY_LIMIT: Final = 100
 """The most recent messages sent with ``chat.sendMessage``; older ones stay stored but are not sent."""
@@ -44,11 +47,11 @@ ORDER BY m.created_at
 _OWNED: Final = "SELECT 1 FROM conversations WHERE id = $1 AND owner = $2"
 
 
-class ConversationNotFoundError(LookupError):
+class ConversationNotFoundError(TRPCError):
     """No conversation with this id belongs to the caller (whether it exists for someone else is not said)."""
 
     def __init__(self, conversation_id: uuid.UUID) -> None:
-        super().__init__(f"conversation {conversation_id} not found")
+        super().__init__(ErrorCode.NOT_FOUND, f"conversation {conversation_id} not found")
 
 
 class _Summary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,7 +60,7 @@ class _Summary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     action_items: list[str]
 
 
-_SUMMARY_SCHEMA: Final = msgspec.json.schema(_Summary)
+_SUMMARY_SCHEMA: Final = object_schema(_Summary)
 _SUMMARY_DECODER: Final = msgspec.json.Decoder(_Summary)
 ResultT = TypeVar("ResultT")
 
@@ -108,6 +111,7 @@ class ChatService:
             system=action.instructions,
             content=data.input,
             schema=action.json_schema,
+            schema_name=action.name,
             decoder=action.decoder,
             metadata={"task": "action", "action": action.name, "schema_version": action.schema_version},
         )
@@ -131,6 +135,7 @@ class ChatService:
             ),
             content=f"{headers}\n{email.body}",
             schema=_SUMMARY_SCHEMA,
+            schema_name="email_summary",
             decoder=_SUMMARY_DECODER,
             metadata={"task": "summarize_email", "max_words": data.max_words, "schema_version": SCHEMA_VERSION},
         )
@@ -151,6 +156,7 @@ class ChatService:
         system: str,
         content: str,
         schema: Mapping[str, Any],
+        schema_name: str,
         decoder: msgspec.json.Decoder[ResultT],
         metadata: Mapping[str, MetadataValue],
     ) -> tuple[list[LLMResult], ResultT]:
@@ -158,7 +164,9 @@ class ChatService:
         turns = [ChatTurn(role="user", content=content)]
         results: list[LLMResult] = []
         for attempt in (1, 2):
-            request = CompletionRequest(model=model, messages=tuple(turns), system=system, json_schema=schema)
+            request = CompletionRequest(
+                model=model, messages=tuple(turns), system=system, json_schema=schema, json_schema_name=schema_name
+            )
             attribution = Attribution(
                 user_id=user_id,
                 procedure=procedure,
@@ -168,7 +176,7 @@ class ChatService:
             result = await self.llm.invoke(request, attribution)
             results.append(result)
             try:
-                return results, decoder.decode(result.text)
+                return results, decoder.decode(strip_code_fence(result.text))
             except msgspec.DecodeError as error:
                 problem = str(error)
             turns += [

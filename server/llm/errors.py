@@ -1,13 +1,14 @@
-"""Errors of the LLM core. Each carries the tRPC error code a caller sees and the error type that is logged."""
+"""Errors of the LLM core: tRPC errors, so the protocol maps them, that also carry the error type to log."""
 
 from __future__ import annotations
 
+from schemas.errors import ErrorCode
+from server.rpc.errors import TRPCError
 
-class LLMError(Exception):
-    """A model call that could not produce an answer; ``code`` is a tRPC error code name such as BAD_GATEWAY."""
 
-    def __init__(self, code: str, message: str, *, error_type: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class LLMError(TRPCError):
+    """A model call that could not produce an answer. ``error_type`` names the failure in ``ai_usage_logs``."""
+
+    def __init__(self, code: ErrorCode | str, message: str, *, error_type: str) -> None:
+        super().__init__(ErrorCode(code), message)
         self.error_type = error_type

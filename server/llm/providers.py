@@ -6,7 +6,6 @@ OpenAI's (completion may exclude thinking), so it has its own usage mapping but 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import openai
 from anthropic.types import AssistantMessageParam, MessageParam, UserMessageParam
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from server.llm.errors import LLMError
 from server.llm.usage import (
@@ -59,8 +59,8 @@ class ChatTurn(msgspec.Struct, frozen=True, kw_only=True):
 class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A provider-neutral chat completion request.
 
-    ``json_schema``: the reply must be a JSON object valid against this schema; each adapter asks for JSON in the
-    way its API supports, and the schema is also stated in the system prompt (the one way every provider honours).
+    ``json_schema``: the reply must be a JSON object valid against this schema (with an object at its root, see
+    ``structured.object_schema``); each adapter asks for it through its API's structured-output mode.
     """
 
     model: str
@@ -69,12 +69,12 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_tokens: int | None = None
     temperature: float | None = None
     json_schema: Mapping[str, Any] | None = None
+    json_schema_name: str = "result"
 
     def system_prompt(self) -> str | None:
         if self.json_schema is None:
             return self.system
-        schema_line = "Respond with JSON only. JSON schema: " + json.dumps(self.json_schema, separators=(",", ":"))
-        return f"{self.system}\n\n{schema_line}" if self.system else schema_line
+        return f"{self.system}\n\nRespond with JSON only." if self.system else "Respond with JSON only."
 
 
 class Completion(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,7 +118,7 @@ class OpenAIChatAdapter:
                 max_tokens=max_tokens if self.name == "gemini" else openai.omit,
                 max_completion_tokens=openai.omit if self.name == "gemini" else max_tokens,
                 temperature=openai.omit if request.temperature is None else request.temperature,
-                response_format=openai.omit if request.json_schema is None else {"type": "json_object"},
+                response_format=openai.omit if request.json_schema is None else _openai_format(request),
             )
         except (openai.OpenAIError, ValueError) as error:
             raise _translate(self.name, error) from None
@@ -153,6 +153,9 @@ class AnthropicMessagesAdapter:
                 messages=messages,
                 # The Messages API of anthropic 2.x has no temperature: it is not sent for Claude models.
                 system=anthropic.omit if system is None else system,
+                output_config=anthropic.omit
+                if request.json_schema is None
+                else {"format": {"type": "json_schema", "schema": dict(request.json_schema)}},
             )
         except (anthropic.AnthropicError, ValueError) as error:
             raise _translate(self.name, error) from None
@@ -163,6 +166,15 @@ class AnthropicMessagesAdapter:
             model=response.model or request.model,
             service_tier=response.usage.service_tier,
         )
+
+
+def _openai_format(request: CompletionRequest) -> ResponseFormatJSONSchema:
+    assert request.json_schema is not None
+    return {
+        "type": "json_schema",
+        # Not strict: OpenAI's strict mode refuses schemas with optional fields or string patterns.
+        "json_schema": {"name": request.json_schema_name, "schema": dict(request.json_schema), "strict": False},
+    }
 
 
 class ProviderSet:

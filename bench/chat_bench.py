@@ -1,0 +1,179 @@
+"""Benchmark: what the server, its transaction included, adds to a model call.
+
+Starts the provider simulator and ``python -m server`` as separate processes on loopback, then drives
+``chat.sendMessage`` over HTTP at each concurrency, and the same provider call made directly with the openai SDK (no
+server), and prints requests/s, p50/p99 latency and what the server adds. All traffic stays on 127.0.0.1.
+
+    python bench/chat_bench.py [--requests 2000] [--concurrency 1 16 64]
+
+The database is ``BENCH_DATABASE_URL`` (default: the local PostgreSQL at 127.0.0.1:5432); a fresh database
+``tollbooth_bench_chat`` is created on it for the run and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import openai
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DATABASE = "tollbooth_bench_chat"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def database_url(admin_url: str, database: str) -> str:
+    base, _, query = admin_url.partition("?")
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
+
+
+async def recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+        if not drop_only:
+            await connection.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
+    finally:
+        await connection.close()
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise SystemExit(f"{what} did not start within 60 s")
+
+
+@contextmanager
+def background(command: list[str], env: dict[str, str], ready_url: str, what: str) -> Iterator[None]:
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(ready_url, process, what)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def drive(call: Callable[[], Awaitable[None]], total: int, concurrency: int) -> tuple[float, list[float]]:
+    """Run ``total`` calls, ``concurrency`` at a time; return (requests/s, latencies in ms)."""
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - started), latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def measure(args: argparse.Namespace, server: str, api_key: str, openai_url: str) -> None:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    direct = openai.AsyncOpenAI(api_key="sk-bench", base_url=openai_url, max_retries=0)
+    body = b'{"message":"What does a token cost?","model":"gpt-4o-mini"}'
+    headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=30) as client:
+
+        async def via_server() -> None:
+            response = await client.post("/trpc/chat.sendMessage", content=body, headers=headers)
+            if response.status_code != 200:
+                raise SystemExit(f"chat.sendMessage failed: {response.status_code} {response.text}")
+
+        async def direct_call() -> None:
+            await direct.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "What does a token cost?"}]
+            )
+
+        # Warm up both paths (connections, prepared statements, price lookups).
+        await drive(via_server, 50, 4)
+        await drive(direct_call, 50, 4)
+        print(f"{'concurrency':>11} {'path':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        for concurrency in args.concurrency:
+            results = {}
+            for name, call in (("direct", direct_call), ("server", via_server)):
+                rate, latencies = await drive(call, args.requests, concurrency)
+                results[name] = (rate, percentile(latencies, 0.5), percentile(latencies, 0.99))
+                print(f"{concurrency:>11} {name:>8} {rate:>8.0f} {results[name][1]:>8.2f} {results[name][2]:>8.2f}")
+            added_p50 = results["server"][1] - results["direct"][1]
+            added_p99 = results["server"][2] - results["direct"][2]
+            ratio = results["server"][0] / results["direct"][0]
+            print(
+                f"{concurrency:>11} {'added':>8} {'':>8} {added_p50:>8.2f} {added_p99:>8.2f}"
+                f"   server/direct throughput ratio {ratio:.2f}"
+            )
+    await direct.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="calls per measurement (default 2000)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    args = parser.parse_args()
+    admin_url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    asyncio.run(recreate_database(admin_url))
+    simulator_port, server_port = free_port(), free_port()
+    simulator = f"http://127.0.0.1:{simulator_port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(admin_url, BENCH_DATABASE),
+        "PORT": str(server_port),
+        "LOG_LEVEL": "WARNING",
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": f"{simulator}/openai/v1",
+        "PROVIDER_MAX_RETRIES": "0",
+    }
+    try:
+        subprocess.run([sys.executable, "-m", "server", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+        created = subprocess.run(
+            [sys.executable, "-m", "server", "create-user", "--name", "bench"],
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        )
+        api_key = created.stdout.strip().rsplit(" ", 1)[1]
+        simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]
+        with (
+            background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator"),
+            background([sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"),
+        ):
+            print(f"{args.requests} calls per row; server and simulator are separate processes on loopback")
+            asyncio.run(measure(args, f"http://127.0.0.1:{server_port}", api_key, f"{simulator}/openai/v1"))
+    finally:
+        asyncio.run(recreate_database(admin_url, drop_only=True))
+
+
+if __name__ == "__main__":
+    main()

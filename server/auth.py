@@ -1,0 +1,42 @@
+"""API-key authentication against the ``users`` table.
+
+A key's user is cached for ``ttl`` seconds, keyed by the key itself, so a client's repeated calls cost neither a
+hash nor a query; a revoked or deleted key stops working within ``ttl``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Final
+
+from piccolo.engine.postgres import PostgresEngine
+
+from server.rpc.context import Caller
+from server.users import API_KEY_PREFIX, hash_api_key
+
+_LOOKUP: Final = "SELECT id, name, is_admin FROM users WHERE api_key_hash = $1"
+MAX_KEY_LENGTH: Final = 128
+
+
+class DatabaseAuthenticator:
+    def __init__(self, engine: PostgresEngine, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[Caller | None, float]] = OrderedDict()
+
+    async def authenticate(self, api_key: str) -> Caller | None:
+        if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > MAX_KEY_LENGTH:
+            return None
+        now = time.monotonic()
+        cached = self._cache.get(api_key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        rows = await self._engine._run_in_pool(_LOOKUP, [hash_api_key(api_key)])
+        caller = Caller(user_id=rows[0]["id"], name=rows[0]["name"], is_admin=rows[0]["is_admin"]) if rows else None
+        self._cache[api_key] = (caller, now + self._ttl)
+        self._cache.move_to_end(api_key)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+        return caller
