@@ -11,12 +11,16 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
+import uvicorn
 
 from server.database import redact
+from server.settings import Settings
 from server.simulator import RunningSimulator, running_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,3 +128,36 @@ def simulator_env(sim: RunningSimulator, **overrides: str) -> dict[str, str]:
         "PROVIDER_TIMEOUT_SECONDS": "5",
         **overrides,
     }
+
+
+class ServedApp(msgspec.Struct, frozen=True, kw_only=True):
+    url: str
+    settings: Settings
+
+
+@asynccontextmanager
+async def serve_app(settings: Settings) -> AsyncIterator[ServedApp]:
+    """The real application on uvicorn at a free loopback port, in this event loop (so it shares the test's pool)."""
+    from server.app import create_app
+
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the app stopped during start-up")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield ServedApp(url=f"http://127.0.0.1:{port}", settings=settings)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def app_server(sim: RunningSimulator, db: None, tmp_path: Path) -> AsyncIterator[ServedApp]:
+    """The application, its providers pointed at the simulator, on an empty database."""
+    async with serve_app(Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path)))) as served:
+        yield served

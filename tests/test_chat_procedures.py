@@ -1,0 +1,311 @@
+"""The chat procedures end to end: Python client -> tRPC over HTTP -> invoke_llm -> real SDKs -> simulator -> PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+
+from schemas.chat import (
+    ClassifyIntentResult,
+    Email,
+    ExecuteActionInput,
+    ExtractTasksResult,
+    SendMessageInput,
+    SummarizeEmailInput,
+)
+from server.app import database_engine
+from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
+from server.users import NewUser, create_user
+from tests.conftest import ServedApp
+from tollbooth_client import TollboothClient, TRPCClientError
+
+PROVIDERS = [("openai", "gpt-4o"), ("anthropic", "claude-haiku-4-5"), ("gemini", "gemini-2.5-flash")]
+
+
+@pytest.fixture
+async def alice(db: None) -> NewUser:
+    return await create_user("alice")
+
+
+@pytest.fixture
+async def client(app_server: ServedApp, alice: NewUser) -> AsyncIterator[TollboothClient]:
+    async with TollboothClient(app_server.url, api_key=alice.api_key, batching=False) as client:
+        yield client
+
+
+async def _fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
+    return [dict(row) for row in await database_engine()._run_in_pool(sql, list(args))]
+
+
+async def _conversation(conversation_id: uuid.UUID) -> dict[str, Any]:
+    [row] = await _fetch("SELECT * FROM conversations WHERE id = $1", conversation_id)
+    return row
+
+
+@pytest.mark.parametrize(("provider", "model"), PROVIDERS)
+async def test_send_message_records_reply_usage_and_totals(
+    client: TollboothClient, sim: RunningSimulator, alice: NewUser, provider: Any, model: str
+) -> None:
+    usage = (
+        ScriptedUsage(input=900, cache_read=100, output=50)
+        if provider == "anthropic"
+        else ScriptedUsage(prompt=1000, cached=100, completion=50)
+    )
+    sim.state.enqueue(ScriptedResponse(provider=provider, reply="Tokens are word pieces.", usage=usage))
+    out = await client.chat.send_message(SendMessageInput(message="What is a token?", model=model))
+
+    assert out.reply == "Tokens are word pieces."
+    assert out.provider == provider
+    assert (out.usage.input, out.usage.cache_read, out.usage.output) == (900, 100, 50)
+    assert out.pricing_status == "priced"
+    assert out.cost_usd is not None
+    assert out.cost_usd > 0
+    assert out.conversation_id is not None
+    assert out.conversation is not None
+    assert out.conversation.total_cost_usd == out.cost_usd
+    assert (out.conversation.total_tokens_used, out.conversation.llm_calls) == (1050, 1)
+
+    [row] = await _fetch("SELECT * FROM ai_usage_logs WHERE conversation_id = $1", out.conversation_id)
+    assert row["procedure"] == "chat.sendMessage"
+    assert row["user_id"] == alice.id
+    assert row["message_id"] == out.message_id
+    assert row["estimated_cost_usd"] == out.cost_usd
+    conversation = await _conversation(out.conversation_id)
+    assert conversation["owner"] == alice.id
+    assert conversation["title"] == "What is a token?"
+    distribution = json.loads(conversation["model_distribution"])
+    assert distribution == {model: {"calls": 1, "tokens": 1050, "cost_usd": distribution[model]["cost_usd"]}}
+    assert Decimal(distribution[model]["cost_usd"]) == conversation["total_cost_usd"]
+    messages = await _fetch(
+        "SELECT role, content FROM messages WHERE conversation = $1 ORDER BY created_at", out.conversation_id
+    )
+    assert messages == [
+        {"role": "user", "content": "What is a token?"},
+        {"role": "assistant", "content": "Tokens are word pieces."},
+    ]
+
+
+async def test_a_conversation_sends_its_history_and_accumulates_totals(
+    client: TollboothClient, sim: RunningSimulator
+) -> None:
+    first = await client.chat.send_message(SendMessageInput(message="My name is Ada.", model="gpt-4o"))
+    second = await client.chat.send_message(
+        SendMessageInput(message="What is my name?", conversation_id=first.conversation_id, model="claude-haiku-4-5")
+    )
+    assert second.conversation_id == first.conversation_id
+    sent = sim.state.requests_to("anthropic")[-1].body["messages"]
+    assert [m["content"] for m in sent] == ["My name is Ada.", first.reply, "What is my name?"]
+    assert second.conversation is not None
+    assert second.conversation.llm_calls == 2
+    assert first.cost_usd is not None
+    assert second.cost_usd is not None
+    assert second.conversation.total_cost_usd == first.cost_usd + second.cost_usd
+    conversation = await _conversation(first.conversation_id)  # type: ignore[arg-type]
+    assert set(json.loads(conversation["model_distribution"])) == {"gpt-4o", "claude-haiku-4-5"}
+
+
+@pytest.mark.parametrize(("provider", "model"), PROVIDERS)
+async def test_execute_action_returns_a_typed_result_and_logs_the_action(
+    client: TollboothClient, sim: RunningSimulator, provider: Any, model: str
+) -> None:
+    reply = {"action": "classify_intent", "intent": "scheduling", "confidence": 0.9, "rationale": "asks for a time"}
+    sim.state.enqueue(ScriptedResponse(provider=provider, reply=json.dumps(reply)))
+    out = await client.chat.execute_action(
+        ExecuteActionInput(action="classify_intent", input="Can we meet on Tuesday?", model=model)
+    )
+    assert out.result == ClassifyIntentResult(intent="scheduling", confidence=0.9, rationale="asks for a time")
+    assert out.conversation is None
+    [row] = await _fetch("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.executeAction'")
+    assert row["conversation_id"] is None
+    assert json.loads(row["metadata"]) == {
+        "task": "action",
+        "action": "classify_intent",
+        "schema_version": 1,
+        "attempt": 1,
+    }
+    [request] = sim.state.requests_to(provider)
+    assert "Tuesday" in json.dumps(request.body)
+
+
+async def test_an_invalid_answer_is_asked_again_once_and_both_attempts_are_costed(
+    client: TollboothClient, sim: RunningSimulator
+) -> None:
+    sim.state.enqueue(
+        ScriptedResponse(
+            provider="openai", reply="Sure! Here are the tasks: none", usage=ScriptedUsage(prompt=100, completion=10)
+        ),
+        ScriptedResponse(
+            provider="openai", reply='```json\n{"tasks": []}\n```', usage=ScriptedUsage(prompt=150, completion=5)
+        ),
+    )
+    out = await client.chat.execute_action(
+        ExecuteActionInput(action="extract_tasks", input="Nothing to do today.", model="gpt-4o")
+    )
+    assert out.result == ExtractTasksResult(tasks=[])
+    assert out.llm_calls == 2
+    assert out.usage.prompt_tokens == 250
+    rows = await _fetch("SELECT estimated_cost_usd, metadata FROM ai_usage_logs ORDER BY created_at")
+    assert [json.loads(r["metadata"])["attempt"] for r in rows] == [1, 2]
+    assert out.cost_usd == sum(r["estimated_cost_usd"] for r in rows)
+
+
+async def test_two_invalid_answers_are_a_bad_gateway_and_both_are_recorded(
+    client: TollboothClient, sim: RunningSimulator
+) -> None:
+    sim.state.enqueue(*[ScriptedResponse(provider="openai", reply="not json")] * 2)
+    with pytest.raises(TRPCClientError) as raised:
+        await client.chat.execute_action(ExecuteActionInput(action="draft_reply", input="Hi!", model="gpt-4o"))
+    assert raised.value.code == "BAD_GATEWAY"
+    assert len(await _fetch("SELECT 1 FROM ai_usage_logs")) == 2
+
+
+@pytest.mark.parametrize(("provider", "model"), PROVIDERS)
+async def test_summarize_email_never_writes_the_email_to_logs(
+    client: TollboothClient, sim: RunningSimulator, provider: Any, model: str
+) -> None:
+    secret_body = "The merger with Initech closes on Friday; keep it quiet."
+    summary = {"summary": "A merger closes Friday.", "key_points": ["merger"], "action_items": ["keep quiet"]}
+    first = await client.chat.send_message(SendMessageInput(message="hello", model=model))
+    sim.state.enqueue(ScriptedResponse(provider=provider, reply=json.dumps(summary)))
+    out = await client.chat.summarize_email(
+        SummarizeEmailInput(
+            email=Email(body=secret_body, subject="Confidential", from_="ceo@example.com"),
+            conversation_id=first.conversation_id,
+            model=model,
+        )
+    )
+    assert (out.summary, out.key_points, out.action_items) == ("A merger closes Friday.", ["merger"], ["keep quiet"])
+    assert out.conversation is not None
+    assert out.conversation.llm_calls == 2
+    rows = await _fetch("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.summarizeEmail'")
+    assert len(rows) == 1
+    assert "Initech" not in str(rows)
+    assert "Confidential" not in str(rows)
+    assert "Initech" not in str(await _fetch("SELECT * FROM messages"))
+    assert "Initech" in json.dumps(sim.state.requests_to(provider)[-1].body)
+
+
+async def test_another_users_conversation_is_not_found(app_server: ServedApp, client: TollboothClient) -> None:
+    mine = await client.chat.send_message(SendMessageInput(message="private", model="gpt-4o"))
+    bob = await create_user("bob")
+    async with TollboothClient(app_server.url, api_key=bob.api_key, batching=False) as as_bob:
+        for call in (
+            as_bob.chat.send_message(SendMessageInput(message="peek", conversation_id=mine.conversation_id)),
+            as_bob.chat.execute_action(
+                ExecuteActionInput(action="draft_reply", input="x", conversation_id=mine.conversation_id)
+            ),
+            as_bob.chat.send_message(SendMessageInput(message="peek", conversation_id=uuid.uuid4())),
+        ):
+            with pytest.raises(TRPCClientError) as raised:
+                await call
+            assert (raised.value.code, raised.value.http_status) == ("NOT_FOUND", 404)
+    assert len(await _fetch("SELECT 1 FROM ai_usage_logs")) == 1
+
+
+async def test_calls_without_a_valid_key_are_unauthorized(app_server: ServedApp, db: None) -> None:
+    for key in (None, "tb_not-a-real-key"):
+        async with TollboothClient(app_server.url, api_key=key, batching=False) as anonymous:
+            with pytest.raises(TRPCClientError) as raised:
+                await anonymous.chat.send_message(SendMessageInput(message="hi"))
+            assert (raised.value.code, raised.value.http_status) == ("UNAUTHORIZED", 401)
+    assert await _fetch("SELECT 1 FROM ai_usage_logs") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"message": ""}, "$.message"),
+        ({"message": "hi", "temperature": 3}, "$.temperature"),
+        ({"message": "hi", "maxTokens": "many"}, "$.maxTokens"),
+        ({"message": "hi", "modle": "gpt-4o"}, "modle"),
+        ({"message": "hi", "conversationId": "not-a-uuid"}, "$.conversationId"),
+        ({"message": "hi", "model": "llama-3"}, "llama-3"),
+    ],
+)
+async def test_bad_input_is_a_bad_request_naming_the_field_and_writes_nothing(
+    app_server: ServedApp, alice: NewUser, body: dict[str, Any], field: str
+) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=app_server.url) as http:
+        response = await http.post(
+            "/trpc/chat.sendMessage", json=body, headers={"authorization": f"Bearer {alice.api_key}"}
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["data"]["code"] == "BAD_REQUEST"
+    assert field in error["message"]
+    assert await _fetch("SELECT 1 FROM ai_usage_logs") == []
+    assert await _fetch("SELECT 1 FROM conversations") == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "http_status"), [(429, "TOO_MANY_REQUESTS", 429), (500, "BAD_GATEWAY", 502)]
+)
+async def test_a_provider_error_reaches_the_client_with_its_code(
+    client: TollboothClient, sim: RunningSimulator, status: int, code: str, http_status: int
+) -> None:
+    sim.state.enqueue(ScriptedResponse(provider="openai", status=status, retry_after=0))
+    with pytest.raises(TRPCClientError) as raised:
+        await client.chat.send_message(SendMessageInput(message="hi", model="gpt-4o"))
+    assert (raised.value.code, raised.value.http_status) == (code, http_status)
+    [row] = await _fetch("SELECT status, conversation_id FROM ai_usage_logs")
+    assert row == {"status": "error", "conversation_id": None}
+    assert await _fetch("SELECT 1 FROM conversations") == []
+
+
+async def test_concurrent_messages_on_one_conversation_lose_no_update(
+    app_server: ServedApp, client: TollboothClient, sim: RunningSimulator, alice: NewUser
+) -> None:
+    calls = 100
+    models = ["gpt-4o", "claude-haiku-4-5", "gemini-2.5-flash", "gpt-4o-mini"]
+    first = await client.chat.send_message(SendMessageInput(message="start", model="gpt-4o"))
+    conversation_id = first.conversation_id
+    for i in range(calls):  # distinct, awkward usage numbers so that a lost update cannot cancel out
+        sim.state.enqueue(
+            ScriptedResponse(provider="openai", usage=ScriptedUsage(prompt=1000 + i, cached=i * 3, completion=7 + i)),
+            ScriptedResponse(
+                provider="anthropic",
+                usage=ScriptedUsage(input=500 + i, cache_read=11 * i, cache_write_5m=i, output=13 + i),
+            ),
+            ScriptedResponse(
+                provider="gemini", usage=ScriptedUsage(prompt=2000 + i, cached=i, completion=5, thoughts=i)
+            ),
+        )
+    async with TollboothClient(app_server.url, api_key=alice.api_key, batching=False) as parallel:
+        outputs = await asyncio.gather(
+            *(
+                parallel.chat.send_message(
+                    SendMessageInput(message=f"message {i}", conversation_id=conversation_id, model=models[i % 4])
+                )
+                for i in range(calls)
+            )
+        )
+    returned_cost = sum((o.cost_usd for o in outputs if o.cost_usd is not None), first.cost_usd or Decimal(0))
+    [sums] = await _fetch(
+        """SELECT count(*) AS calls, sum(estimated_cost_usd) AS cost,
+                  sum(input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens) AS prompt,
+                  sum(output_tokens) AS completion
+           FROM ai_usage_logs WHERE conversation_id = $1""",
+        conversation_id,
+    )
+    conversation = await _conversation(conversation_id)  # type: ignore[arg-type]
+    assert sums["calls"] == conversation["llm_calls"] == calls + 1
+    assert conversation["total_cost_usd"] == sums["cost"] == returned_cost
+    assert conversation["total_prompt_tokens"] == sums["prompt"]
+    assert conversation["total_completion_tokens"] == sums["completion"]
+    assert conversation["total_tokens_used"] == sums["prompt"] + sums["completion"]
+    distribution = json.loads(conversation["model_distribution"])
+    assert sum(entry["calls"] for entry in distribution.values()) == calls + 1
+    assert sum(Decimal(entry["cost_usd"]) for entry in distribution.values()) == sums["cost"]
+    assert max(o.conversation.llm_calls for o in outputs if o.conversation) == calls + 1
+    [messages] = await _fetch("SELECT count(*) AS n FROM messages WHERE conversation = $1", conversation_id)
+    assert messages["n"] == 2 * (calls + 1)
+    assert msgspec.json.encode(first)  # outputs encode back to the wire
