@@ -20,6 +20,7 @@ logger = logging.getLogger("tollbooth")
 
 EXIT_CONFIG = 2
 EXIT_DATABASE = 3
+EXIT_INCONSISTENT = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     create_user = commands.add_parser("create-user", help="create a user and print its API key once")
     create_user.add_argument("--name", required=True, help="the user's display name")
     create_user.add_argument("--admin", action="store_true", help="allow the admin.* procedures")
+    commands.add_parser(
+        "check-totals",
+        help="compare every conversation's totals with the sums of its usage rows (exit 1 on any difference)",
+    )
     return parser
 
 
@@ -47,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_prepare_database())
         if args.command == "create-user":
             return asyncio.run(_create_user(args.name, is_admin=args.admin))
+        if args.command == "check-totals":
+            return asyncio.run(_check_totals())
         if args.command == "migrate":
             print("tollbooth: the database schema is up to date")
             return 0
@@ -82,6 +89,30 @@ async def _create_user(name: str, *, is_admin: bool) -> int:
     print(f"created {role} {user.name!r} ({user.id})")
     print(f"API key (shown once, store it now): {user.api_key}")
     return 0
+
+
+async def _check_totals() -> int:
+    from server.admin.consistency import check_totals
+    from server.app import database_engine
+
+    engine = database_engine()
+    await engine.start_connection_pool(min_size=1, max_size=1)
+    try:
+        report = await check_totals(engine=engine)
+    finally:
+        await engine.close_connection_pool()
+    if report.consistent:
+        print(f"all {report.conversations} conversations consistent")
+        return 0
+    for difference in [*report.differences, *report.rollup_differences]:
+        print(difference)
+    conversations = len({difference.conversation_id for difference in report.differences})
+    print(
+        f"differences: {len(report.differences)} in {conversations} of {report.conversations} conversations, "
+        f"{len(report.rollup_differences)} in the usage rollup",
+        file=sys.stderr,
+    )
+    return EXIT_INCONSISTENT
 
 
 def _serve(settings: Settings) -> int:

@@ -1,4 +1,4 @@
-"""The chat procedures end to end: Python client -> tRPC over HTTP -> invoke_llm -> real SDKs -> simulator -> PostgreSQL."""
+"""The chat procedures end to end: client, tRPC over HTTP, invoke_llm, the real SDKs, the simulator, PostgreSQL."""
 
 from __future__ import annotations
 
