@@ -1,4 +1,4 @@
-"""The command line: ``python -m server [serve|migrate|create-user|check-totals]``.
+"""The command line: ``python -m server [serve|migrate|create-user|check-totals|typescript]``.
 
 Every failure the operator can fix (a bad setting, an unreachable database) ends in one line naming what to fix and a
 non-zero exit, never a traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -35,11 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
         "check-totals",
         help="compare every conversation's totals with the sums of its usage rows (exit 1 on any difference)",
     )
+    typescript = commands.add_parser(
+        "typescript", help="write the TypeScript AppRouter types for @trpc/client (no database needed)"
+    )
+    from server.typescript import add_arguments as add_typescript_arguments
+
+    add_typescript_arguments(typescript)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "typescript":
+        from server.typescript import main as write_typescript
+
+        return write_typescript(args.out, check=args.check)
     try:
         settings = get_settings()
     except SettingsError as error:
@@ -125,6 +136,9 @@ def _serve(settings: Settings) -> int:
             "OFFLINE MODE: no provider key is set (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY); "
             "every model call is answered by the built-in simulator and costs nothing real"
         )
+    # uvicorn re-raises SIGTERM after its graceful shutdown, which would skip atexit handlers; exiting normally lets
+    # them run, so the embedded PostgreSQL is stopped when this process was its last user.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -80,6 +80,44 @@ def test_serve_answers_healthz_on_the_embedded_database(served: tuple[str, dict[
     assert response.json() == {"status": "ok", "database": "ok"}
 
 
+def test_stopping_the_server_stops_the_embedded_database(embedded_env: dict[str, str]) -> None:
+    port = _free_port()
+    env = {**embedded_env, "PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pid_file = Path(env["DATA_DIR"]) / "postgres" / "postmaster.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/healthz"):
+            assert process.poll() is None
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        postmaster = int(pid_file.read_text().split()[0])
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
+    deadline = time.monotonic() + 15
+    while _running(postmaster):
+        assert time.monotonic() < deadline, "the embedded PostgreSQL outlived the server"
+        time.sleep(0.2)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
 def test_create_user_beside_a_running_server_shares_its_embedded_database(
     served: tuple[str, dict[str, str]],
 ) -> None:
