@@ -129,6 +129,8 @@ async def test_execute_action_returns_a_typed_result_and_logs_the_action(
         "action": "classify_intent",
         "schema_version": 1,
         "attempt": 1,
+        "output_valid": True,
+        "intent": "scheduling",
     }
     [request] = sim.state.requests_to(provider)
     assert "Tuesday" in json.dumps(request.body)
@@ -152,7 +154,8 @@ async def test_an_invalid_answer_is_asked_again_once_and_both_attempts_are_coste
     assert out.llm_calls == 2
     assert out.usage.prompt_tokens == 250
     rows = await _fetch("SELECT estimated_cost_usd, metadata FROM ai_usage_logs ORDER BY created_at")
-    assert [json.loads(r["metadata"])["attempt"] for r in rows] == [1, 2]
+    labels = [json.loads(r["metadata"]) for r in rows]
+    assert [(m["attempt"], m["output_valid"]) for m in labels] == [(1, False), (2, True)]
     assert out.cost_usd == sum(r["estimated_cost_usd"] for r in rows)
 
 

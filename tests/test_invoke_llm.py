@@ -20,7 +20,7 @@ from server.services import Services, build_services
 from server.settings import Settings
 from server.simulator import INVALID_API_KEY, RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import create_user
-from tests.conftest import simulator_env
+from tests.conftest import serve_app, simulator_env
 
 MakeServices = Callable[..., Services]
 
@@ -338,3 +338,21 @@ async def test_with_usage_logging_off_messages_are_kept_and_no_usage_is_written(
         "SELECT count(*) AS n FROM messages WHERE conversation = $1", [conversation_id]
     )
     assert count[0]["n"] == 2
+
+
+async def test_the_running_service_replays_the_spool_by_itself(
+    make_services: MakeServices, sim: RunningSimulator, user_id: uuid.UUID, tmp_path: Path
+) -> None:
+    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
+    result = await make_services(engine=broken).llm.invoke(
+        _request("gpt-4o"), Attribution(user_id=user_id, procedure="chat.executeAction")
+    )
+    assert result.recorded is False
+    async with serve_app(Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path)))):
+        for _ in range(100):
+            if await _usage_rows(call_id=result.call_id):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the spooled record was not replayed within 10 s")
+    assert list((tmp_path / "usage-spool").glob("*.json")) == []

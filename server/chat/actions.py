@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
 from schemas.chat import ActionName, ActionResult, ClassifyIntentResult, DraftReplyResult, ExtractTasksResult
+from server.llm.recorder import MetadataValue
 from server.llm.structured import object_schema
 
 
@@ -18,6 +19,8 @@ class Action:
     result_type: type[ActionResult]
     instructions: str
     schema_version: int
+    labels: Callable[[ActionResult], Mapping[str, MetadataValue]] = lambda _: {}
+    """Labels of a result for the usage record's metadata (never its content)."""
     json_schema: Mapping[str, Any] = field(init=False)
     decoder: msgspec.json.Decoder[ActionResult] = field(init=False)
 
@@ -56,6 +59,7 @@ ACTIONS: Final[Mapping[ActionName, Action]] = {
                 "a one-sentence rationale."
             ),
             schema_version=1,
+            labels=lambda result: {"intent": result.intent} if isinstance(result, ClassifyIntentResult) else {},
         ),
     )
 }

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 from piccolo.engine.postgres import PostgresEngine
@@ -114,6 +114,7 @@ class ChatService:
             schema_name=action.name,
             decoder=action.decoder,
             metadata={"task": "action", "action": action.name, "schema_version": action.schema_version},
+            labels=action.labels,
         )
         return ExecuteActionOutput(result=parsed, **_call_fields(results, data.conversation_id))
 
@@ -159,11 +160,13 @@ class ChatService:
         schema_name: str,
         decoder: msgspec.json.Decoder[ResultT],
         metadata: Mapping[str, MetadataValue],
+        labels: Callable[[ResultT], Mapping[str, MetadataValue]] = lambda _: {},
     ) -> tuple[list[LLMResult], ResultT]:
         """Ask for JSON valid against ``schema``; an invalid answer is asked again once. Every attempt is recorded."""
         turns = [ChatTurn(role="user", content=content)]
         results: list[LLMResult] = []
         for attempt in (1, 2):
+            answer = _StructuredAnswer(decoder, labels)
             request = CompletionRequest(
                 model=model, messages=tuple(turns), system=system, json_schema=schema, json_schema_name=schema_name
             )
@@ -173,19 +176,19 @@ class ChatService:
                 conversation_id=conversation_id,
                 metadata={**metadata, "attempt": attempt},
             )
-            result = await self.llm.invoke(request, attribution)
+            result = await self.llm.invoke(request, attribution, annotate=answer.read)
             results.append(result)
-            try:
-                return results, decoder.decode(strip_code_fence(result.text))
-            except msgspec.DecodeError as error:
-                problem = str(error)
+            if answer.value is not None:
+                return results, answer.value
             turns += [
                 ChatTurn(role="assistant", content=result.text),
-                ChatTurn(role="user", content=f"That answer is invalid ({problem}). Answer again with JSON only."),
+                ChatTurn(
+                    role="user", content=f"That answer is invalid ({answer.problem}). Answer again with JSON only."
+                ),
             ]
         raise LLMError(
             "BAD_GATEWAY",
-            f"the model's answer did not match the expected format twice ({problem})",
+            f"the model's answer did not match the expected format twice ({answer.problem})",
             error_type="InvalidModelOutput",
         )
 
@@ -198,6 +201,26 @@ class ChatService:
     async def _ensure_owned(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
         if not await self.engine._run_in_pool(_OWNED, [conversation_id, user_id]):
             raise ConversationNotFoundError(conversation_id)
+
+
+class _StructuredAnswer(Generic[ResultT]):
+    """Reads a structured answer once, for the usage record's labels and for the caller."""
+
+    def __init__(
+        self, decoder: msgspec.json.Decoder[ResultT], labels: Callable[[ResultT], Mapping[str, MetadataValue]]
+    ) -> None:
+        self._decoder = decoder
+        self._labels = labels
+        self.value: ResultT | None = None
+        self.problem = ""
+
+    def read(self, text: str) -> Mapping[str, MetadataValue]:
+        try:
+            self.value = self._decoder.decode(strip_code_fence(text))
+        except msgspec.DecodeError as error:
+            self.problem = str(error)
+            return {"output_valid": False}
+        return {"output_valid": True, **self._labels(self.value)}
 
 
 def _title(message: str) -> str:

@@ -101,9 +101,12 @@ class LLMCore:
         *,
         store: Sequence[tuple[Literal["user", "system"], str]] = (),
         store_reply: bool = False,
+        annotate: Callable[[str], Mapping[str, MetadataValue]] | None = None,
     ) -> LLMResult:
         """Call the model and record the call. ``store`` are messages to keep with the reply (``store_reply``).
 
+        ``annotate`` sees the reply before it is recorded and returns labels to add to the record's metadata (whether
+        a structured answer was valid, the intent it found): labels, never content.
         Raises ``LLMError`` for a provider failure, after recording it.
         """
         provider = provider_for_model(request.model)
@@ -129,7 +132,12 @@ class LLMCore:
             )
             raise
         latency_ms = round((time.perf_counter() - started) * 1000)
-        priced = self.catalogue.price(provider, completion.model, completion.usage, started_at, service_tier=None)
+        priced = self.catalogue.price(
+            provider, completion.model, completion.usage, started_at, service_tier=completion.service_tier
+        )
+        metadata = dict(attribution.metadata)
+        if annotate is not None:
+            metadata.update(annotate(completion.text))
         finished_at = self._clock()
         messages = _messages(store, completion if store_reply else None, started_at, finished_at)
         record = UsageRecord(
@@ -146,7 +154,7 @@ class LLMCore:
             priced=priced,
             latency_ms=latency_ms,
             status="ok",
-            metadata=dict(attribution.metadata),
+            metadata=metadata,
             messages=messages,
         )
         totals, recorded = await self._persist(record)
