@@ -1,0 +1,590 @@
+"""The admin reads: what a conversation cost and why, and where the money goes over time, by model and by procedure.
+
+Plain async functions over hand-written SQL, usable from Python as well as behind the ``admin.*`` procedures. Each
+takes its procedure's input Struct (whose ``__post_init__`` has already validated it) and returns the output Struct.
+
+Aggregates over a window read whole 15-minute periods from ``ai_usage_rollup`` (kept exact by triggers, see the
+migration that creates it) and only the partial periods at the window's edges from ``ai_usage_logs``, so their cost
+depends on the window's length, not on the number of calls in it.
+
+Sums are exact: tokens as integers, money as NUMERIC summed by PostgreSQL and returned as ``Decimal``. Unpriced calls
+(NULL cost) add to ``unpricedCalls`` and the tokens, never to ``costUsd`` as a zero. Filters are assembled from the
+parameters actually given, so every variant is its own prepared statement with its own plan (an ``$1 IS NULL OR``
+filter would defeat the indexes once PostgreSQL switches to a generic plan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+
+from schemas.admin import (
+    BucketCosts,
+    BucketRates,
+    ConversationCost,
+    ConversationCostInput,
+    DateBucket,
+    ModelUsage,
+    ProcedureUsage,
+    TokenTotals,
+    TopConversation,
+    TopConversations,
+    TopConversationsInput,
+    UnpricedCalls,
+    UnpricedCallsInput,
+    UnpricedModel,
+    UsageByDateRange,
+    UsageByDateRangeInput,
+    UsageByModel,
+    UsageByModelInput,
+    UsageByProcedure,
+    UsageByProcedureInput,
+    UsageFigures,
+    UsageRow,
+)
+from schemas.chat import ConversationTotals
+from schemas.validation import Position, decode_cursor, encode_cursor
+from server.chat.reads import CONVERSATION_COLUMNS, model_shares, read_snapshot, resolve_engine, totals_from_row
+from server.chat.service import ConversationNotFoundError
+
+__all__ = (
+    "ROLLUP_PERIOD",
+    "get_top_conversations_by_cost",
+    "get_unpriced_calls",
+    "get_usage_by_conversation",
+    "get_usage_by_date_range",
+    "get_usage_by_model",
+    "get_usage_by_procedure",
+)
+
+ROLLUP_PERIOD: Final = timedelta(minutes=15)
+"""The period of ``ai_usage_rollup`` (``date_bin('15 minutes', created_at, '2000-01-01 UTC')``)."""
+_PERIOD_ORIGIN: Final = datetime(2000, 1, 1, tzinfo=UTC)
+
+_TOKEN_SUMS: Final = """
+    coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+    coalesce(sum(cache_read_tokens), 0)::bigint AS cache_read_tokens,
+    coalesce(sum(cache_write_5m_tokens), 0)::bigint AS cache_write_5m_tokens,
+    coalesce(sum(cache_write_1h_tokens), 0)::bigint AS cache_write_1h_tokens,
+    coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
+    coalesce(sum(reasoning_tokens), 0)::bigint AS reasoning_tokens"""
+
+_FIGURES: Final = f"""
+    count(*) AS calls,
+    count(*) FILTER (WHERE status = 'error') AS error_calls,
+    count(*) FILTER (WHERE status = 'cancelled') AS cancelled_calls,
+    count(*) FILTER (WHERE pricing_status = 'unpriced') AS unpriced_calls,
+    {_TOKEN_SUMS},
+    coalesce(sum(estimated_cost_usd), 0) AS cost_usd"""
+
+_ROLLUP_FIGURES: Final = """
+    sum(calls) AS calls, sum(error_calls) AS error_calls, sum(cancelled_calls) AS cancelled_calls,
+    sum(unpriced_calls) AS unpriced_calls, sum(input_tokens) AS input_tokens,
+    sum(cache_read_tokens) AS cache_read_tokens,
+    sum(cache_write_5m_tokens) AS cache_write_5m_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+    sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens, sum(cost_usd) AS cost_usd"""
+_SUMMED_FIGURES: Final = """
+    sum(calls)::bigint AS calls, sum(error_calls)::bigint AS error_calls,
+    sum(cancelled_calls)::bigint AS cancelled_calls, sum(unpriced_calls)::bigint AS unpriced_calls,
+    sum(input_tokens)::bigint AS input_tokens, sum(cache_read_tokens)::bigint AS cache_read_tokens,
+    sum(cache_write_5m_tokens)::bigint AS cache_write_5m_tokens,
+    sum(cache_write_1h_tokens)::bigint AS cache_write_1h_tokens,
+    sum(output_tokens)::bigint AS output_tokens, sum(reasoning_tokens)::bigint AS reasoning_tokens,
+    sum(cost_usd) AS cost_usd"""
+
+_ROW_COLUMNS: Final = """
+    id, call_id, created_at, user_id, conversation_id, message_id, procedure, provider, requested_model, model,
+    status, error_type, latency_ms, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+    output_tokens, reasoning_tokens, usage_estimated, pricing_status, estimated_cost_usd, cost_input, cost_cache_read,
+    cost_cache_write_5m, cost_cache_write_1h, cost_output, rate_input, rate_cache_read, rate_cache_write_5m,
+    rate_cache_write_1h, rate_output, price_source, price_tier"""
+
+_CONVERSATION: Final = f"""
+SELECT {CONVERSATION_COLUMNS}, c.model_distribution::text AS model_distribution
+FROM conversations c
+WHERE c.id = $1
+"""
+_CONVERSATION_BY_PROCEDURE: Final = f"""
+SELECT procedure, {_FIGURES}
+FROM ai_usage_logs
+WHERE conversation_id = $1
+GROUP BY procedure
+ORDER BY cost_usd DESC, calls DESC, procedure
+"""
+_CONVERSATION_ROWS: Final = f"""
+SELECT {_ROW_COLUMNS}
+FROM ai_usage_logs
+WHERE conversation_id = $1
+ORDER BY created_at DESC, id DESC
+LIMIT $2
+"""
+_CONVERSATION_ROWS_AFTER: Final = f"""
+SELECT {_ROW_COLUMNS}
+FROM ai_usage_logs
+WHERE conversation_id = $1 AND (created_at, id) < ($3, $4)
+ORDER BY created_at DESC, id DESC
+LIMIT $2
+"""
+
+_TOP_ALL_TIME: Final = f"""
+SELECT {CONVERSATION_COLUMNS}, u.name AS owner_name
+FROM conversations c
+JOIN users u ON u.id = c.owner
+ORDER BY c.total_cost_usd DESC, c.id
+LIMIT $1
+"""
+_TOP_IN_WINDOW: Final = """
+WITH ranked AS (
+    SELECT conversation_id,
+           count(*) AS llm_calls,
+           count(*) FILTER (WHERE pricing_status = 'unpriced') AS unpriced_calls,
+           coalesce(sum(input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens), 0)::bigint
+               AS total_prompt_tokens,
+           coalesce(sum(output_tokens), 0)::bigint AS total_completion_tokens,
+           coalesce(sum(estimated_cost_usd), 0) AS total_cost_usd
+    FROM ai_usage_logs
+    WHERE conversation_id IS NOT NULL {window}
+    GROUP BY conversation_id
+    ORDER BY total_cost_usd DESC, conversation_id
+    LIMIT $1
+)
+SELECT c.id, c.owner, c.title, c.created_at, c.updated_at, u.name AS owner_name, r.llm_calls, r.unpriced_calls,
+       r.total_prompt_tokens, r.total_completion_tokens, r.total_prompt_tokens + r.total_completion_tokens
+           AS total_tokens_used, r.total_cost_usd
+FROM ranked r
+JOIN conversations c ON c.id = r.conversation_id
+JOIN users u ON u.id = c.owner
+ORDER BY r.total_cost_usd DESC, c.id
+"""
+
+_UNPRICED_BY_MODEL: Final = f"""
+SELECT model, provider, count(*) AS calls, {_TOKEN_SUMS}, min(created_at) AS first_at, max(created_at) AS last_at
+FROM ai_usage_logs
+WHERE pricing_status = 'unpriced' {{window}}
+GROUP BY model, provider
+ORDER BY calls DESC, model
+"""
+_UNPRICED_ROWS: Final = f"""
+SELECT {_ROW_COLUMNS}
+FROM ai_usage_logs
+WHERE pricing_status = 'unpriced' {{window}}
+ORDER BY created_at DESC, id DESC
+LIMIT $1
+"""
+
+
+def _tokens(row: asyncpg.Record) -> TokenTotals:
+    prompt = (
+        row["input_tokens"] + row["cache_read_tokens"] + row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"]
+    )
+    return TokenTotals(
+        input=row["input_tokens"],
+        cache_read=row["cache_read_tokens"],
+        cache_write_5m=row["cache_write_5m_tokens"],
+        cache_write_1h=row["cache_write_1h_tokens"],
+        output=row["output_tokens"],
+        reasoning=row["reasoning_tokens"],
+        prompt=prompt,
+        total=prompt + row["output_tokens"],
+    )
+
+
+def _figures(row: asyncpg.Record) -> dict[str, Any]:
+    """The ``UsageFigures`` fields of an aggregate row, to build any of its subclasses."""
+    return {
+        "calls": row["calls"],
+        "error_calls": row["error_calls"],
+        "cancelled_calls": row["cancelled_calls"],
+        "unpriced_calls": row["unpriced_calls"],
+        "tokens": _tokens(row),
+        "cost_usd": row["cost_usd"],
+    }
+
+
+_ZERO_TOKENS: Final = TokenTotals(
+    input=0, cache_read=0, cache_write_5m=0, cache_write_1h=0, output=0, reasoning=0, prompt=0, total=0
+)
+_NO_FIGURES: Final[dict[str, Any]] = {
+    "calls": 0,
+    "error_calls": 0,
+    "cancelled_calls": 0,
+    "unpriced_calls": 0,
+    "tokens": _ZERO_TOKENS,
+    "cost_usd": Decimal("0E-18"),
+}
+
+
+def _sum_figures(parts: Sequence[UsageFigures]) -> UsageFigures:
+    def total(field: str) -> int:
+        return sum(getattr(p.tokens, field) for p in parts)
+
+    return UsageFigures(
+        calls=sum(p.calls for p in parts),
+        error_calls=sum(p.error_calls for p in parts),
+        cancelled_calls=sum(p.cancelled_calls for p in parts),
+        unpriced_calls=sum(p.unpriced_calls for p in parts),
+        tokens=TokenTotals(**{field: total(field) for field in TokenTotals.__struct_fields__}),
+        cost_usd=sum((p.cost_usd for p in parts), Decimal("0E-18")),
+    )
+
+
+def _usage_row(row: asyncpg.Record) -> UsageRow:
+    priced = row["pricing_status"] == "priced"
+    costs = (
+        BucketCosts(
+            input=row["cost_input"],
+            cache_read=row["cost_cache_read"],
+            cache_write_5m=row["cost_cache_write_5m"],
+            cache_write_1h=row["cost_cache_write_1h"],
+            output=row["cost_output"],
+        )
+        if priced and row["cost_input"] is not None
+        else None
+    )
+    rates = (
+        BucketRates(
+            input=row["rate_input"],
+            cache_read=row["rate_cache_read"],
+            cache_write_5m=row["rate_cache_write_5m"],
+            cache_write_1h=row["rate_cache_write_1h"],
+            output=row["rate_output"],
+        )
+        if priced and row["rate_input"] is not None
+        else None
+    )
+    return UsageRow(
+        id=row["id"],
+        call_id=row["call_id"],
+        created_at=row["created_at"],
+        user_id=row["user_id"],
+        conversation_id=row["conversation_id"],
+        message_id=row["message_id"],
+        procedure=row["procedure"],
+        provider=row["provider"],
+        requested_model=row["requested_model"],
+        model=row["model"],
+        status=row["status"],
+        error_type=row["error_type"],
+        latency_ms=row["latency_ms"],
+        tokens=_tokens(row),
+        usage_estimated=row["usage_estimated"],
+        pricing_status=row["pricing_status"],
+        cost_usd=row["estimated_cost_usd"],
+        costs=costs,
+        rates=rates,
+        price_source=row["price_source"],
+        price_tier=row["price_tier"],
+    )
+
+
+def _next_cursor(rows: Sequence[asyncpg.Record], limit: int) -> str | None:
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    return encode_cursor(Position(at=last["created_at"], id=last["id"]))
+
+
+class _Params:
+    """Positional parameters of a statement being assembled: ``params(value)`` returns its placeholder."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _where(conditions: Sequence[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _window(column: str, start: datetime | None, end: datetime | None, params: _Params) -> list[str]:
+    conditions = []
+    if start is not None:
+        conditions.append(f"{column} >= {params(start)}")
+    if end is not None:
+        conditions.append(f"{column} < {params(end)}")
+    return conditions
+
+
+def _floor_period(moment: datetime) -> datetime:
+    return moment - (moment - _PERIOD_ORIGIN) % ROLLUP_PERIOD
+
+
+def _ceil_period(moment: datetime) -> datetime:
+    floor = _floor_period(moment)
+    return floor if floor == moment else floor + ROLLUP_PERIOD
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """A window cut into whole rollup periods (``rollup``, None when there are none) and the edges read from rows."""
+
+    rollup: tuple[datetime | None, datetime | None] | None
+    raw: tuple[tuple[datetime, datetime], ...]
+
+
+def _split(start: datetime | None, end: datetime | None) -> _Split:
+    inner_start = None if start is None else _ceil_period(start)
+    inner_end = None if end is None else _floor_period(end)
+    edges: tuple[tuple[datetime, datetime], ...]
+    if start is not None and end is not None and inner_start is not None and inner_end is not None:
+        if inner_start >= inner_end:
+            return _Split(rollup=None, raw=((start, end),))
+        edges = ((start, inner_start), (inner_end, end))
+    elif start is not None and inner_start is not None:
+        edges = ((start, inner_start),)
+    elif end is not None and inner_end is not None:
+        edges = ((inner_end, end),)
+    else:
+        edges = ()
+    return _Split(rollup=(inner_start, inner_end), raw=tuple((low, high) for low, high in edges if low < high))
+
+
+def _usage_sums(
+    split: _Split,
+    params: _Params,
+    *,
+    keys: Callable[[str], str],
+    key_names: Sequence[str],
+    conditions: Sequence[str] = (),
+) -> str:
+    """A statement of ``key_names`` and the figures summed per key over ``split``.
+
+    ``keys(time_column)`` is the select list of the keys for a table whose time column is ``time_column``;
+    ``conditions`` must hold for columns both tables share (model, provider, procedure).
+    """
+    group = ", ".join(str(n) for n in range(1, len(key_names) + 1))
+    branches = []
+    if split.rollup is not None:
+        where = [*conditions, *_window("period_start", *split.rollup, params)]
+        branches.append(
+            f"SELECT {keys('period_start')}, {_ROLLUP_FIGURES} FROM ai_usage_rollup {_where(where)} GROUP BY {group}"
+        )
+    for low, high in split.raw:
+        where = [*conditions, *_window("created_at", low, high, params)]
+        branches.append(f"SELECT {keys('created_at')}, {_FIGURES} FROM ai_usage_logs {_where(where)} GROUP BY {group}")
+    names = ", ".join(key_names)
+    return f"SELECT {names}, {_SUMMED_FIGURES} FROM ({' UNION ALL '.join(branches)}) AS parts GROUP BY {names}"
+
+
+def _fixed_offsets(time_zone: str, *moments: datetime) -> bool:
+    """Whether ``time_zone`` is a whole number of rollup periods off UTC at ``moments``: then no rollup period
+    straddles one of its local days, weeks or months."""
+    zone = ZoneInfo(time_zone)
+    for moment in moments:
+        offset = moment.astimezone(zone).utcoffset()
+        if offset is None or offset % ROLLUP_PERIOD:
+            return False
+    return True
+
+
+async def get_usage_by_conversation(
+    data: ConversationCostInput, *, engine: PostgresEngine | None = None
+) -> ConversationCost:
+    """What a conversation cost, and why: its stored totals, the split by model and procedure, and its rows.
+
+    Everything is read in one snapshot, so the split always adds up to the totals shown. Raises
+    ``ConversationNotFoundError`` for an unknown id.
+    """
+    async with read_snapshot(resolve_engine(engine)) as connection:
+        conversation = await connection.fetchrow(_CONVERSATION, data.conversation_id)
+        if conversation is None:
+            raise ConversationNotFoundError(data.conversation_id)
+        by_procedure = await connection.fetch(_CONVERSATION_BY_PROCEDURE, data.conversation_id)
+        if data.cursor is None:
+            rows = await connection.fetch(_CONVERSATION_ROWS, data.conversation_id, data.limit + 1)
+        else:
+            after = decode_cursor(data.cursor)
+            rows = await connection.fetch(
+                _CONVERSATION_ROWS_AFTER, data.conversation_id, data.limit + 1, after.at, after.id
+            )
+    return ConversationCost(
+        conversation_id=conversation["id"],
+        owner_id=conversation["owner"],
+        title=conversation["title"],
+        created_at=conversation["created_at"],
+        last_activity_at=conversation["updated_at"],
+        totals=totals_from_row(conversation),
+        model_distribution=model_shares(conversation["model_distribution"]),
+        by_procedure=[ProcedureUsage(procedure=row["procedure"], **_figures(row)) for row in by_procedure],
+        usage=[_usage_row(row) for row in rows[: data.limit]],
+        next_cursor=_next_cursor(rows, data.limit),
+    )
+
+
+async def get_usage_by_date_range(
+    data: UsageByDateRangeInput, *, engine: PostgresEngine | None = None
+) -> UsageByDateRange:
+    """Calls, tokens and cost per calendar bucket of ``[start, end)`` in ``data.time_zone``, empty buckets included.
+
+    Buckets are computed on local wall-clock time and joined on it, so a day is the zone's calendar day across DST
+    changes.
+    """
+    params = _Params()
+    start, end, zone = params(data.start), params(data.end), params(data.time_zone)
+    unit = data.granularity
+
+    def local_bucket(column: str) -> str:
+        return f"date_trunc('{unit}', {column} AT TIME ZONE {zone}::text) AS local_start"
+
+    if _fixed_offsets(data.time_zone, data.start, data.end):
+        split = _split(data.start, data.end)
+    else:
+        split = _Split(rollup=None, raw=((data.start, data.end),))
+    usage = _usage_sums(split, params, keys=local_bucket, key_names=("local_start",))
+    statement = f"""
+        WITH usage AS ({usage}), buckets AS (
+            SELECT local_start
+            FROM generate_series(
+                date_trunc('{unit}', {start}::timestamptz AT TIME ZONE {zone}::text),
+                {end}::timestamptz AT TIME ZONE {zone}::text,
+                interval '1 {unit}'
+            ) AS local_start
+            WHERE local_start < {end}::timestamptz AT TIME ZONE {zone}::text
+        )
+        SELECT buckets.local_start AT TIME ZONE {zone}::text AS bucket_start, usage.*
+        FROM buckets LEFT JOIN usage USING (local_start)
+        ORDER BY buckets.local_start"""
+    rows = await resolve_engine(engine)._run_in_pool(statement, params.values)
+    local = ZoneInfo(data.time_zone)
+    buckets = [
+        DateBucket(
+            start=row["bucket_start"].astimezone(local),
+            **(_figures(row) if row["calls"] is not None else _NO_FIGURES),
+        )
+        for row in rows
+    ]
+    return UsageByDateRange(
+        start=data.start,
+        end=data.end,
+        granularity=data.granularity,
+        time_zone=data.time_zone,
+        buckets=buckets,
+        total=_sum_figures(buckets),
+    )
+
+
+async def get_usage_by_model(data: UsageByModelInput, *, engine: PostgresEngine | None = None) -> UsageByModel:
+    """Per reported model, most expensive first; unpriced models sort by calls among the zero-cost ones."""
+    params = _Params()
+    conditions = [f"model = {params(data.model)}"] if data.model is not None else []
+    statement = _usage_sums(
+        _split(data.start, data.end),
+        params,
+        keys=lambda _: "model, provider",
+        key_names=("model", "provider"),
+        conditions=conditions,
+    )
+    rows = await resolve_engine(engine)._run_in_pool(
+        f"{statement} ORDER BY cost_usd DESC, calls DESC, model", params.values
+    )
+    return UsageByModel(
+        start=data.start,
+        end=data.end,
+        models=[ModelUsage(model=row["model"], provider=row["provider"], **_figures(row)) for row in rows],
+    )
+
+
+async def get_usage_by_procedure(
+    data: UsageByProcedureInput, *, engine: PostgresEngine | None = None
+) -> UsageByProcedure:
+    """Per procedure, most expensive first."""
+    params = _Params()
+    conditions = [f"procedure = {params(data.procedure)}"] if data.procedure is not None else []
+    statement = _usage_sums(
+        _split(data.start, data.end),
+        params,
+        keys=lambda _: "procedure",
+        key_names=("procedure",),
+        conditions=conditions,
+    )
+    rows = await resolve_engine(engine)._run_in_pool(
+        f"{statement} ORDER BY cost_usd DESC, calls DESC, procedure", params.values
+    )
+    return UsageByProcedure(
+        start=data.start,
+        end=data.end,
+        procedures=[ProcedureUsage(procedure=row["procedure"], **_figures(row)) for row in rows],
+    )
+
+
+async def get_top_conversations_by_cost(
+    data: TopConversationsInput, *, engine: PostgresEngine | None = None
+) -> TopConversations:
+    """The most expensive conversations: by stored totals without a window, by the calls inside it with one.
+
+    Ties are broken by id, so the order is stable between calls.
+    """
+    if data.start is None and data.end is None:
+        rows = await resolve_engine(engine)._run_in_pool(_TOP_ALL_TIME, [data.limit])
+    else:
+        params = _Params()
+        params(data.limit)
+        window = "".join(f" AND {c}" for c in _window("created_at", data.start, data.end, params))
+        rows = await resolve_engine(engine)._run_in_pool(_TOP_IN_WINDOW.format(window=window), params.values)
+    return TopConversations(
+        start=data.start,
+        end=data.end,
+        conversations=[
+            TopConversation(
+                conversation_id=row["id"],
+                title=row["title"],
+                owner_id=row["owner"],
+                owner_name=row["owner_name"],
+                created_at=row["created_at"],
+                last_activity_at=row["updated_at"],
+                totals=ConversationTotals(
+                    total_prompt_tokens=row["total_prompt_tokens"],
+                    total_completion_tokens=row["total_completion_tokens"],
+                    total_tokens_used=row["total_tokens_used"],
+                    total_cost_usd=row["total_cost_usd"],
+                    llm_calls=row["llm_calls"],
+                    unpriced_calls=row["unpriced_calls"],
+                ),
+            )
+            for row in rows
+        ],
+    )
+
+
+async def get_unpriced_calls(data: UnpricedCallsInput, *, engine: PostgresEngine | None = None) -> UnpricedCalls:
+    """Calls that wait for a price: per model (with the period they span) and the rows, newest first."""
+    summary = _Params()
+    summary_window = "".join(f" AND {c}" for c in _window("created_at", data.start, data.end, summary))
+    page = _Params()
+    page(data.limit + 1)
+    page_conditions = _window("created_at", data.start, data.end, page)
+    if data.cursor is not None:
+        after = decode_cursor(data.cursor)
+        page_conditions.append(f"(created_at, id) < ({page(after.at)}, {page(after.id)})")
+    page_window = "".join(f" AND {c}" for c in page_conditions)
+    async with read_snapshot(resolve_engine(engine)) as connection:
+        models = await connection.fetch(_UNPRICED_BY_MODEL.format(window=summary_window), *summary.values)
+        rows = await connection.fetch(_UNPRICED_ROWS.format(window=page_window), *page.values)
+    return UnpricedCalls(
+        start=data.start,
+        end=data.end,
+        calls=sum(row["calls"] for row in models),
+        models=[
+            UnpricedModel(
+                model=row["model"],
+                provider=row["provider"],
+                calls=row["calls"],
+                tokens=_tokens(row),
+                first_at=row["first_at"],
+                last_at=row["last_at"],
+            )
+            for row in models
+        ],
+        rows=[_usage_row(row) for row in rows[: data.limit]],
+        next_cursor=_next_cursor(rows, data.limit),
+    )
