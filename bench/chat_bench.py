@@ -161,7 +161,11 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "server", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
         created = subprocess.run(
             [sys.executable, "-m", "server", "create-user", "--name", "bench"],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         api_key = created.stdout.strip().rsplit(" ", 1)[1]
         simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]

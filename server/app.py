@@ -17,6 +17,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
+from server.database import start_pool
 from server.procedures.chat import ChatController
 from server.procedures.system import SystemController, service_version
 from server.rpc import RpcConfig, rpc_cors_config, rpc_router
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             if engine.pool is None:  # a host (the tests) may already run a pool on this engine
-                await engine.start_connection_pool(min_size=2, max_size=20)
+                await start_pool(engine, min_size=2, max_size=20)
                 stack.push_async_callback(engine.close_connection_pool)
             simulator_origin = None
             if settings.offline:

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from server.database import DatabaseUnavailableError, check_connection, database_url
+from server.database import DatabaseUnavailableError, check_connection, database_url, start_pool
 from server.migrations import MigrationError, migrate_forwards
 from server.settings import Settings, SettingsError, get_settings
 
@@ -107,7 +107,7 @@ async def _check_totals() -> int:
     from server.app import database_engine
 
     engine = database_engine()
-    await engine.start_connection_pool(min_size=1, max_size=1)
+    await start_pool(engine, min_size=1, max_size=1)
     try:
         report = await check_totals(engine=engine)
     finally:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import asyncpg
+from piccolo.engine.postgres import PostgresEngine
 
+from server.money import decode_numeric
 from server.settings import get_settings
 
 logger = logging.getLogger("tollbooth.database")
@@ -51,6 +53,15 @@ def embedded_database_url(pgdata: Path, database: str = EMBEDDED_DATABASE) -> st
     url: str = server.get_uri(database)
     logger.info("database: embedded PostgreSQL in %s (DATABASE_URL is not set)", pgdata.resolve())
     return url
+
+
+async def start_pool(engine: PostgresEngine, *, min_size: int, max_size: int) -> None:
+    """Start ``engine``'s connection pool; its connections read NUMERIC as tidy ``Decimal`` (see ``server.money``)."""
+    await engine.start_connection_pool(min_size=min_size, max_size=max_size, init=_init_connection)
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=decode_numeric, format="text")
 
 
 def engine_config() -> dict[str, Any]:

@@ -87,9 +87,10 @@ async def _drop_database(admin_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 async def database_pool() -> AsyncIterator[None]:
     from server.app import database_engine
+    from server.database import start_pool
 
     engine = database_engine()
-    await engine.start_connection_pool(min_size=1, max_size=20)
+    await start_pool(engine, min_size=1, max_size=20)
     yield
     await engine.close_connection_pool()
 

@@ -83,20 +83,20 @@ def test_serve_answers_healthz_on_the_embedded_database(served: tuple[str, dict[
 def test_stopping_the_server_stops_the_embedded_database(embedded_env: dict[str, str]) -> None:
     port = _free_port()
     env = {**embedded_env, "PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = Path(env["DATA_DIR"]).parent / "server.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=output, stderr=output)
     pid_file = Path(env["DATA_DIR"]) / "postgres" / "postmaster.pid"
     try:
         deadline = time.monotonic() + 60
         while not _answers(f"http://127.0.0.1:{port}/healthz"):
-            assert process.poll() is None
+            assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
         postmaster = int(pid_file.read_text().split()[0])
     finally:
         process.terminate()
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == 0, log.read_text()
     deadline = time.monotonic() + 15
     while _running(postmaster):
         assert time.monotonic() < deadline, "the embedded PostgreSQL outlived the server"

@@ -80,7 +80,7 @@ async def test_a_conversation_reads_with_its_messages_in_order_and_its_totals() 
     assert [(s.model, s.calls) for s in detail.model_distribution] == [("gpt-4o", 1), (UNPRICED_MODEL, 1)]
     assert detail.earlier_cursor is None
     wire = msgspec.json.decode(msgspec.json.encode(detail))
-    assert wire["totals"]["totalCostUsd"] == "0.004500000000000000"
+    assert wire["totals"]["totalCostUsd"] == "0.0045"
     assert msgspec.json.decode(msgspec.json.encode(detail), type=ConversationDetail) == detail
 
 

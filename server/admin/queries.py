@@ -217,7 +217,7 @@ _NO_FIGURES: Final[dict[str, Any]] = {
     "cancelled_calls": 0,
     "unpriced_calls": 0,
     "tokens": _ZERO_TOKENS,
-    "cost_usd": Decimal("0E-18"),
+    "cost_usd": Decimal(0),
 }
 
 
@@ -231,7 +231,7 @@ def _sum_figures(parts: Sequence[UsageFigures]) -> UsageFigures:
         cancelled_calls=sum(p.cancelled_calls for p in parts),
         unpriced_calls=sum(p.unpriced_calls for p in parts),
         tokens=TokenTotals(**{field: total(field) for field in TokenTotals.__struct_fields__}),
-        cost_usd=sum((p.cost_usd for p in parts), Decimal("0E-18")),
+        cost_usd=sum((p.cost_usd for p in parts), Decimal(0)),
     )
 
 

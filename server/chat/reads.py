@@ -28,6 +28,7 @@ from schemas.conversations import (
 )
 from schemas.validation import InvalidInput, Position, decode_cursor, encode_cursor
 from server.chat.service import ConversationNotFoundError
+from server.money import tidy
 
 __all__ = (
     "get_conversation",
@@ -39,7 +40,6 @@ __all__ = (
     "totals_from_row",
 )
 
-MONEY_QUANTUM: Final = Decimal(10) ** -18
 """The scale of every money column (NUMERIC(38, 18)): model distribution costs are shown at the same scale."""
 DEFAULT_CONVERSATIONS: Final = 20
 MAX_CONVERSATIONS: Final = 100
@@ -95,8 +95,8 @@ _distribution_decoder: Final = msgspec.json.Decoder(dict[str, _StoredShare])
 
 
 def money(value: Decimal) -> Decimal:
-    """``value`` at the money columns' scale (exact: stored values never have more places)."""
-    return value.quantize(MONEY_QUANTUM)
+    """A cost from the stored ``model_distribution`` JSON, tidied like every money value on the wire."""
+    return tidy(value)
 
 
 def totals_from_row(row: asyncpg.Record) -> ConversationTotals:

@@ -32,6 +32,7 @@ from genai_prices.types import (
 
 from server.llm._price_file import STANDARD_SERVICE_TIERS, PriceFileError, PriceFileModel, load_price_file
 from server.llm.usage import TokenUsage
+from server.money import tidy
 
 __all__ = ["BucketRates", "PriceCatalogue", "PriceFileError", "PricedUsage", "PricingStatus"]
 
@@ -41,7 +42,6 @@ _EXACT = Context(prec=38, traps=[Inexact, InvalidOperation, Overflow, DivisionBy
 """Every cost is exact: should a product ever need more than 38 digits this raises rather than rounds."""
 
 _PER_MILLION_EXPONENT = -6
-_ONE = Decimal(1)
 _MAX_CACHED_MODELS = 1024
 """Model names come from provider responses; bounding the cache keeps a misbehaving upstream from growing it."""
 
@@ -62,11 +62,11 @@ class BucketRates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         """These rates under a service-tier multiplier (batch at 0.5...), still exact."""
         mul = _EXACT.multiply
         return BucketRates(
-            input=_tidy(mul(self.input, multiplier)),
-            cache_read=_tidy(mul(self.cache_read, multiplier)),
-            cache_write_5m=_tidy(mul(self.cache_write_5m, multiplier)),
-            cache_write_1h=_tidy(mul(self.cache_write_1h, multiplier)),
-            output=_tidy(mul(self.output, multiplier)),
+            input=tidy(mul(self.input, multiplier)),
+            cache_read=tidy(mul(self.cache_read, multiplier)),
+            cache_write_5m=tidy(mul(self.cache_write_5m, multiplier)),
+            cache_write_1h=tidy(mul(self.cache_write_1h, multiplier)),
+            output=tidy(mul(self.output, multiplier)),
         )
 
 
@@ -90,20 +90,8 @@ class PricedUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 UNPRICED = PricedUsage(status="unpriced")
 
 
-def _tidy(value: Decimal) -> Decimal:
-    """The same number without trailing zeros or an exponent (``0.00325``, not ``0.00325000`` or ``0E-7``).
-
-    Only zeros are dropped, so the value is unchanged; it keeps stored rows and wire strings readable.
-    """
-    value = value.normalize(_EXACT)
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0:
-        value = value.quantize(_ONE, context=_EXACT)
-    return value
-
-
 def _cost(rate: Decimal, tokens: int) -> Decimal:
-    return _tidy(_EXACT.multiply(rate, tokens).scaleb(_PER_MILLION_EXPONENT, _EXACT))
+    return tidy(_EXACT.multiply(rate, tokens).scaleb(_PER_MILLION_EXPONENT, _EXACT))
 
 
 class _RatePlan:
@@ -139,7 +127,7 @@ class _RatePlan:
         cost_write_1h = _cost(rates.cache_write_1h, usage.cache_write_1h)
         cost_output = _cost(rates.output, usage.output)
         add = _EXACT.add
-        total = _tidy(add(add(add(add(cost_input, cost_cache_read), cost_write_5m), cost_write_1h), cost_output))
+        total = tidy(add(add(add(add(cost_input, cost_cache_read), cost_write_5m), cost_write_1h), cost_output))
         return PricedUsage(
             status="priced",
             rates=rates,
@@ -161,12 +149,12 @@ def _first(*candidates: Decimal | TieredPrices | None, default: Decimal | Tiered
 def _rate_above(price: Decimal | TieredPrices, prompt_total: int) -> Decimal:
     """genai-prices' own rule: the highest tier whose start the prompt total strictly exceeds."""
     if isinstance(price, Decimal):
-        return _tidy(price)
+        return tidy(price)
     applicable = price.base
     for tier in price.tiers:
         if prompt_total > tier.start:
             applicable = tier.price
-    return _tidy(applicable)
+    return tidy(applicable)
 
 
 def _plan_from_genai(model_price: ModelPrice, source: str) -> _RatePlan | None:
@@ -217,11 +205,11 @@ def _plan_from_file(entry: PriceFileModel, source: str) -> _RatePlan:
     ) -> BucketRates:
         write_5m = input_rate if write_5m is None else write_5m
         return BucketRates(
-            input=_tidy(input_rate),
-            cache_read=_tidy(input_rate if cache_read is None else cache_read),
-            cache_write_5m=_tidy(write_5m),
-            cache_write_1h=_tidy(write_5m if write_1h is None else write_1h),
-            output=_tidy(output),
+            input=tidy(input_rate),
+            cache_read=tidy(input_rate if cache_read is None else cache_read),
+            cache_write_5m=tidy(write_5m),
+            cache_write_1h=tidy(write_5m if write_1h is None else write_1h),
+            output=tidy(output),
         )
 
     base = rates(entry.input, entry.output, entry.cache_read, entry.cache_write_5m, entry.cache_write_1h)
