@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas import chat, system
+from schemas import admin, chat, conversations, system
 from schemas.registry import Registry
 
 APP_REGISTRY: Final = Registry(
@@ -15,5 +15,8 @@ APP_REGISTRY: Final = Registry(
         chat.SEND_MESSAGE,
         chat.EXECUTE_ACTION,
         chat.SUMMARIZE_EMAIL,
+        conversations.LIST_CONVERSATIONS,
+        conversations.GET_CONVERSATION,
+        *admin.ADMIN_PROCEDURES,
     )
 )

@@ -18,6 +18,7 @@ from piccolo.engine.postgres import PostgresEngine
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
 from server.database import start_pool
+from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
 from server.procedures.system import SystemController, service_version
 from server.rpc import RpcConfig, rpc_cors_config, rpc_router
@@ -27,7 +28,7 @@ from server.settings import Settings, get_settings
 logger = logging.getLogger("tollbooth")
 
 SPOOL_REPLAY_INTERVAL_SECONDS: Final = 5.0
-CONTROLLERS: Final = (SystemController, ChatController)
+CONTROLLERS: Final = (SystemController, ChatController, AdminController)
 
 
 def database_engine() -> PostgresEngine:

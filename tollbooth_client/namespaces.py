@@ -6,10 +6,10 @@ here and an attribute in ``TollboothClient.__init__``.
 
 from __future__ import annotations
 
-from schemas import chat, system
+from schemas import admin, chat, conversations, system
 from tollbooth_client.procedures import Namespace, mutation, query, subscription
 
-__all__ = ("ChatNamespace", "SystemNamespace")
+__all__ = ("AdminNamespace", "ChatNamespace", "SystemNamespace")
 
 
 class SystemNamespace(Namespace):
@@ -26,3 +26,16 @@ class ChatNamespace(Namespace):
     send_message = mutation(chat.SEND_MESSAGE)
     execute_action = mutation(chat.EXECUTE_ACTION)
     summarize_email = mutation(chat.SUMMARIZE_EMAIL)
+    list_conversations = query(conversations.LIST_CONVERSATIONS)
+    get_conversation = query(conversations.GET_CONVERSATION)
+
+
+class AdminNamespace(Namespace):
+    namespace = "admin"
+
+    get_conversation_cost = query(admin.GET_CONVERSATION_COST)
+    usage_by_date_range = query(admin.USAGE_BY_DATE_RANGE)
+    usage_by_model = query(admin.USAGE_BY_MODEL)
+    usage_by_procedure = query(admin.USAGE_BY_PROCEDURE)
+    top_conversations_by_cost = query(admin.TOP_CONVERSATIONS_BY_COST)
+    unpriced_calls = query(admin.UNPRICED_CALLS)

@@ -1,8 +1,9 @@
-"""The ``chat`` namespace. Thin: the logic lives in ``ChatService``; the caller comes from the protocol."""
+"""The ``chat`` namespace. Thin: the logic lives in ``ChatService`` and ``reads``; the caller comes from the protocol;
+another user's conversation is NOT_FOUND, never FORBIDDEN."""
 
 from __future__ import annotations
 
-from schemas import chat
+from schemas import chat, conversations
 from schemas.chat import (
     ExecuteActionInput,
     ExecuteActionOutput,
@@ -11,6 +12,8 @@ from schemas.chat import (
     SummarizeEmailInput,
     SummarizeEmailOutput,
 )
+from schemas.conversations import ConversationDetail, ConversationList, GetConversationInput, ListConversationsInput
+from server.chat import reads
 from server.rpc import CallContext, ProcedureController, implements
 from server.services import Services
 
@@ -31,3 +34,15 @@ class ChatController(ProcedureController):
     @implements(chat.SUMMARIZE_EMAIL)
     async def summarize_email(self, ctx: CallContext[Services], input: SummarizeEmailInput) -> SummarizeEmailOutput:
         return await ctx.services.chat.summarize_email(ctx.user.user_id, input)
+
+    @implements(conversations.LIST_CONVERSATIONS)
+    async def list_conversations(self, ctx: CallContext[Services], input: ListConversationsInput) -> ConversationList:
+        return await reads.list_conversations(
+            ctx.user.user_id, limit=input.limit, cursor=input.cursor, engine=ctx.services.engine
+        )
+
+    @implements(conversations.GET_CONVERSATION)
+    async def get_conversation(self, ctx: CallContext[Services], input: GetConversationInput) -> ConversationDetail:
+        return await reads.get_conversation(
+            ctx.user.user_id, input.conversation_id, limit=input.limit, cursor=input.cursor, engine=ctx.services.engine
+        )

@@ -13,6 +13,7 @@ from typing import Final
 from litestar.exceptions import HTTPException
 
 from schemas.errors import ERROR_CODES, ErrorCode, ErrorData, ErrorEnvelope, ErrorShape, code_for_http_status
+from schemas.validation import InvalidInput
 
 __all__ = ("ErrorCode", "TRPCError", "error_shape", "to_trpc_error")
 
@@ -51,6 +52,8 @@ def to_trpc_error(exc: BaseException, path: str | None = None) -> TRPCError:
         if exc.http_status >= 500 and exc.__cause__ is not None:
             logger.error("procedure %s failed with %s", path, exc.code.value, exc_info=exc)
         return exc
+    if isinstance(exc, InvalidInput):
+        return TRPCError(ErrorCode.BAD_REQUEST, str(exc), cause=exc)
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         return TRPCError(code_for_http_status(exc.status_code), exc.detail, cause=exc)
     logger.error("procedure %s raised an unexpected exception", path, exc_info=exc)

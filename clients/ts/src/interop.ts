@@ -1,0 +1,803 @@
+// The real @trpc/client against a live Tollbooth server, through every HTTP link: httpLink, httpBatchLink,
+// httpBatchStreamLink and httpSubscriptionLink. Success calls, error codes, batching and subscriptions.
+//
+//   node dist/interop.js --url http://127.0.0.1:8000 --key tb_... [--name Ada] [--other-key tb_...]
+//
+// (or TOLLBOOTH_URL, TOLLBOOTH_API_KEY, TOLLBOOTH_USER_NAME, TOLLBOOTH_OTHER_API_KEY). Prints a JSON report on
+// stdout and exits 1 when any check fails.
+
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import {
+  createTRPCClient,
+  httpBatchLink,
+  httpBatchStreamLink,
+  httpLink,
+  httpSubscriptionLink,
+  isTRPCClientError,
+  splitLink,
+  TRPCClientError,
+  type TRPCClient,
+  type TRPCLink,
+} from '@trpc/client';
+import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
+import { EventSource } from 'eventsource';
+
+import type { AppRouter, ClockEvent, SendMessageOutput, Tracked } from './app-router.js';
+
+type Inputs = inferRouterInputs<AppRouter>;
+type Outputs = inferRouterOutputs<AppRouter>;
+
+// --- configuration ---------------------------------------------------------------------------------------------
+
+function option(name: string, env: string): string | undefined {
+  const flag = `--${name}`;
+  const args = process.argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === flag) return args[i + 1];
+    if (arg.startsWith(`${flag}=`)) return arg.slice(flag.length + 1);
+  }
+  return process.env[env] || undefined;
+}
+
+const urlOption = option('url', 'TOLLBOOTH_URL');
+const keyOption = option('key', 'TOLLBOOTH_API_KEY');
+if (!urlOption || !keyOption) {
+  console.error('usage: node dist/interop.js --url BASE_URL --key API_KEY [--name NAME] [--other-key API_KEY]');
+  process.exit(2);
+}
+const baseUrl: string = urlOption.replace(/\/$/, '');
+const apiKey: string = keyOption;
+const userName = option('name', 'TOLLBOOTH_USER_NAME');
+const otherKey = option('other-key', 'TOLLBOOTH_OTHER_API_KEY');
+const url = `${baseUrl}/trpc`;
+
+// --- recording what goes over the wire --------------------------------------------------------------------------
+
+type WireRequest = { method: string; url: string; trpcAccept: string | null; status: number; contentType: string };
+
+class Wire {
+  readonly requests: WireRequest[] = [];
+
+  readonly fetch = async (input: RequestInfo | URL | string, init?: RequestInit): Promise<Response> => {
+    const response = await fetch(input, init);
+    const headers = new Headers(init?.headers);
+    this.requests.push({
+      method: init?.method ?? 'GET',
+      url: String(input instanceof Request ? input.url : input),
+      trpcAccept: headers.get('trpc-accept'),
+      status: response.status,
+      contentType: response.headers.get('content-type') ?? '',
+    });
+    return response;
+  };
+
+  take(): WireRequest[] {
+    return this.requests.splice(0);
+  }
+}
+
+function bearer(key: string | undefined): Record<string, string> {
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+function subscriptionLink(key: string | undefined): TRPCLink<AppRouter> {
+  return httpSubscriptionLink<AppRouter, typeof EventSource>({
+    url,
+    EventSource,
+    // EventSource cannot send headers: the key travels in connectionParams.
+    connectionParams: () => (key ? { apiKey: key } : {}),
+  });
+}
+
+type Client = TRPCClient<AppRouter>;
+
+function plainClient(key: string | undefined, wire?: Wire): Client {
+  return createTRPCClient<AppRouter>({
+    links: [httpLink({ url, headers: bearer(key), ...(wire ? { fetch: wire.fetch } : {}) })],
+  });
+}
+
+function batchClient(key: string | undefined, wire: Wire): Client {
+  return createTRPCClient<AppRouter>({
+    links: [httpBatchLink({ url, headers: bearer(key), fetch: wire.fetch, maxItems: 10 })],
+  });
+}
+
+/** The recommended setup: subscriptions over SSE, everything else in streamed batches. */
+function streamClient(key: string | undefined, wire?: Wire): Client {
+  return createTRPCClient<AppRouter>({
+    links: [
+      splitLink({
+        condition: (op) => op.type === 'subscription',
+        true: subscriptionLink(key),
+        false: httpBatchStreamLink({ url, headers: bearer(key), ...(wire ? { fetch: wire.fetch } : {}) }),
+      }),
+    ],
+  });
+}
+
+// --- checks -----------------------------------------------------------------------------------------------------
+
+type CheckResult = { name: string; ok: boolean; ms: number; detail?: unknown; error?: string };
+const results: CheckResult[] = [];
+
+async function check(name: string, body: () => Promise<unknown>): Promise<void> {
+  const started = performance.now();
+  try {
+    const detail = await withTimeout(body(), 20_000, name);
+    results.push({ name, ok: true, ms: Math.round(performance.now() - started), ...(detail === undefined ? {} : { detail }) });
+  } catch (error) {
+    results.push({ name, ok: false, ms: Math.round(performance.now() - started), error: describe(error) });
+  }
+}
+
+function describe(error: unknown): string {
+  if (isTRPCClientError(error)) {
+    return `TRPCClientError ${JSON.stringify({ message: error.message, data: error.data, shape: error.shape })}`;
+  }
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+class Mismatch extends Error {
+  override name = 'Mismatch';
+}
+
+function expect(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Mismatch(message);
+}
+
+function expectEqual<T>(actual: T, expected: T, what: string): void {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  expect(a === e, `${what}: expected ${e}, got ${a}`);
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const DECIMAL = /^(-)?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
+
+const JSON_RPC_CODES = {
+  BAD_REQUEST: -32600,
+  UNAUTHORIZED: -32001,
+  NOT_FOUND: -32004,
+  METHOD_NOT_SUPPORTED: -32005,
+} as const;
+type ExpectedCode = keyof typeof JSON_RPC_CODES;
+
+type ErrorSummary = { code: string; httpStatus: number; path: string | undefined; message: string };
+
+/** The call must fail with a TRPCClientError carrying this code, its HTTP status and its JSON-RPC number. */
+async function expectError(
+  call: Promise<unknown>,
+  code: ExpectedCode,
+  httpStatus: number,
+  path?: string,
+): Promise<ErrorSummary> {
+  let outcome: unknown;
+  try {
+    outcome = await call;
+  } catch (error) {
+    return checkError(error, code, httpStatus, path);
+  }
+  throw new Mismatch(`expected ${code}, the call succeeded with ${JSON.stringify(outcome)}`);
+}
+
+function checkError(error: unknown, code: ExpectedCode, httpStatus: number, path?: string): ErrorSummary {
+  expect(error instanceof TRPCClientError, `expected a TRPCClientError, got ${describe(error)}`);
+  const clientError = error as TRPCClientError<AppRouter>;
+  const data = clientError.data;
+  expect(data !== null && data !== undefined, `error without data: ${describe(error)}`);
+  expectEqual(data.code, code, 'err.data.code');
+  expectEqual(data.httpStatus, httpStatus, 'err.data.httpStatus');
+  expectEqual(clientError.shape?.code, JSON_RPC_CODES[code], 'err.shape.code (JSON-RPC)');
+  expect(typeof clientError.message === 'string' && clientError.message.length > 0, 'err.message is empty');
+  if (path !== undefined) expectEqual(data.path, path, 'err.data.path');
+  return { code: data.code, httpStatus: data.httpStatus, path: data.path, message: clientError.message };
+}
+
+async function settled<T>(promises: Promise<T>[]): Promise<PromiseSettledResult<T>[]> {
+  return Promise.allSettled(promises);
+}
+
+function fulfilled<T>(result: PromiseSettledResult<T> | undefined, what: string): T {
+  expect(result !== undefined, `${what}: no result`);
+  if (result.status === 'rejected') throw new Mismatch(`${what} failed: ${describe(result.reason)}`);
+  return result.value;
+}
+
+function rejected(result: PromiseSettledResult<unknown> | undefined, what: string): unknown {
+  expect(result !== undefined, `${what}: no result`);
+  if (result.status === 'fulfilled') throw new Mismatch(`${what}: expected an error, got ${JSON.stringify(result.value)}`);
+  return result.reason;
+}
+
+// --- exact decimal arithmetic on the wire's money strings --------------------------------------------------------
+
+type Decimal = { units: bigint; exponent: number };
+
+function decimal(text: string): Decimal {
+  const match = DECIMAL.exec(text);
+  expect(match !== null, `not a decimal string: ${JSON.stringify(text)}`);
+  const [, sign, whole, fraction = '', exponent = '0'] = match;
+  const units = BigInt(`${sign ?? ''}${whole}${fraction}`);
+  return { units, exponent: Number(exponent) - fraction.length };
+}
+
+function align(a: Decimal, b: Decimal): [bigint, bigint, number] {
+  const exponent = Math.min(a.exponent, b.exponent);
+  return [a.units * 10n ** BigInt(a.exponent - exponent), b.units * 10n ** BigInt(b.exponent - exponent), exponent];
+}
+
+function addDecimals(a: string, b: string): Decimal {
+  const [x, y, exponent] = align(decimal(a), decimal(b));
+  return { units: x + y, exponent };
+}
+
+function decimalEquals(a: Decimal, b: Decimal): boolean {
+  const [x, y] = align(a, b);
+  return x === y;
+}
+
+// --- the checks ---------------------------------------------------------------------------------------------------
+
+function checkSendMessage(result: SendMessageOutput, what: string): { costUsd: string; conversationId: string } {
+  // Typed access: these assignments are compile-time checks of the generated types.
+  const cacheRead: number = result.usage.cacheRead;
+  const costUsd: string | null = result.costUsd;
+  const reply: string = result.reply;
+  expect(typeof cacheRead === 'number' && Number.isInteger(cacheRead), `${what}: usage.cacheRead is not an integer`);
+  expect(typeof costUsd === 'string', `${what}: costUsd is not a string: ${JSON.stringify(costUsd)}`);
+  decimal(costUsd);
+  expectEqual(result.pricingStatus, 'priced', `${what}: pricingStatus`);
+  expect(reply.length > 0, `${what}: empty reply`);
+  expect(UUID.test(result.messageId), `${what}: messageId is not a UUID: ${result.messageId}`);
+  const conversationId = result.conversationId;
+  expect(conversationId !== null && UUID.test(conversationId), `${what}: conversationId is not a UUID`);
+  const u = result.usage;
+  for (const [name, value] of Object.entries(u)) {
+    if (name !== 'estimated') expect(Number.isInteger(value) && (value as number) >= 0, `${what}: usage.${name}`);
+  }
+  expectEqual(u.estimated, false, `${what}: usage.estimated`);
+  expect(u.output >= u.reasoning, `${what}: reasoning exceeds output`);
+  expect(result.conversation !== null, `${what}: no conversation totals`);
+  decimal(result.conversation.totalCostUsd);
+  return { costUsd, conversationId };
+}
+
+async function run(): Promise<void> {
+  const plain = plainClient(apiKey);
+
+  // httpLink ------------------------------------------------------------------------------------------------------
+  await check('httpLink: system.health query', async () => {
+    const health: Outputs['system']['health'] = await plain.system.health.query();
+    expectEqual(health.status, 'ok', 'status');
+    expectEqual(health.database, 'ok', 'database');
+    expect(typeof health.version === 'string' && health.version.length > 0, 'version');
+    return health;
+  });
+
+  await check('httpLink: system.whoami query', async () => {
+    const me = await plain.system.whoami.query();
+    expect(UUID.test(me.id), `id is not a UUID: ${me.id}`);
+    expectEqual(me.isAdmin, false, 'isAdmin');
+    if (userName !== undefined) expectEqual(me.name, userName, 'name');
+    return me;
+  });
+
+  let conversationId: string | undefined;
+  await check('httpLink: chat.sendMessage twice in one conversation, money exact', async () => {
+    const first = await plain.chat.sendMessage.mutate({ message: 'Hello from @trpc/client', maxTokens: 64 });
+    const one = checkSendMessage(first, 'first');
+    expectEqual(first.conversation?.llmCalls, 1, 'first: conversation.llmCalls');
+    expect(decimalEquals(decimal(first.conversation!.totalCostUsd), decimal(one.costUsd)), 'first: total != cost');
+    const second = await plain.chat.sendMessage.mutate({
+      conversationId: one.conversationId,
+      message: 'And a second message, to another provider',
+      model: 'claude-haiku-4-5',
+      systemPrompt: 'Be brief.',
+      temperature: 0.2,
+    });
+    const two = checkSendMessage(second, 'second');
+    expectEqual(two.conversationId, one.conversationId, 'second: conversationId');
+    expectEqual(second.conversation?.llmCalls, 2, 'second: conversation.llmCalls');
+    const expectedTotal = addDecimals(one.costUsd, two.costUsd);
+    expect(
+      decimalEquals(decimal(second.conversation!.totalCostUsd), expectedTotal),
+      `second: totalCostUsd ${second.conversation!.totalCostUsd} != ${one.costUsd} + ${two.costUsd}`,
+    );
+    expectEqual(
+      second.conversation!.totalTokensUsed,
+      first.usage.totalTokens + second.usage.totalTokens,
+      'second: totalTokensUsed',
+    );
+    conversationId = one.conversationId;
+    return {
+      conversationId,
+      costs: [one.costUsd, two.costUsd],
+      totalCostUsd: second.conversation!.totalCostUsd,
+      usage: second.usage,
+    };
+  });
+
+  await check('httpLink: chat.executeAction, narrowing on result.action', async () => {
+    const seen: Record<string, unknown> = {};
+    for (const action of ['draft_reply', 'extract_tasks', 'classify_intent'] as const) {
+      const output = await plain.chat.executeAction.mutate({
+        action,
+        input: 'Hi Sam, can you send me the Q3 report by Friday? Thanks, Alex',
+      });
+      expectEqual(output.result.action, action, 'result.action');
+      expect(typeof output.costUsd === 'string', `${action}: costUsd is not a string`);
+      const result = output.result;
+      switch (result.action) {
+        case 'draft_reply':
+          expect(typeof result.body === 'string', 'draft_reply: body');
+          expect(['formal', 'neutral', 'friendly'].includes(result.tone), 'draft_reply: tone');
+          expect(result.subject === null || typeof result.subject === 'string', 'draft_reply: subject');
+          seen[action] = { tone: result.tone };
+          break;
+        case 'extract_tasks':
+          expect(Array.isArray(result.tasks), 'extract_tasks: tasks');
+          for (const task of result.tasks) {
+            expect(['low', 'medium', 'high'].includes(task.priority), 'extract_tasks: priority');
+          }
+          seen[action] = { tasks: result.tasks.length };
+          break;
+        case 'classify_intent':
+          expect(result.confidence >= 0 && result.confidence <= 1, 'classify_intent: confidence');
+          seen[action] = { intent: result.intent, confidence: result.confidence };
+          break;
+        default: {
+          const never: never = result;
+          throw new Mismatch(`unknown action ${JSON.stringify(never)}`);
+        }
+      }
+    }
+    return seen;
+  });
+
+  await check('httpLink: chat.summarizeEmail', async () => {
+    const input: Inputs['chat']['summarizeEmail'] = {
+      email: { subject: 'Q3 report', from: 'alex@example.com', body: 'Please send the Q3 report by Friday.' },
+      maxWords: 50,
+    };
+    const output = await plain.chat.summarizeEmail.mutate(input);
+    expect(typeof output.summary === 'string', 'summary');
+    expect(Array.isArray(output.keyPoints) && output.keyPoints.every((p) => typeof p === 'string'), 'keyPoints');
+    expect(Array.isArray(output.actionItems) && output.actionItems.every((p) => typeof p === 'string'), 'actionItems');
+    expect(typeof output.costUsd === 'string', 'costUsd is not a string');
+    decimal(output.costUsd);
+    expectEqual(output.conversation, null, 'conversation (none was given)');
+    return { keyPoints: output.keyPoints.length, actionItems: output.actionItems.length, costUsd: output.costUsd };
+  });
+
+  // errors over httpLink -----------------------------------------------------------------------------------------
+  await check('httpLink: UNAUTHORIZED without a key', async () => {
+    const anonymous = plainClient(undefined);
+    const health = await anonymous.system.health.query(); // public
+    expectEqual(health.status, 'ok', 'public health without a key');
+    return [
+      await expectError(anonymous.system.whoami.query(), 'UNAUTHORIZED', 401, 'system.whoami'),
+      await expectError(anonymous.chat.sendMessage.mutate({ message: 'hi' }), 'UNAUTHORIZED', 401, 'chat.sendMessage'),
+      await expectError(plainClient('tb_not-a-key').system.whoami.query(), 'UNAUTHORIZED', 401, 'system.whoami'),
+    ];
+  });
+
+  await check('httpLink: BAD_REQUEST on invalid input (sent by casting)', async () => {
+    const wrongType = { message: 42 } as unknown as Inputs['chat']['sendMessage'];
+    const unknownField = { message: 'hi', colour: 'red' } as unknown as Inputs['chat']['sendMessage'];
+    const missing = {} as unknown as Inputs['chat']['sendMessage'];
+    const badEnum = { action: 'translate', input: 'x' } as unknown as Inputs['chat']['executeAction'];
+    const cases: [string, () => Promise<unknown>][] = [
+      ['message', () => plain.chat.sendMessage.mutate(wrongType)],
+      ['colour', () => plain.chat.sendMessage.mutate(unknownField)],
+      ['message', () => plain.chat.sendMessage.mutate(missing)],
+      ['action', () => plain.chat.executeAction.mutate(badEnum)],
+      ['message', () => plain.chat.sendMessage.mutate({ message: '' })],
+    ];
+    const errors = [];
+    for (const [field, call] of cases) {
+      const error = await expectError(call(), 'BAD_REQUEST', 400);
+      expect(error.message.includes(field), `the message does not name ${field}: ${error.message}`);
+      errors.push(error);
+    }
+    return errors;
+  });
+
+  await check("httpLink: NOT_FOUND for a conversation that isn't the caller's", async () => {
+    const errors = [
+      await expectError(
+        plain.chat.sendMessage.mutate({ conversationId: randomUUID(), message: 'hello?' }),
+        'NOT_FOUND',
+        404,
+        'chat.sendMessage',
+      ),
+    ];
+    if (otherKey !== undefined) {
+      const other = plainClient(otherKey);
+      const theirs = await other.chat.sendMessage.mutate({ message: 'my own conversation' });
+      expect(theirs.conversationId !== null, 'the other user got no conversation');
+      errors.push(
+        await expectError(
+          plain.chat.sendMessage.mutate({ conversationId: theirs.conversationId, message: 'let me in' }),
+          'NOT_FOUND',
+          404,
+          'chat.sendMessage',
+        ),
+        await expectError(
+          plain.chat.executeAction.mutate({ conversationId: theirs.conversationId, action: 'classify_intent', input: 'x' }),
+          'NOT_FOUND',
+          404,
+          'chat.executeAction',
+        ),
+      );
+      // The owner still sees it, unchanged by the attempts.
+      const again = await other.chat.sendMessage.mutate({ conversationId: theirs.conversationId, message: 'still mine' });
+      expectEqual(again.conversation?.llmCalls, 2, "owner's conversation.llmCalls");
+    }
+    return errors;
+  });
+
+  await check('httpLink: NOT_FOUND for an unknown procedure, METHOD_NOT_SUPPORTED for a query on a mutation', async () => {
+    // Both are impossible in typed code: reach past the types on purpose.
+    const untyped = plain as unknown as {
+      system: { nope: { query: () => Promise<unknown> } };
+      chat: { sendMessage: { query: (input: unknown) => Promise<unknown> } };
+    };
+    const notFound = await expectError(untyped.system.nope.query(), 'NOT_FOUND', 404, 'system.nope');
+    expect(notFound.message.includes('system.nope'), `message: ${notFound.message}`);
+    const wrongMethod = await expectError(
+      untyped.chat.sendMessage.query({ message: 'hi' }),
+      'METHOD_NOT_SUPPORTED',
+      405,
+      'chat.sendMessage',
+    );
+    return [notFound, wrongMethod];
+  });
+
+  // httpBatchLink ------------------------------------------------------------------------------------------------
+  const batchWire = new Wire();
+  const batch = batchClient(apiKey, batchWire);
+
+  await check('httpBatchLink: three queries in one GET', async () => {
+    batchWire.take();
+    const [health, me, again] = await Promise.all([
+      batch.system.health.query(),
+      batch.system.whoami.query(),
+      batch.system.health.query(),
+    ]);
+    expectEqual(health.status, 'ok', 'health.status');
+    expect(UUID.test(me.id), 'whoami.id');
+    expectEqual(again.database, 'ok', 'second health.database');
+    const requests = batchWire.take();
+    expectEqual(requests.length, 1, 'requests');
+    const request = requests[0]!;
+    expectEqual(request.method, 'GET', 'method');
+    expect(request.url.includes('/trpc/system.health,system.whoami,system.health?batch=1'), `url: ${request.url}`);
+    expectEqual(request.status, 200, 'HTTP status');
+    return request;
+  });
+
+  await check('httpBatchLink: three mutations in one POST', async () => {
+    batchWire.take();
+    const [sent, action, summary] = await Promise.all([
+      batch.chat.sendMessage.mutate({ message: 'batched hello' }),
+      batch.chat.executeAction.mutate({ action: 'classify_intent', input: 'Where is my parcel?' }),
+      batch.chat.summarizeEmail.mutate({ email: { body: 'The meeting moves to 3pm.' } }),
+    ]);
+    checkSendMessage(sent, 'batched sendMessage');
+    expectEqual(action.result.action, 'classify_intent', 'executeAction result.action');
+    expect(typeof summary.summary === 'string', 'summarizeEmail summary');
+    const requests = batchWire.take();
+    expectEqual(requests.length, 1, 'requests');
+    expectEqual(requests[0]!.method, 'POST', 'method');
+    expect(requests[0]!.url.includes('chat.sendMessage,chat.executeAction,chat.summarizeEmail?batch=1'), 'url');
+    return requests[0];
+  });
+
+  await check('httpBatchLink: mixed results in one batch (207), each call settles on its own', async () => {
+    batchWire.take();
+    const untyped = batch as unknown as { system: { nope: { query: () => Promise<unknown> } } };
+    const queries = await settled<unknown>([batch.system.whoami.query(), untyped.system.nope.query()]);
+    fulfilled(queries[0], 'whoami');
+    const notFound = checkError(rejected(queries[1], 'system.nope'), 'NOT_FOUND', 404, 'system.nope');
+    const mutations = await settled<unknown>([
+      batch.chat.sendMessage.mutate({ message: 'valid' }),
+      batch.chat.sendMessage.mutate({ message: 42 } as unknown as Inputs['chat']['sendMessage']),
+      batch.chat.sendMessage.mutate({ conversationId: randomUUID(), message: 'nobody' }),
+    ]);
+    checkSendMessage(fulfilled(mutations[0], 'valid sendMessage') as SendMessageOutput, 'valid sendMessage');
+    const badRequest = checkError(rejected(mutations[1], 'invalid sendMessage'), 'BAD_REQUEST', 400, 'chat.sendMessage');
+    const missing = checkError(rejected(mutations[2], 'foreign sendMessage'), 'NOT_FOUND', 404, 'chat.sendMessage');
+    const requests = batchWire.take();
+    expectEqual(
+      requests.map((r) => [r.method, r.status]),
+      [
+        ['GET', 207],
+        ['POST', 207],
+      ],
+      'requests (method, status)',
+    );
+    return { notFound, badRequest, missing };
+  });
+
+  await check('httpBatchLink: a batch without a key authorises each call', async () => {
+    const wire = new Wire();
+    const anonymous = batchClient(undefined, wire);
+    const [health, me] = await settled<unknown>([anonymous.system.health.query(), anonymous.system.whoami.query()]);
+    fulfilled(health, 'public health');
+    const error = checkError(rejected(me, 'whoami'), 'UNAUTHORIZED', 401, 'system.whoami');
+    expectEqual(wire.take().length, 1, 'requests');
+    return error;
+  });
+
+  // httpBatchStreamLink ------------------------------------------------------------------------------------------
+  const streamWire = new Wire();
+  const streamed = streamClient(apiKey, streamWire);
+
+  await check('httpBatchStreamLink: queries streamed in one response (jsonl)', async () => {
+    streamWire.take();
+    const untyped = streamed as unknown as { system: { nope: { query: () => Promise<unknown> } } };
+    const [health, me, nope] = await settled<unknown>([
+      streamed.system.health.query(),
+      streamed.system.whoami.query(),
+      untyped.system.nope.query(),
+    ]);
+    expectEqual((fulfilled(health, 'health') as Outputs['system']['health']).status, 'ok', 'health.status');
+    expect(UUID.test((fulfilled(me, 'whoami') as Outputs['system']['whoami']).id), 'whoami.id');
+    const notFound = checkError(rejected(nope, 'system.nope'), 'NOT_FOUND', 404, 'system.nope');
+    const requests = streamWire.take();
+    expectEqual(requests.length, 1, 'requests');
+    const request = requests[0]!;
+    expectEqual(request.trpcAccept, 'application/jsonl', 'trpc-accept request header');
+    expectEqual(request.status, 200, 'HTTP status of a streamed batch');
+    return { request, notFound };
+  });
+
+  await check('httpBatchStreamLink: mutations streamed, each settles when it finishes', async () => {
+    streamWire.take();
+    const [sent, tasks, summary, foreign] = await settled<unknown>([
+      streamed.chat.sendMessage.mutate({ message: 'streamed hello', ...(conversationId ? { conversationId } : {}) }),
+      streamed.chat.executeAction.mutate({ action: 'extract_tasks', input: 'Alex: send the report by Friday.' }),
+      streamed.chat.summarizeEmail.mutate({ email: { body: 'Lunch is at noon.', subject: null, from: null } }),
+      streamed.chat.sendMessage.mutate({ conversationId: randomUUID(), message: 'nobody' }),
+    ]);
+    const message = fulfilled(sent, 'sendMessage') as SendMessageOutput;
+    checkSendMessage(message, 'streamed sendMessage');
+    if (conversationId) expectEqual(message.conversation?.llmCalls, 3, 'conversation.llmCalls after three messages');
+    const action = fulfilled(tasks, 'executeAction') as Outputs['chat']['executeAction'];
+    expectEqual(action.result.action, 'extract_tasks', 'result.action');
+    fulfilled(summary, 'summarizeEmail');
+    const notFound = checkError(rejected(foreign, 'foreign sendMessage'), 'NOT_FOUND', 404, 'chat.sendMessage');
+    const requests = streamWire.take();
+    expectEqual(requests.length, 1, 'requests');
+    expectEqual(requests[0]!.method, 'POST', 'method');
+    expectEqual(requests[0]!.trpcAccept, 'application/jsonl', 'trpc-accept');
+    return { notFound };
+  });
+
+  // httpSubscriptionLink -----------------------------------------------------------------------------------------
+  await check('httpSubscriptionLink: system.clock, tracked events, then return', async () => {
+    const events = await collect(streamed, { count: 3, intervalMs: 20 });
+    expectEqual(events.ids, ['1', '2', '3'], 'event ids');
+    expectEqual(
+      events.data.map((e) => e.seq),
+      [1, 2, 3],
+      'seq',
+    );
+    for (const event of events.data) expect(!Number.isNaN(Date.parse(event.at)), `at is not a time: ${event.at}`);
+    expect(events.started, 'onStarted was not called');
+    expect(events.completed, 'onComplete was not called (no `return` event?)');
+    return events;
+  });
+
+  await check('httpSubscriptionLink: resume after lastEventId', async () => {
+    const events = await collect(streamed, { count: 6, intervalMs: 20, lastEventId: '3' });
+    expectEqual(events.ids, ['4', '5', '6'], 'event ids after lastEventId 3');
+    expectEqual(
+      events.data.map((e) => e.seq),
+      [4, 5, 6],
+      'seq',
+    );
+    expect(events.completed, 'onComplete');
+    return events.ids;
+  });
+
+  await check('httpSubscriptionLink: a dropped connection reconnects and resumes after the last event', async () => {
+    const proxy = await cuttingProxy(baseUrl, 2);
+    try {
+      const client = createTRPCClient<AppRouter>({
+        links: [httpSubscriptionLink({ url: `${proxy.url}/trpc`, EventSource, connectionParams: { apiKey } })],
+      });
+      const events = await collect(client, { count: 5, intervalMs: 30 });
+      expectEqual(events.ids, ['1', '2', '3', '4', '5'], 'event ids, each once');
+      expectEqual(proxy.connections.length, 2, 'connections (the first one cut after two events)');
+      const resumed = proxy.connections[1]!;
+      const resumedInput = new URL(resumed.url, proxy.url).searchParams.get('input') ?? '';
+      expect(
+        resumed.lastEventId === '2' || resumedInput.includes('"lastEventId":"2"'),
+        `the reconnect did not resume after event 2: ${JSON.stringify({ ...resumed, url: resumedInput })}`,
+      );
+      expect(events.completed, 'onComplete');
+      const urls = proxy.connections.map((c) => ({ ...c, url: c.url.replace(/connectionParams=[^&]*/, 'connectionParams=…') }));
+      return { ids: events.ids, connections: urls };
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  await check('httpSubscriptionLink: async iteration', async () => {
+    const seen: string[] = [];
+    for await (const event of streamed.system.clock.subscribe({ count: 2, intervalMs: 10 })) {
+      const tracked: Tracked<ClockEvent> = event;
+      seen.push(`${tracked.id}:${tracked.data.seq}`);
+    }
+    expectEqual(seen, ['1:1', '2:2'], 'events');
+    return seen;
+  });
+
+  await check('httpSubscriptionLink: UNAUTHORIZED without a key, BAD_REQUEST on invalid input', async () => {
+    const anonymous = streamClient(undefined);
+    const unauthorized = checkError(await subscriptionError(anonymous, { count: 2 }), 'UNAUTHORIZED', 401, 'system.clock');
+    const badInput = { count: 0 } as Inputs['system']['clock'];
+    const badRequest = checkError(await subscriptionError(streamed, badInput), 'BAD_REQUEST', 400, 'system.clock');
+    expect(badRequest.message.includes('count'), `message does not name count: ${badRequest.message}`);
+    return { unauthorized, badRequest };
+  });
+}
+
+type Collected = { ids: string[]; data: ClockEvent[]; started: boolean; completed: boolean };
+
+function collect(client: Client, input: Inputs['system']['clock']): Promise<Collected> {
+  return new Promise((resolve, reject) => {
+    const collected: Collected = { ids: [], data: [], started: false, completed: false };
+    const subscription = client.system.clock.subscribe(input, {
+      onStarted() {
+        collected.started = true;
+      },
+      onData(event) {
+        // A resumable subscription delivers {id, data}: the generated Tracked<ClockEvent>.
+        const tracked: Tracked<ClockEvent> = event;
+        collected.ids.push(tracked.id);
+        collected.data.push(tracked.data);
+      },
+      onError(error) {
+        subscription.unsubscribe();
+        reject(error);
+      },
+      onComplete() {
+        collected.completed = true;
+        resolve(collected);
+      },
+    });
+  });
+}
+
+function subscriptionError(client: Client, input: Inputs['system']['clock']): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const subscription = client.system.clock.subscribe(input, {
+      onData(event) {
+        subscription.unsubscribe();
+        reject(new Mismatch(`expected an error, got an event ${JSON.stringify(event)}`));
+      },
+      onError(error) {
+        subscription.unsubscribe();
+        resolve(error);
+      },
+      onComplete() {
+        reject(new Mismatch('expected an error, the subscription completed'));
+      },
+    });
+  });
+}
+
+type Connection = { url: string; lastEventId: string | null };
+
+/**
+ * An HTTP proxy to the server that cuts the first event stream after `cutAfter` data events, as a flaky network
+ * would. It also sends `retry: 50` first, so that EventSource reconnects at once instead of after its default 3 s.
+ */
+async function cuttingProxy(
+  target: string,
+  cutAfter: number,
+): Promise<{ url: string; connections: Connection[]; close: () => Promise<void> }> {
+  const upstream = new URL(target);
+  const connections: Connection[] = [];
+  const server = createServer((req, res) => {
+    const headers: IncomingHttpHeaders = { ...req.headers, host: upstream.host };
+    const lastEventId = req.headers['last-event-id'];
+    const first = connections.length === 0;
+    connections.push({ url: req.url ?? '', lastEventId: typeof lastEventId === 'string' ? lastEventId : null });
+    const forward = httpRequest(
+      { host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        res.write('retry: 50\n\n');
+        let events = 0;
+        let pending = '';
+        let cut = false;
+        answer.on('data', (chunk: Buffer) => {
+          if (cut) return;
+          // Count complete data events: blocks with a `data:` line and no `event:` line (connected, ping...).
+          pending += chunk.toString('utf8');
+          const blocks = pending.split('\n\n');
+          pending = blocks.pop() ?? '';
+          events += blocks.filter((b) => /^data: /m.test(b) && !/^event: /m.test(b)).length;
+          if (first && events >= cutAfter) {
+            cut = true;
+            res.write(chunk, () => {
+              answer.destroy();
+              res.destroy();
+            });
+          } else {
+            res.write(chunk);
+          }
+        });
+        answer.on('end', () => res.end());
+        answer.on('error', () => res.destroy());
+      },
+    );
+    forward.on('error', () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    connections,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function packageVersion(name: string): string {
+  try {
+    const path = new URL(`../node_modules/${name}/package.json`, import.meta.url);
+    return (JSON.parse(readFileSync(path, 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+// A promise rejected with nobody waiting for it is a bug in this program, but must still end in a report.
+process.on('unhandledRejection', (reason) => {
+  results.push({ name: 'unhandled promise rejection', ok: false, ms: 0, error: describe(reason) });
+});
+
+const started = performance.now();
+await run();
+const failed = results.filter((r) => !r.ok);
+const report = {
+  ok: failed.length === 0,
+  passed: results.length - failed.length,
+  failed: failed.map((r) => r.name),
+  ms: Math.round(performance.now() - started),
+  versions: {
+    node: process.versions.node,
+    '@trpc/client': packageVersion('@trpc/client'),
+    '@trpc/server': packageVersion('@trpc/server'),
+    eventsource: packageVersion('eventsource'),
+  },
+  checks: results,
+};
+process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+process.exit(report.ok ? 0 : 1);

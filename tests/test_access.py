@@ -1,0 +1,124 @@
+"""Access control of every procedure over HTTP, and the admin and conversation reads through the typed client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from schemas.admin import (
+    ConversationCostInput,
+    TopConversationsInput,
+    UnpricedCallsInput,
+    UsageByDateRangeInput,
+    UsageByModelInput,
+    UsageByProcedureInput,
+)
+from schemas.chat import SendMessageInput
+from schemas.conversations import GetConversationInput, ListConversationsInput
+from schemas.registry import Access, Procedure, ProcedureKind
+from schemas.router import APP_REGISTRY
+from server.users import NewUser, create_user
+from tests.conftest import ServedApp
+from tollbooth_client import TollboothClient, TRPCClientError
+
+GUARDED = [p for p in APP_REGISTRY if p.access is not Access.PUBLIC and p.kind is not ProcedureKind.SUBSCRIPTION]
+
+
+@pytest.fixture
+async def users(db: None) -> dict[str, NewUser]:
+    return {
+        "alice": await create_user("alice"),
+        "bob": await create_user("bob"),
+        "admin": await create_user("root", is_admin=True),
+    }
+
+
+@pytest.fixture
+async def http(app_server: ServedApp) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"{app_server.url}/trpc") as client:
+        yield client
+
+
+async def _call(http: httpx.AsyncClient, procedure: Procedure[object, object], key: str | None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    if procedure.kind is ProcedureKind.QUERY:
+        return await http.get(f"/{procedure.path}", headers=headers)
+    return await http.post(f"/{procedure.path}", headers={**headers, "content-type": "application/json"})
+
+
+@pytest.mark.parametrize("procedure", GUARDED, ids=lambda p: p.path)
+@pytest.mark.parametrize("key", [None, "tb_wrong", "Basic abc"])
+async def test_a_missing_or_wrong_key_is_unauthorized(
+    http: httpx.AsyncClient, users: dict[str, NewUser], procedure: Procedure[object, object], key: str | None
+) -> None:
+    response = await _call(http, procedure, key)
+    assert response.status_code == 401
+    assert response.json()["error"]["data"]["code"] == "UNAUTHORIZED"
+
+
+@pytest.mark.parametrize("procedure", [p for p in GUARDED if p.access is Access.ADMIN], ids=lambda p: p.path)
+async def test_a_user_key_on_an_admin_procedure_is_forbidden(
+    http: httpx.AsyncClient, users: dict[str, NewUser], procedure: Procedure[object, object]
+) -> None:
+    response = await _call(http, procedure, users["alice"].api_key)
+    assert response.status_code == 403
+    assert response.json()["error"]["data"]["code"] == "FORBIDDEN"
+
+
+async def test_every_admin_procedure_answers_an_admin(app_server: ServedApp, users: dict[str, NewUser]) -> None:
+    async with TollboothClient(app_server.url, api_key=users["alice"].api_key) as alice:
+        sent = await alice.chat.send_message(SendMessageInput(message="How much is this?", model="gpt-4o"))
+    assert sent.conversation_id is not None
+    assert sent.cost_usd is not None
+    now = datetime.now(UTC)
+    window = {"start": now - timedelta(days=1), "end": now + timedelta(days=1)}
+    async with TollboothClient(app_server.url, api_key=users["admin"].api_key) as admin:
+        cost = await admin.admin.get_conversation_cost(ConversationCostInput(conversation_id=sent.conversation_id))
+        by_day = await admin.admin.usage_by_date_range(
+            UsageByDateRangeInput(**window, granularity="day", time_zone="Europe/Berlin")
+        )
+        by_model = await admin.admin.usage_by_model(UsageByModelInput(**window))
+        by_procedure = await admin.admin.usage_by_procedure(UsageByProcedureInput())
+        top = await admin.admin.top_conversations_by_cost(TopConversationsInput(limit=5))
+        unpriced = await admin.admin.unpriced_calls(UnpricedCallsInput())
+    assert cost.totals.total_cost_usd == sent.cost_usd
+    assert [row.cost_usd for row in cost.usage] == [sent.cost_usd]
+    assert sum(bucket.cost_usd for bucket in by_day.buckets) == by_day.total.cost_usd == sent.cost_usd
+    assert [(m.model, m.cost_usd) for m in by_model.models] == [("gpt-4o", sent.cost_usd)]
+    assert [p.procedure for p in by_procedure.procedures] == ["chat.sendMessage"]
+    assert [(t.conversation_id, t.owner_name) for t in top.conversations] == [(sent.conversation_id, "alice")]
+    assert unpriced.calls == 0
+
+
+async def test_conversations_are_read_by_their_owner_only(app_server: ServedApp, users: dict[str, NewUser]) -> None:
+    async with TollboothClient(app_server.url, api_key=users["alice"].api_key) as alice:
+        sent = await alice.chat.send_message(SendMessageInput(message="Mine", model="gpt-4o"))
+        assert sent.conversation_id is not None
+        listed = await alice.chat.list_conversations(ListConversationsInput())
+        detail = await alice.chat.get_conversation(GetConversationInput(conversation_id=sent.conversation_id))
+    assert [c.id for c in listed.items] == [sent.conversation_id]
+    assert [m.role for m in detail.messages] == ["user", "assistant"]
+    assert detail.totals.total_cost_usd == sent.cost_usd
+    async with TollboothClient(app_server.url, api_key=users["bob"].api_key) as bob:
+        assert (await bob.chat.list_conversations(ListConversationsInput())).items == []
+        for conversation_id in (sent.conversation_id, uuid.uuid4()):
+            with pytest.raises(TRPCClientError) as raised:
+                await bob.chat.get_conversation(GetConversationInput(conversation_id=conversation_id))
+            assert (raised.value.code, raised.value.http_status) == ("NOT_FOUND", 404)
+            assert str(conversation_id) in raised.value.message
+
+
+async def test_an_invalid_admin_window_is_a_bad_request_naming_the_field(
+    http: httpx.AsyncClient, users: dict[str, NewUser]
+) -> None:
+    response = await http.get(
+        "/admin.usageByModel",
+        params={"input": '{"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}'},
+        headers={"authorization": f"Bearer {users['admin'].api_key}"},
+    )
+    assert response.status_code == 400
+    assert "start" in response.json()["error"]["message"]
