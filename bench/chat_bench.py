@@ -122,13 +122,12 @@ async def measure(args: argparse.Namespace, server: str, api_key: str, openai_ur
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "What does a token cost?"}]
             )
 
-        # Warm up both paths (connections, prepared statements, price lookups).
-        await drive(via_server, 50, 4)
-        await drive(direct_call, 50, 4)
         print(f"{'concurrency':>11} {'path':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
         for concurrency in args.concurrency:
             results = {}
             for name, call in (("direct", direct_call), ("server", via_server)):
+                # Warm up at this concurrency first: connections, pool growth, prepared statements, price lookups.
+                await drive(call, 4 * concurrency, concurrency)
                 rate, latencies = await drive(call, args.requests, concurrency)
                 results[name] = (rate, percentile(latencies, 0.5), percentile(latencies, 0.99))
                 print(f"{concurrency:>11} {name:>8} {rate:>8.0f} {results[name][1]:>8.2f} {results[name][2]:>8.2f}")

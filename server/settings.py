@@ -45,6 +45,7 @@ class Settings:
     price_file: Path | None = None
     provider_timeout_seconds: float = 60.0
     provider_max_retries: int = 2
+    database_pool_size: int = 20
     max_batch_size: int = 16
     max_body_bytes: int = 1_048_576
     cors_origins: tuple[str, ...] = ()
@@ -79,6 +80,7 @@ class Settings:
             price_file=reader.existing_file("PRICE_FILE"),
             provider_timeout_seconds=reader.number("PROVIDER_TIMEOUT_SECONDS", 60.0, low=0.1, high=3600.0),
             provider_max_retries=reader.integer("PROVIDER_MAX_RETRIES", 2, low=0, high=10),
+            database_pool_size=reader.integer("DATABASE_POOL_SIZE", 20, low=2, high=1000),
             max_batch_size=reader.integer("MAX_BATCH_SIZE", 16, low=1, high=1000),
             max_body_bytes=reader.integer("MAX_BODY_BYTES", 1_048_576, low=1024, high=1 << 30),
             cors_origins=reader.items("CORS_ORIGINS"),

@@ -54,6 +54,7 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"OPENAI_BASE_URL": "api.openai.com"}, "OPENAI_BASE_URL must be an http:// or https:// URL"),
         ({"PRICE_FILE": "/nonexistent/prices.toml"}, "PRICE_FILE names"),
         ({"PROVIDER_TIMEOUT_SECONDS": "0"}, "PROVIDER_TIMEOUT_SECONDS must be between"),
+        ({"DATABASE_POOL_SIZE": "1"}, "DATABASE_POOL_SIZE must be between 2 and 1000"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:
