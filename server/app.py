@@ -19,6 +19,7 @@ from piccolo.engine.postgres import PostgresEngine
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
 from server.database import start_pool
+from server.llm.pricing import PriceCatalogue
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
 from server.procedures.system import SystemController, service_version
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the service. With no provider key configured, the built-in simulator answers every model call."""
     settings = settings or get_settings()
     engine = database_engine()
+    catalogue = PriceCatalogue.load(settings.price_file)  # here, not in the lifespan: a bad PRICE_FILE fails at once
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -75,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 simulator = await stack.enter_async_context(running_simulator())
                 simulator_origin = simulator.origin
                 logger.warning("offline mode: model calls go to the built-in simulator at %s", simulator_origin)
-            services = build_services(settings, engine, simulator_origin=simulator_origin)
+            services = build_services(settings, engine, catalogue=catalogue, simulator_origin=simulator_origin)
             app.state["services"] = services
             replayer = asyncio.create_task(
                 services.llm.spool.replay_forever(services.llm.recorder.write, SPOOL_REPLAY_INTERVAL_SECONDS)

@@ -130,6 +130,7 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.llm.pricing import PriceFileError
 
     if settings.offline:
         logger.warning(
@@ -139,8 +140,13 @@ def _serve(settings: Settings) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown, which would skip atexit handlers; exiting normally lets
     # them run, so the embedded PostgreSQL is stopped when this process was its last user.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        app = create_app(settings)
+    except PriceFileError as error:
+        print(f"tollbooth: configuration error: PRICE_FILE {settings.price_file}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

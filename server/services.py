@@ -27,11 +27,17 @@ class Services:
         return True
 
 
-def build_services(settings: Settings, engine: PostgresEngine, *, simulator_origin: str | None = None) -> Services:
+def build_services(
+    settings: Settings,
+    engine: PostgresEngine,
+    *,
+    catalogue: PriceCatalogue | None = None,
+    simulator_origin: str | None = None,
+) -> Services:
     """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator."""
     llm = LLMCore(
         providers=ProviderSet.from_settings(settings, simulator_origin=simulator_origin),
-        catalogue=PriceCatalogue.load(settings.price_file),
+        catalogue=catalogue or PriceCatalogue.load(settings.price_file),
         recorder=UsageRecorder(engine, enabled=settings.enable_usage_logging),
         spool=UsageSpool(settings.spool_dir),
     )

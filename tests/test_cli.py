@@ -173,3 +173,15 @@ def test_create_user_rejects_an_empty_name() -> None:
     result = _run("create-user", "--name", "  ", env=dict(os.environ))
     assert result.returncode == 2
     assert "non-empty name" in result.stderr
+
+
+def test_a_bad_price_file_is_one_clear_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[[models]]\nprovider = "openai"\nmodel = "gpt-4o"\neffective_from = 2026-01-01\ninput = -1\n')
+    result = _run("serve", env={**os.environ, "PRICE_FILE": str(prices)})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tollbooth:")]
+    assert len(errors) == 1, result.stderr
+    assert "PRICE_FILE" in errors[0]
+    assert "gpt-4o" in errors[0]
+    assert "Traceback" not in result.stderr

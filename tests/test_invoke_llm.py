@@ -356,3 +356,25 @@ async def test_the_running_service_replays_the_spool_by_itself(
         else:
             pytest.fail("the spooled record was not replayed within 10 s")
     assert list((tmp_path / "usage-spool").glob("*.json")) == []
+
+
+async def test_a_price_file_overrides_the_catalogue_from_its_effective_date(
+    make_services: MakeServices, sim: RunningSimulator, user_id: uuid.UUID, tmp_path: Path
+) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[models]]\nprovider = "openai"\nmodel = "gpt-4o"\neffective_from = 2020-01-01\n'
+        "input = 2.00\ncache_read = 1.00\noutput = 8.00\n"
+    )
+    services = make_services(PRICE_FILE=str(prices))
+    sim.state.enqueue(
+        ScriptedResponse(provider="openai", usage=ScriptedUsage(prompt=1000, cached=200, completion=100)),
+    )
+    negotiated = await services.llm.invoke(
+        _request("gpt-4o"), Attribution(user_id=user_id, procedure="chat.sendMessage")
+    )
+    # 800 x 2.00 + 200 x 1.00 + 100 x 8.00, per million
+    assert negotiated.priced.total_cost == Decimal("0.0026")
+    [row] = await _usage_rows(call_id=negotiated.call_id)
+    assert row["price_source"].startswith("prices.toml:gpt-4o")
+    assert (row["rate_input"], row["rate_cache_read"], row["rate_output"]) == (Decimal(2), Decimal(1), Decimal(8))
