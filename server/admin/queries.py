@@ -51,8 +51,9 @@ from schemas.admin import (
 )
 from schemas.chat import ConversationTotals
 from schemas.validation import Position, decode_cursor, encode_cursor
-from server.chat.reads import CONVERSATION_COLUMNS, model_shares, read_snapshot, resolve_engine, totals_from_row
+from server.chat.reads import CONVERSATION_COLUMNS, model_shares, read_snapshot, resolve_engine
 from server.chat.service import ConversationNotFoundError
+from server.llm.recorder import totals_from_row
 
 __all__ = (
     "ROLLUP_PERIOD",

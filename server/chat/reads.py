@@ -18,7 +18,6 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 from piccolo.engine.postgres import PostgresEngine
 
-from schemas.chat import ConversationTotals
 from schemas.conversations import (
     ConversationDetail,
     ConversationList,
@@ -28,6 +27,7 @@ from schemas.conversations import (
 )
 from schemas.validation import InvalidInput, Position, decode_cursor, encode_cursor
 from server.chat.service import ConversationNotFoundError
+from server.llm.recorder import totals_from_row
 from server.money import tidy
 
 __all__ = (
@@ -37,7 +37,6 @@ __all__ = (
     "money",
     "read_snapshot",
     "resolve_engine",
-    "totals_from_row",
 )
 
 """The scale of every money column (NUMERIC(38, 18)): model distribution costs are shown at the same scale."""
@@ -97,17 +96,6 @@ _distribution_decoder: Final = msgspec.json.Decoder(dict[str, _StoredShare])
 def money(value: Decimal) -> Decimal:
     """A cost from the stored ``model_distribution`` JSON, tidied like every money value on the wire."""
     return tidy(value)
-
-
-def totals_from_row(row: asyncpg.Record) -> ConversationTotals:
-    return ConversationTotals(
-        total_prompt_tokens=row["total_prompt_tokens"],
-        total_completion_tokens=row["total_completion_tokens"],
-        total_tokens_used=row["total_tokens_used"],
-        total_cost_usd=row["total_cost_usd"],
-        llm_calls=row["llm_calls"],
-        unpriced_calls=row["unpriced_calls"],
-    )
 
 
 def model_shares(model_distribution: str) -> list[ModelShare]:

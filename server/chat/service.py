@@ -11,7 +11,6 @@ import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
 from schemas.chat import (
-    ConversationTotals,
     ExecuteActionInput,
     ExecuteActionOutput,
     SendMessageInput,
@@ -232,7 +231,6 @@ def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None
     """The fields every chat output shares, summed over the calls a procedure made."""
     last = results[-1]
     costs = [result.priced.total_cost for result in results]
-    totals = last.totals
     return {
         "model": last.model,
         "provider": last.provider,
@@ -241,7 +239,7 @@ def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None
         "pricing_status": "unpriced" if any(r.priced.status == "unpriced" for r in results) else "priced",
         "llm_calls": len(results),
         "conversation_id": conversation_id,
-        "conversation": None if totals is None else ConversationTotals(**msgspec.structs.asdict(totals)),
+        "conversation": last.totals,
     }
 
 

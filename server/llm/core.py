@@ -17,12 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-import msgspec
-
+from schemas.chat import ConversationTotals
 from server.llm.errors import LLMError
 from server.llm.pricing import PriceCatalogue, PricedUsage
 from server.llm.providers import Completion, CompletionRequest, ProviderName, ProviderSet, provider_for_model
-from server.llm.recorder import CallStatus, MetadataValue, StoredMessage, Totals, UsageRecord, UsageRecorder
+from server.llm.recorder import CallStatus, MetadataValue, StoredMessage, UsageRecord, UsageRecorder
 from server.llm.spool import UsageSpool
 from server.llm.usage import TokenUsage, estimate_usage
 
@@ -62,20 +61,40 @@ class Attribution:
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
 
 
-class LLMResult(msgspec.Struct, frozen=True, kw_only=True):
-    call_id: uuid.UUID
+@dataclass(frozen=True, slots=True)
+class LLMResult:
+    """A call's reply, what was recorded of it, and the conversation's totals after it."""
+
     text: str
-    provider: ProviderName
-    requested_model: str
-    model: str
-    usage: TokenUsage
-    priced: PricedUsage
-    latency_ms: int
-    message_id: uuid.UUID | None
-    totals: Totals | None
-    """The conversation's totals after this call; None outside a conversation or when the record was spooled."""
+    record: UsageRecord
+    totals: ConversationTotals | None
+    """None outside a conversation, or when the record was spooled."""
     recorded: bool
     """False when the database write failed and the record waits in the spool."""
+
+    @property
+    def call_id(self) -> uuid.UUID:
+        return self.record.call_id
+
+    @property
+    def provider(self) -> str:
+        return self.record.provider
+
+    @property
+    def model(self) -> str:
+        return self.record.model
+
+    @property
+    def usage(self) -> TokenUsage:
+        return self.record.usage
+
+    @property
+    def priced(self) -> PricedUsage:
+        return self.record.priced
+
+    @property
+    def message_id(self) -> uuid.UUID | None:
+        return self.record.message_id
 
 
 class LLMCore:
@@ -158,19 +177,7 @@ class LLMCore:
             messages=messages,
         )
         totals, recorded = await self._persist(record)
-        return LLMResult(
-            call_id=call_id,
-            text=completion.text,
-            provider=provider,
-            requested_model=request.model,
-            model=completion.model,
-            usage=completion.usage,
-            priced=priced,
-            latency_ms=latency_ms,
-            message_id=record.message_id,
-            totals=totals,
-            recorded=recorded,
-        )
+        return LLMResult(text=completion.text, record=record, totals=totals, recorded=recorded)
 
     async def _record_failure(
         self,
@@ -205,7 +212,7 @@ class LLMCore:
         )
         await self._persist(record)
 
-    async def _persist(self, record: UsageRecord) -> tuple[Totals | None, bool]:
+    async def _persist(self, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:
         try:
             async with asyncio.timeout(DATABASE_WRITE_TIMEOUT):
                 return await self.recorder.write(record), True

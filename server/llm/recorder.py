@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from decimal import Decimal
 from typing import Any, Final, Literal
 
+import asyncpg
 import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
+from schemas.chat import ConversationTotals
 from server.llm.pricing import PricedUsage
 from server.llm.usage import TokenUsage
 
@@ -54,15 +55,6 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     def message_id(self) -> uuid.UUID | None:
         """The assistant message this call produced, if any."""
         return next((m.id for m in reversed(self.messages) if m.role == "assistant"), None)
-
-
-class Totals(msgspec.Struct, frozen=True, kw_only=True):
-    total_prompt_tokens: int
-    total_completion_tokens: int
-    total_tokens_used: int
-    total_cost_usd: Decimal
-    llm_calls: int
-    unpriced_calls: int
 
 
 _TOTALS: Final = (
@@ -201,10 +193,9 @@ def _message_columns(messages: tuple[StoredMessage, ...]) -> tuple[list[Any], ..
     )
 
 
-def _totals(row: Any) -> Totals | None:
-    if row is None:
-        return None
-    return Totals(
+def totals_from_row(row: asyncpg.Record) -> ConversationTotals:
+    """A conversation's totals from a row holding its ``conversations`` columns."""
+    return ConversationTotals(
         total_prompt_tokens=row["total_prompt_tokens"],
         total_completion_tokens=row["total_completion_tokens"],
         total_tokens_used=row["total_tokens_used"],
@@ -221,7 +212,7 @@ class UsageRecorder:
         self._engine = engine
         self.enabled = enabled
 
-    async def write(self, record: UsageRecord) -> Totals | None:
+    async def write(self, record: UsageRecord) -> ConversationTotals | None:
         """Store ``record``; return the conversation's new totals (None outside a conversation or on a replay)."""
         async with self._engine.transaction() as transaction:
             connection = transaction.connection
@@ -238,4 +229,4 @@ class UsageRecorder:
                 )
             else:
                 return None
-        return _totals(row)
+        return None if row is None else totals_from_row(row)
