@@ -9,7 +9,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from schemas.base import WireStruct
-from schemas.registry import Access, mutation
+from schemas.registry import Access, mutation, one_of, subscription
 
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=65_536)]
@@ -80,6 +80,16 @@ class SendMessageOutput(LLMCallOutput, frozen=True, kw_only=True):
     reply: str
 
 
+class StreamMessageDelta(WireStruct, frozen=True, kw_only=True, tag="delta", tag_field="type"):
+    """The next piece of the reply; the pieces joined, in order, are the reply."""
+
+    text: str
+
+
+class StreamMessageDone(SendMessageOutput, frozen=True, kw_only=True, tag="done", tag_field="type"):
+    """The last event: what ``chat.sendMessage`` returns, once the reply and its usage are recorded."""
+
+
 ActionName = Literal["draft_reply", "extract_tasks", "classify_intent"]
 
 
@@ -146,6 +156,18 @@ SEND_MESSAGE: Final = mutation(
     Access.USER,
     "Send a message in a conversation (a new one when conversationId is absent) and get the model's reply, what "
     "the call cost and the conversation's new totals.",
+)
+STREAM_MESSAGE: Final = subscription(
+    "chat.streamMessage",
+    SendMessageInput,
+    one_of(StreamMessageDelta, StreamMessageDone),
+    Access.USER,
+    "chat.sendMessage with the reply streamed: `delta` events (`text`), then one `done` event carrying what "
+    "chat.sendMessage returns. It runs once: no error it reports is one @trpc/client retries (a timeout is TIMEOUT; "
+    "other provider and server failures are UNPROCESSABLE_CONTENT, the cause in the message), and an EventSource "
+    "reconnecting after a dropped connection is refused with CONFLICT rather than sending, and billing, the message "
+    "again. A stream that breaks off or is abandoned stores no message and creates no conversation; its estimated "
+    "usage is recorded and counts in an existing conversation's totals.",
 )
 EXECUTE_ACTION: Final = mutation(
     "chat.executeAction",

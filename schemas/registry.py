@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
 import msgspec
 
 InputT = TypeVar("InputT", bound=msgspec.Struct | None)
 OutputT = TypeVar("OutputT", bound=msgspec.Struct)
 _StructT = TypeVar("_StructT", bound=msgspec.Struct)
+_FirstT = TypeVar("_FirstT", bound=msgspec.Struct)
+_SecondT = TypeVar("_SecondT", bound=msgspec.Struct)
 
 LAST_EVENT_ID: Final = "lastEventId"
 """The input field, in wire spelling, through which a subscription resumes after the last event a client received."""
@@ -39,7 +41,8 @@ class Procedure(Generic[InputT, OutputT]):
     """One procedure of the contract.
 
     ``input`` is the Struct the call takes (``None``: the call takes no input, and the procedure is a
-    ``Procedure[None, ...]``); for a subscription ``output`` is the type of each event it emits.
+    ``Procedure[None, ...]``); for a subscription ``output`` is the type of each event it emits, which may be a
+    tagged union of Structs (``one_of``).
     """
 
     path: str
@@ -68,6 +71,15 @@ class Procedure(Generic[InputT, OutputT]):
             and issubclass(input_type, msgspec.Struct)
             and any(f.encode_name == LAST_EVENT_ID for f in msgspec.structs.fields(input_type))
         )
+
+
+def one_of(first: type[_FirstT], second: type[_SecondT]) -> type[_FirstT | _SecondT]:
+    """Events of two kinds, told apart on the wire by their msgspec tag (both Structs set ``tag`` and ``tag_field``).
+
+    The union serves msgspec decoders, JSON schemas and ``isinstance`` as a Struct class would; this only gives it the
+    static type ``type[A | B]`` that ``Procedure.output`` declares, so that clients infer ``A | B`` for each event.
+    """
+    return cast("type[_FirstT | _SecondT]", first | second)
 
 
 # One overload pair per kind so that a procedure without input is typed ``Procedure[None, Output]``: clients and

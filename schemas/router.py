@@ -13,6 +13,7 @@ APP_REGISTRY: Final = Registry(
         system.WHOAMI,
         system.CLOCK,
         chat.SEND_MESSAGE,
+        chat.STREAM_MESSAGE,
         chat.EXECUTE_ACTION,
         chat.SUMMARIZE_EMAIL,
         conversations.LIST_CONVERSATIONS,

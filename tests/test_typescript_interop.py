@@ -249,6 +249,8 @@ async def test_trpc_client_calls_the_server_through_every_link(
             reply="Brief.",
             usage=ScriptedUsage(input=900, cache_read=100, cache_write_5m=200, output=50),
         ),
+        # The chat.streamMessage that a proxy cuts: long enough to be still streaming when the cut comes.
+        ScriptedResponse(provider="gemini", reply="word " * 5000),
     )
     process = await asyncio.create_subprocess_exec(
         shutil.which("node") or "node",
@@ -295,9 +297,14 @@ async def test_trpc_client_calls_the_server_through_every_link(
     assert [row["estimated_cost_usd"] for row in rows][:2] == [first_cost, second_cost]
 
     # Rejected calls (bad input, no key, someone else's conversation) never reached a provider.
-    statuses = await _fetch("SELECT status, count(*) AS calls FROM ai_usage_logs GROUP BY status")
+    statuses = await _fetch(
+        "SELECT status, count(*) AS calls FROM ai_usage_logs WHERE provider <> 'gemini' GROUP BY status"
+    )
     assert [row["status"] for row in statuses] == ["ok"]
-    assert sim.state.pending("openai") == sim.state.pending("anthropic") == 0
+    assert sim.state.pending("openai") == sim.state.pending("anthropic") == sim.state.pending("gemini") == 0
+    # The stream cut by a proxy: the EventSource reconnected, and the message was not sent (nor billed) again.
+    assert len(sim.state.requests_to("gemini")) == 1
+    assert len(await _fetch("SELECT 1 FROM ai_usage_logs WHERE provider = 'gemini'")) == 1
 
     subscription = checks["httpSubscriptionLink: system.clock, tracked events, then return"]["detail"]
     assert subscription["ids"] == ["1", "2", "3"]

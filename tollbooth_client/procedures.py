@@ -90,7 +90,8 @@ class _Method:
             self.procedure.path,
             self._encode(input),
             self._event,
-            max_reconnects=core.max_reconnects,
+            # Reconnecting would start a subscription that cannot resume over, repeating what it did (a model call).
+            max_reconnects=core.max_reconnects if self.procedure.resumable else 0,
             reconnect_delay=core.reconnect_delay,
         )
 

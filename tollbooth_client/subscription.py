@@ -3,7 +3,8 @@
 It behaves like @trpc/client's httpSubscriptionLink: it ends at ``event: return``, raises a non-retryable
 ``serialized-error``, and reconnects — sending ``Last-Event-ID`` so that a resumable procedure continues after the
 last event received — when the connection drops, ends without ``return``, goes silent past the server's
-``reconnectAfterInactivityMs``, or reports a retryable error (INTERNAL_SERVER_ERROR, BAD_GATEWAY, ...).
+``reconnectAfterInactivityMs``, or reports a retryable error (INTERNAL_SERVER_ERROR, BAD_GATEWAY, ...). A procedure
+that cannot resume is given no reconnects (``max_reconnects=0``): those cases raise instead of starting it over.
 """
 
 from __future__ import annotations
@@ -91,9 +92,8 @@ class Subscription(Generic[EventT]):
                         raise
                     if isinstance(exc.__cause__, TRPCClientError):
                         raise exc.__cause__ from None
-                    raise TRPCClientError.from_status(
-                        502, f"The event stream broke off {failures} times in a row", self.path
-                    ) from None
+                    times = f" {failures} times in a row" if failures > 1 else ""
+                    raise TRPCClientError.from_status(502, f"The event stream broke off{times}", self.path) from None
             await asyncio.sleep(self._reconnect_delay)
 
     async def _stream(self, response: httpx.Response) -> AsyncIterator[EventT]:
@@ -128,7 +128,7 @@ class Subscription(Generic[EventT]):
             value = self._decoder.decode(event.data)
         except msgspec.DecodeError as exc:
             raise TRPCClientError.from_status(500, f"Malformed event: {exc}", self.path) from exc
-        if event.last_event_id is not None:
+        if event.last_event_id:  # an empty id clears the id, it names no event
             self.last_event_id = event.last_event_id
         return value
 

@@ -1,9 +1,10 @@
-"""The chat procedures' logic. Every model call goes through ``LLMCore.invoke``; nothing here talks to an SDK."""
+"""The chat procedures' logic. Every model call goes through ``LLMCore``; nothing here talks to an SDK."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
@@ -15,6 +16,8 @@ from schemas.chat import (
     ExecuteActionOutput,
     SendMessageInput,
     SendMessageOutput,
+    StreamMessageDelta,
+    StreamMessageDone,
     SummarizeEmailInput,
     SummarizeEmailOutput,
     Usage,
@@ -23,7 +26,7 @@ from schemas.errors import ErrorCode
 from server.chat.actions import ACTIONS
 from server.llm.core import Attribution, LLMCore, LLMResult
 from server.llm.errors import LLMError
-from server.llm.providers import ChatTurn, CompletionRequest
+from server.llm.providers import ChatTurn, CompletionRequest, TextDelta
 from server.llm.recorder import MetadataValue
 from server.llm.structured import object_schema, strip_code_fence
 from server.rpc.errors import TRPCError
@@ -71,14 +74,34 @@ class ChatService:
     default_model: str
 
     async def send_message(self, user_id: uuid.UUID, data: SendMessageInput) -> SendMessageOutput:
-        model = data.model or self.default_model
+        request, attribution = await self._chat_call(user_id, data, "chat.sendMessage")
+        result = await self.llm.invoke(request, attribution, store=[("user", data.message)], store_reply=True)
+        return SendMessageOutput(**_sent_fields(result, attribution))
+
+    async def stream_message(
+        self, user_id: uuid.UUID, data: SendMessageInput
+    ) -> AsyncGenerator[StreamMessageDelta | StreamMessageDone, None]:
+        """``send_message`` with the reply streamed; only a completed stream stores messages (``LLMCore.stream``)."""
+        request, attribution = await self._chat_call(user_id, data, "chat.streamMessage")
+        events = self.llm.stream(request, attribution, store=[("user", data.message)], store_reply=True)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    yield StreamMessageDelta(text=event.text)
+                else:
+                    yield StreamMessageDone(**_sent_fields(event, attribution))
+
+    async def _chat_call(
+        self, user_id: uuid.UUID, data: SendMessageInput, procedure: str
+    ) -> tuple[CompletionRequest, Attribution]:
+        """The request with the conversation's history (a new conversation when ``data`` names none), and its owner."""
         if data.conversation_id is None:
             conversation_id, new, history = uuid.uuid4(), True, []
         else:
             conversation_id, new = data.conversation_id, False
             history = await self._history(data.conversation_id, user_id)
         request = CompletionRequest(
-            model=model,
+            model=data.model or self.default_model,
             messages=(*history, ChatTurn(role="user", content=data.message)),
             system=data.system_prompt,
             max_tokens=data.max_tokens,
@@ -86,17 +109,13 @@ class ChatService:
         )
         attribution = Attribution(
             user_id=user_id,
-            procedure="chat.sendMessage",
+            procedure=procedure,
             conversation_id=conversation_id,
             new_conversation=new,
             conversation_title=_title(data.message),
             metadata={"task": "chat", "history_messages": len(history), "schema_version": SCHEMA_VERSION},
         )
-        result = await self.llm.invoke(request, attribution, store=[("user", data.message)], store_reply=True)
-        assert result.message_id is not None  # store_reply always stores the reply
-        return SendMessageOutput(
-            message_id=result.message_id, reply=result.text, **_call_fields([result], conversation_id)
-        )
+        return request, attribution
 
     async def execute_action(self, user_id: uuid.UUID, data: ExecuteActionInput) -> ExecuteActionOutput:
         action = ACTIONS[data.action]
@@ -225,6 +244,16 @@ class _StructuredAnswer(Generic[ResultT]):
 def _title(message: str) -> str:
     line = " ".join(message.split())
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1] + "…"
+
+
+def _sent_fields(result: LLMResult, attribution: Attribution) -> dict[str, Any]:
+    """The fields of a sent message's output: the stored reply and the call report."""
+    assert result.message_id is not None  # store_reply always stores the reply
+    return {
+        "message_id": result.message_id,
+        "reply": result.text,
+        **_call_fields([result], attribution.conversation_id),
+    }
 
 
 def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None) -> dict[str, Any]:

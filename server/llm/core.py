@@ -1,26 +1,36 @@
-"""``invoke_llm``: the one way a procedure calls a model.
+"""``invoke_llm``: the one way a procedure calls a model, whole (``invoke``) or streamed (``stream``).
 
 Route by model name, call the provider through its official SDK, normalise the usage, price it at the rates in force
 at call time, and record reply, usage row and conversation totals in one transaction. A failed provider call is
-recorded too (status ``error``); a database failure never fails the caller's request: the record goes to the spool
-and is replayed later.
+recorded too (status ``error``), and so is a caller that went away (``cancelled``); a database failure never fails the
+caller's request: the record goes to the spool and is replayed later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from schemas.chat import ConversationTotals
 from server.llm.errors import LLMError
 from server.llm.pricing import PriceCatalogue, PricedUsage
-from server.llm.providers import Completion, CompletionRequest, ProviderName, ProviderSet, provider_for_model
+from server.llm.providers import (
+    Completion,
+    CompletionRequest,
+    ProviderAdapter,
+    ProviderName,
+    ProviderSet,
+    StreamEnd,
+    TextDelta,
+    provider_for_model,
+)
 from server.llm.recorder import CallStatus, MetadataValue, StoredMessage, UsageRecord, UsageRecorder
 from server.llm.spool import UsageSpool
 from server.llm.usage import TokenUsage, estimate_usage
@@ -97,6 +107,27 @@ class LLMResult:
         return self.record.message_id
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One provider call under way: what its usage record needs besides the outcome."""
+
+    call_id: uuid.UUID
+    provider: ProviderName
+    request: CompletionRequest
+    attribution: Attribution
+    started_at: datetime.datetime
+    started: float
+
+    def latency_ms(self) -> int:
+        return round((time.perf_counter() - self.started) * 1000)
+
+    def estimate(self, completion_chars: int) -> TokenUsage:
+        """The usage of a call that ended without the provider's report; the provider may bill it all the same."""
+        request = self.request
+        prompt_chars = sum(len(turn.content) for turn in request.messages) + len(request.system_prompt() or "")
+        return estimate_usage(prompt_chars, completion_chars)
+
+
 class LLMCore:
     def __init__(
         self,
@@ -128,46 +159,109 @@ class LLMCore:
         a structured answer was valid, the intent it found): labels, never content.
         Raises ``LLMError`` for a provider failure, after recording it.
         """
-        provider = provider_for_model(request.model)
-        adapter = self.providers.adapter(provider)
-        call_id = uuid.uuid4()
-        started_at = self._clock()
-        started = time.perf_counter()
+        call, adapter = self._start(request, attribution)
         try:
             completion = await adapter.complete(request)
         except LLMError as error:
-            await self._record_failure(
-                call_id, provider, request, attribution, started_at, started, "error", error.error_type, _NO_USAGE
-            )
+            await self._record_failure(call, "error", error.error_type, _NO_USAGE)
             raise
         except asyncio.CancelledError:
             # The caller went away mid-call: the provider may still bill the prompt, so keep an estimate.
-            prompt_chars = sum(len(turn.content) for turn in request.messages) + len(request.system_prompt() or "")
-            estimate = estimate_usage(prompt_chars, 0)
-            await asyncio.shield(
-                self._record_failure(
-                    call_id, provider, request, attribution, started_at, started, "cancelled", "Cancelled", estimate
-                )
-            )
+            await asyncio.shield(self._record_failure(call, "cancelled", "Cancelled", call.estimate(0)))
             raise
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        priced = self.catalogue.price(
-            provider, completion.model, completion.usage, started_at, service_tier=completion.service_tier
-        )
         metadata = dict(attribution.metadata)
         if annotate is not None:
             metadata.update(annotate(completion.text))
-        finished_at = self._clock()
-        messages = _messages(store, completion if store_reply else None, started_at, finished_at)
+        # The provider has answered and will bill: a caller that leaves now must not abort the record.
+        return await asyncio.shield(self._record_success(call, completion, metadata, store, store_reply))
+
+    async def stream(
+        self,
+        request: CompletionRequest,
+        attribution: Attribution,
+        *,
+        store: Sequence[tuple[Literal["user", "system"], str]] = (),
+        store_reply: bool = False,
+    ) -> AsyncGenerator[TextDelta | LLMResult, None]:
+        """Call the model streaming: its text deltas as they arrive, then the recorded ``LLMResult``.
+
+        Recorded once, like ``invoke``, when the stream completes. A call the provider refuses is recorded as
+        ``invoke`` records it. A stream that breaks before the provider reported usage is recorded with status
+        ``error`` and usage estimated from the prompt and the text received; ``LLMError`` is raised after either.
+        A consumer that stops early (closes the iterator, or is cancelled) leaves a ``cancelled`` record with such
+        an estimate. A broken or abandoned stream stores no message and creates no conversation: the provider bills
+        it, so its usage counts in the totals, but a conversation never holds half an answer. Close the iterator
+        (``contextlib.aclosing``) rather than drop it, so that the record is written at once.
+        """
+        call, adapter = self._start(request, attribution)
+        received: list[str] = []
+        end: StreamEnd | None = None
+        # Every outcome is recorded shielded: a consumer that leaves while the record is written must not abort it.
+        try:
+            async with contextlib.aclosing(adapter.stream(request)) as chunks:
+                async for chunk in chunks:
+                    if isinstance(chunk, StreamEnd):
+                        end = chunk
+                    else:
+                        received.append(chunk.text)
+                        yield chunk
+            if end is None:
+                message = f"{call.provider}'s stream ended without a usage report"
+                raise LLMError("BAD_GATEWAY", message, error_type="MissingUsage", billable=True)
+        except LLMError as error:
+            usage = call.estimate(sum(map(len, received))) if error.billable else _NO_USAGE
+            await asyncio.shield(self._record_failure(call, "error", error.error_type, usage))
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            estimate = call.estimate(sum(map(len, received)))
+            await asyncio.shield(self._record_failure(call, "cancelled", "Cancelled", estimate))
+            raise
+        except Exception as error:
+            # A failure no adapter translated (a bug, an error an SDK let through): text had arrived, so it is billed.
+            usage = call.estimate(sum(map(len, received))) if received else _NO_USAGE
+            await asyncio.shield(self._record_failure(call, "error", type(error).__name__, usage))
+            raise
+        completion = Completion(text="".join(received), usage=end.usage, model=end.model, service_tier=end.service_tier)
+        yield await asyncio.shield(
+            self._record_success(call, completion, dict(attribution.metadata), store, store_reply)
+        )
+
+    def _start(self, request: CompletionRequest, attribution: Attribution) -> tuple[_Call, ProviderAdapter]:
+        provider = provider_for_model(request.model)
+        adapter = self.providers.adapter(provider)
+        call = _Call(
+            call_id=uuid.uuid4(),
+            provider=provider,
+            request=request,
+            attribution=attribution,
+            started_at=self._clock(),
+            started=time.perf_counter(),
+        )
+        return call, adapter
+
+    async def _record_success(
+        self,
+        call: _Call,
+        completion: Completion,
+        metadata: dict[str, MetadataValue],
+        store: Sequence[tuple[Literal["user", "system"], str]],
+        store_reply: bool,
+    ) -> LLMResult:
+        latency_ms = call.latency_ms()
+        started_at, attribution = call.started_at, call.attribution
+        priced = self.catalogue.price(
+            call.provider, completion.model, completion.usage, started_at, service_tier=completion.service_tier
+        )
+        messages = _messages(store, completion if store_reply else None, started_at, self._clock())
         record = UsageRecord(
-            call_id=call_id,
+            call_id=call.call_id,
             created_at=started_at,
             user_id=attribution.user_id,
             conversation_id=attribution.conversation_id,
             conversation_title=attribution.conversation_title,
             procedure=attribution.procedure,
-            provider=provider,
-            requested_model=request.model,
+            provider=call.provider,
+            requested_model=call.request.model,
             model=completion.model,
             usage=completion.usage,
             priced=priced,
@@ -179,33 +273,22 @@ class LLMCore:
         totals, recorded = await self._persist(record)
         return LLMResult(text=completion.text, record=record, totals=totals, recorded=recorded)
 
-    async def _record_failure(
-        self,
-        call_id: uuid.UUID,
-        provider: ProviderName,
-        request: CompletionRequest,
-        attribution: Attribution,
-        started_at: datetime.datetime,
-        started: float,
-        status: CallStatus,
-        error_type: str,
-        usage: TokenUsage,
-    ) -> None:
+    async def _record_failure(self, call: _Call, status: CallStatus, error_type: str, usage: TokenUsage) -> None:
         """Record a call that produced no answer. No messages are stored and no conversation is created."""
-        conversation_id = None if attribution.new_conversation else attribution.conversation_id
+        attribution, model = call.attribution, call.request.model
         record = UsageRecord(
-            call_id=call_id,
-            created_at=started_at,
+            call_id=call.call_id,
+            created_at=call.started_at,
             user_id=attribution.user_id,
-            conversation_id=conversation_id,
+            conversation_id=None if attribution.new_conversation else attribution.conversation_id,
             conversation_title="",
             procedure=attribution.procedure,
-            provider=provider,
-            requested_model=request.model,
-            model=request.model,
+            provider=call.provider,
+            requested_model=model,
+            model=model,
             usage=usage,
-            priced=self.catalogue.price(provider, request.model, usage, started_at),
-            latency_ms=round((time.perf_counter() - started) * 1000),
+            priced=self.catalogue.price(call.provider, model, usage, call.started_at),
+            latency_ms=call.latency_ms(),
             status=status,
             error_type=error_type,
             metadata=dict(attribution.metadata),

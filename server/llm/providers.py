@@ -7,20 +7,25 @@ OpenAI's (completion may exclude thinking), so it has its own usage mapping but 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, TypeVar
 
 import anthropic
+import httpx2
 import msgspec
 import openai
 from anthropic.types import AssistantMessageParam, MessageParam, UserMessageParam
+from anthropic.types.message_create_params import MessageCreateParamsBase
 from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionStreamOptionsParam
+from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 from openai.types.shared_params import ResponseFormatJSONSchema
 
+from schemas.errors import ErrorCode
 from server.llm.errors import LLMError
 from server.llm.usage import (
+    AnthropicStreamUsage,
     TokenUsage,
     UsageReportError,
     usage_from_anthropic,
@@ -85,10 +90,35 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     service_tier: str | None = None
 
 
+class TextDelta(msgspec.Struct, frozen=True):
+    """A piece of a streamed reply; the pieces joined, in order, are the reply."""
+
+    text: str
+
+
+class StreamEnd(msgspec.Struct, frozen=True, kw_only=True):
+    """The provider's final report on a stream. Only a stream that completed has one: without it there is no usage."""
+
+    usage: TokenUsage
+    model: str
+    service_tier: str | None = None
+
+
+StreamChunk = TextDelta | StreamEnd
+
+
 class ProviderAdapter(Protocol):
     name: ProviderName
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
+
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        """Text deltas as they arrive, then one ``StreamEnd`` when the provider reported usage.
+
+        Closing the iterator early closes the provider's response, which stops the generation (and its billing).
+        Raises ``LLMError`` for a provider failure, before or during the stream.
+        """
+        ...
 
 
 @dataclass(slots=True)
@@ -100,26 +130,8 @@ class OpenAIChatAdapter:
     normalise: Callable[[CompletionUsage], TokenUsage]
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        messages: list[ChatCompletionMessageParam] = []
-        if (system := request.system_prompt()) is not None:
-            messages.append({"role": "system", "content": system})
-        for turn in request.messages:
-            if turn.role == "user":
-                messages.append({"role": "user", "content": turn.content})
-            else:
-                messages.append({"role": "assistant", "content": turn.content})
-        # OpenAI's reasoning models accept only max_completion_tokens; Gemini's endpoint documents max_tokens.
-        max_tokens = openai.omit if request.max_tokens is None else request.max_tokens
         try:
-            response = await self.client.chat.completions.create(
-                model=request.model,
-                messages=messages,
-                stream=False,
-                max_tokens=max_tokens if self.name == "gemini" else openai.omit,
-                max_completion_tokens=openai.omit if self.name == "gemini" else max_tokens,
-                temperature=openai.omit if request.temperature is None else request.temperature,
-                response_format=openai.omit if request.json_schema is None else _openai_format(request),
-            )
+            response = await self.client.chat.completions.create(**self._params(request), stream=False)
         except (openai.OpenAIError, ValueError) as error:
             raise _translate(self.name, error) from None
         if response.usage is None:
@@ -132,6 +144,58 @@ class OpenAIChatAdapter:
             service_tier=response.service_tier,
         )
 
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        # OpenAI reports usage only when asked, in a last chunk without choices; Gemini repeats its cumulative usage
+        # on every chunk. Either way the last report seen is the call's.
+        usage: CompletionUsage | None = None
+        model, service_tier = request.model, None
+        try:
+            chunks = await self.client.chat.completions.create(
+                **self._params(request, stream_options={"include_usage": True}), stream=True
+            )
+        except (openai.OpenAIError, ValueError) as error:
+            raise _translate(self.name, error) from None
+        try:
+            async with chunks:
+                async for chunk in chunks:
+                    usage = chunk.usage or usage
+                    model = chunk.model or model
+                    service_tier = chunk.service_tier or service_tier
+                    for choice in chunk.choices:
+                        if choice.index == 0 and choice.delta.content:
+                            yield TextDelta(choice.delta.content)
+        except (openai.OpenAIError, httpx2.TransportError, ValueError) as error:
+            raise _translate(self.name, error, billable=True) from None
+        if usage is not None:
+            normalised = _normalised(self.name, self.normalise, usage, billable=True)
+            yield StreamEnd(usage=normalised, model=model, service_tier=service_tier)
+
+    def _params(
+        self, request: CompletionRequest, *, stream_options: ChatCompletionStreamOptionsParam | None = None
+    ) -> CompletionCreateParamsBase:
+        messages: list[ChatCompletionMessageParam] = []
+        if (system := request.system_prompt()) is not None:
+            messages.append({"role": "system", "content": system})
+        for turn in request.messages:
+            if turn.role == "user":
+                messages.append({"role": "user", "content": turn.content})
+            else:
+                messages.append({"role": "assistant", "content": turn.content})
+        params: CompletionCreateParamsBase = {"model": request.model, "messages": messages}
+        if request.max_tokens is not None:
+            # OpenAI's reasoning models accept only max_completion_tokens; Gemini's endpoint documents max_tokens.
+            if self.name == "gemini":
+                params["max_tokens"] = request.max_tokens
+            else:
+                params["max_completion_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.json_schema is not None:
+            params["response_format"] = _openai_format(request)
+        if stream_options is not None:
+            params["stream_options"] = stream_options
+        return params
+
 
 @dataclass(slots=True)
 class AnthropicMessagesAdapter:
@@ -139,24 +203,8 @@ class AnthropicMessagesAdapter:
     client: anthropic.AsyncAnthropic
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        system = request.system_prompt()
-        messages: list[MessageParam] = []
-        for turn in request.messages:
-            if turn.role == "user":
-                messages.append(UserMessageParam(role="user", content=turn.content))
-            else:
-                messages.append(AssistantMessageParam(role="assistant", content=turn.content))
         try:
-            response = await self.client.messages.create(
-                model=request.model,
-                max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
-                messages=messages,
-                # The Messages API of anthropic 2.x has no temperature: it is not sent for Claude models.
-                system=anthropic.omit if system is None else system,
-                output_config=anthropic.omit
-                if request.json_schema is None
-                else {"format": {"type": "json_schema", "schema": dict(request.json_schema)}},
-            )
+            response = await self.client.messages.create(**self._params(request))
         except (anthropic.AnthropicError, ValueError) as error:
             raise _translate(self.name, error) from None
         text = "".join(block.text for block in response.content if block.type == "text")
@@ -166,6 +214,56 @@ class AnthropicMessagesAdapter:
             model=response.model or request.model,
             service_tier=response.usage.service_tier,
         )
+
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
+        # message_start reports the prompt side, each message_delta the cumulative totals: the accumulator keeps the
+        # latest of each, never a sum.
+        usage = AnthropicStreamUsage()
+        model, service_tier = request.model, None
+        try:
+            events = await self.client.messages.create(**self._params(request), stream=True)
+        except (anthropic.AnthropicError, ValueError) as error:
+            raise _translate(self.name, error) from None
+        try:
+            async with events:
+                async for event in events:
+                    if event.type == "message_start":
+                        usage.on_message_start(event.message.usage)
+                        model = event.message.model or model
+                        service_tier = event.message.usage.service_tier
+                    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        yield TextDelta(event.delta.text)
+                    elif event.type == "message_delta":
+                        usage.on_message_delta(event.usage)
+        # anthropic 2.x lets its transport's errors (httpx2) escape from a stream that breaks off.
+        except (anthropic.AnthropicError, httpx2.TransportError, ValueError) as error:
+            raise _translate(self.name, error, billable=True) from None
+        try:
+            # Until a message_delta arrives the output count is message_start's provisional one: no report yet.
+            final = usage.result() if usage.completed else None
+        except UsageReportError as error:
+            raise _impossible_usage(self.name, error, billable=True) from None
+        if final is not None:
+            yield StreamEnd(usage=final, model=model, service_tier=service_tier)
+
+    def _params(self, request: CompletionRequest) -> MessageCreateParamsBase:
+        messages: list[MessageParam] = []
+        for turn in request.messages:
+            if turn.role == "user":
+                messages.append(UserMessageParam(role="user", content=turn.content))
+            else:
+                messages.append(AssistantMessageParam(role="assistant", content=turn.content))
+        # The Messages API of anthropic 2.x has no temperature: it is not sent for Claude models.
+        params: MessageCreateParamsBase = {
+            "model": request.model,
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": messages,
+        }
+        if (system := request.system_prompt()) is not None:
+            params["system"] = system
+        if request.json_schema is not None:
+            params["output_config"] = {"format": {"type": "json_schema", "schema": dict(request.json_schema)}}
+        return params
 
 
 def _openai_format(request: CompletionRequest) -> ResponseFormatJSONSchema:
@@ -235,39 +333,58 @@ def _sanitise(message: str) -> str:
 UsageT = TypeVar("UsageT")
 
 
-def _normalised(provider: str, normalise: Callable[[UsageT], TokenUsage], usage: UsageT) -> TokenUsage:
+def _normalised(
+    provider: str, normalise: Callable[[UsageT], TokenUsage], usage: UsageT, *, billable: bool = False
+) -> TokenUsage:
     try:
         return normalise(usage)
     except UsageReportError as error:
-        # Pricing an impossible report would mis-bill silently; the call fails loudly instead.
-        raise LLMError("BAD_GATEWAY", f"{provider} reported impossible usage: {error}", error_type="BadUsage") from None
+        raise _impossible_usage(provider, error, billable=billable) from None
 
 
-def _translate(provider: str, error: openai.OpenAIError | anthropic.AnthropicError | ValueError) -> LLMError:
-    """The tRPC error a caller sees for a provider failure. Credentials problems never reveal the key."""
-    error_type = type(error).__name__
+def _impossible_usage(provider: str, error: UsageReportError, *, billable: bool) -> LLMError:
+    # Pricing an impossible report would mis-bill silently; the call fails loudly instead.
+    message = f"{provider} reported impossible usage: {error}"
+    return LLMError("BAD_GATEWAY", message, error_type="BadUsage", billable=billable)
+
+
+def _translate(
+    provider: str,
+    error: openai.OpenAIError | anthropic.AnthropicError | httpx2.TransportError | ValueError,
+    *,
+    billable: bool = False,
+) -> LLMError:
+    """The tRPC error a caller sees for a provider failure. Credentials problems never reveal the key.
+
+    ``billable`` when the failure came after the provider had begun to answer (see ``LLMError``).
+    """
+    code, message = _classify(provider, error)
+    return LLMError(code, message, error_type=type(error).__name__, billable=billable)
+
+
+def _classify(
+    provider: str, error: openai.OpenAIError | anthropic.AnthropicError | httpx2.TransportError | ValueError
+) -> tuple[ErrorCode, str]:
     if isinstance(error, ValueError):
         # Neither SDK wraps a 200 response whose body is not JSON: json.JSONDecodeError escapes as it is.
-        return LLMError("BAD_GATEWAY", f"{provider} sent a malformed response", error_type=error_type)
-    if isinstance(error, openai.APITimeoutError | anthropic.APITimeoutError):
-        return LLMError("GATEWAY_TIMEOUT", f"{provider} did not answer in time", error_type=error_type)
-    if isinstance(error, openai.APIConnectionError | anthropic.APIConnectionError):
-        return LLMError("BAD_GATEWAY", f"could not reach {provider}", error_type=error_type)
+        return ErrorCode.BAD_GATEWAY, f"{provider} sent a malformed response"
+    if isinstance(error, openai.APITimeoutError | anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ErrorCode.GATEWAY_TIMEOUT, f"{provider} did not answer in time"
+    if isinstance(error, openai.APIConnectionError | anthropic.APIConnectionError | httpx2.TransportError):
+        return ErrorCode.BAD_GATEWAY, f"could not reach {provider}"
     if isinstance(error, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
-        return LLMError("BAD_GATEWAY", f"{provider} sent a malformed response", error_type=error_type)
+        return ErrorCode.BAD_GATEWAY, f"{provider} sent a malformed response"
     status = getattr(error, "status_code", None)
     detail = getattr(error, "message", "") or str(error)
     # Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID, not with 401.
     if status in (401, 403) or (status == 400 and "API_KEY_INVALID" in detail):
-        return LLMError(
-            "INTERNAL_SERVER_ERROR", f"the server's {provider} credentials were rejected", error_type=error_type
-        )
+        return ErrorCode.INTERNAL_SERVER_ERROR, f"the server's {provider} credentials were rejected"
     if status == 429:
-        return LLMError("TOO_MANY_REQUESTS", f"{provider} rate limit reached, retry later", error_type=error_type)
+        return ErrorCode.TOO_MANY_REQUESTS, f"{provider} rate limit reached, retry later"
     if status in (400, 404, 413, 422):
-        return LLMError("BAD_REQUEST", f"{provider} rejected the request: {_sanitise(detail)}", error_type=error_type)
+        return ErrorCode.BAD_REQUEST, f"{provider} rejected the request: {_sanitise(detail)}"
     if status in (503, 529):
-        return LLMError("SERVICE_UNAVAILABLE", f"{provider} is overloaded, retry later", error_type=error_type)
+        return ErrorCode.SERVICE_UNAVAILABLE, f"{provider} is overloaded, retry later"
     if status is not None and status >= 500:
-        return LLMError("BAD_GATEWAY", f"{provider} failed with HTTP {status}", error_type=error_type)
-    return LLMError("BAD_GATEWAY", f"{provider} call failed", error_type=error_type)
+        return ErrorCode.BAD_GATEWAY, f"{provider} failed with HTTP {status}"
+    return ErrorCode.BAD_GATEWAY, f"{provider} call failed"

@@ -3,12 +3,17 @@ another user's conversation is NOT_FOUND, never FORBIDDEN."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from schemas import chat, conversations
 from schemas.chat import (
     ExecuteActionInput,
     ExecuteActionOutput,
     SendMessageInput,
     SendMessageOutput,
+    StreamMessageDelta,
+    StreamMessageDone,
     SummarizeEmailInput,
     SummarizeEmailOutput,
 )
@@ -26,6 +31,14 @@ class ChatController(ProcedureController):
     @implements(chat.SEND_MESSAGE)
     async def send_message(self, ctx: CallContext[Services], input: SendMessageInput) -> SendMessageOutput:
         return await ctx.services.chat.send_message(ctx.user.user_id, input)
+
+    @implements(chat.STREAM_MESSAGE)
+    async def stream_message(
+        self, ctx: CallContext[Services], input: SendMessageInput
+    ) -> AsyncIterator[StreamMessageDelta | StreamMessageDone]:
+        async with contextlib.aclosing(ctx.services.chat.stream_message(ctx.user.user_id, input)) as events:
+            async for event in events:
+                yield event
 
     @implements(chat.EXECUTE_ACTION)
     async def execute_action(self, ctx: CallContext[Services], input: ExecuteActionInput) -> ExecuteActionOutput:

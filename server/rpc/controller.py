@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Coroutine
-from types import NoneType
+from types import NoneType, UnionType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -202,7 +202,7 @@ def check_handler_signature(controller: type[ProcedureController], name: str, pr
         if not inspect.isasyncgenfunction(handler):
             raise TypeError(f"{where}: a subscription handler must be an async generator (use `yield`)")
         event_args = get_args(returned)
-        event = f"Tracked[{output.__name__}]" if procedure.resumable else output.__name__
+        event = f"Tracked[{_name(output)}]" if procedure.resumable else _name(output)
         if get_origin(returned) not in (AsyncIterator, AsyncGenerator, AsyncIterable) or (
             not event_args or not _is_event_type(event_args[0], output, tracked=procedure.resumable)
         ):
@@ -212,19 +212,21 @@ def check_handler_signature(controller: type[ProcedureController], name: str, pr
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"{where}: a {procedure.kind.value} handler must be `async def`")
         if returned is not output:
-            raise TypeError(f"{where}: must return {output.__name__}, not {_name(returned)}")
+            raise TypeError(f"{where}: must return {_name(output)}, not {_name(returned)}")
 
 
 def _is_event_type(annotation: object, output: type[Any], *, tracked: bool) -> bool:
-    """``Tracked[Out]`` for a resumable subscription, ``Out`` for any other."""
+    """``Tracked[Out]`` for a resumable subscription, ``Out`` for any other. Unions compare by their members."""
     if tracked:
         return get_origin(annotation) is Tracked and get_args(annotation) == (output,)
-    return annotation is output
+    return annotation == output
 
 
 def _name(annotation: object) -> str:
     if annotation is NoneType:
         return "None"
+    if isinstance(annotation, UnionType):
+        return " | ".join(_name(member) for member in get_args(annotation))
     name = getattr(get_origin(annotation) or annotation, "__name__", None) or repr(annotation)
     arguments = get_args(annotation)
     return f"{name}[{', '.join(_name(a) for a in arguments)}]" if arguments else name

@@ -45,6 +45,9 @@ _SSE_HEADERS: Final = {**SSE_HEADERS, "content-type": "text/event-stream", "vary
 _SUCCESS_PREFIX: Final = b'{"result":{"data":'
 _SUCCESS_SUFFIX: Final = b"}}"
 _connection_params_decoder: Final = msgspec.json.Decoder(dict[str, str])
+_CONNECTED_WITHOUT_RECONNECT: Final = b"{}"
+"""No ``reconnectAfterInactivityMs``: @trpc/client would reconnect with a new EventSource, which sends no
+``Last-Event-ID``, so the server could not tell the reconnect from a new subscription."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,24 +241,33 @@ class Dispatcher:
             if bound.decoder is None and only_last_event_id(raw):
                 raw = None
             last_event_id = _last_event_id(call.request)
-            if bound.resumable and last_event_id:
+            if last_event_id and bound.resumable:
                 raw = with_last_event_id(raw, last_event_id)
+            elif last_event_id:
+                # An EventSource reconnecting after a dropped connection (see RUN_ONCE_EVENT_ID): running the
+                # subscription again would repeat what it did.
+                raise TRPCError(
+                    ErrorCode.CONFLICT,
+                    f"{path} was interrupted and cannot resume; it is not run again by a reconnect: subscribe anew",
+                )
             value = decode_input(path, bound.decoder, raw)
             assert bound.handler is not None
             events = bound.handler(ctx, value)
         except Exception as exc:
             error = to_trpc_error(exc, path)
         config = self._config
+        # A subscription that cannot resume is never cut short or timed out on purpose: the client would start it over.
+        resumable = binding.resumable
         body = sse_events(
             events,
             error,
             path=path,
             output=binding.procedure.output,
-            tracked=binding.resumable,
+            tracked=resumable,
             encoder=self._encoder,
-            connected=self._connected_event,
+            connected=self._connected_event if resumable else _CONNECTED_WITHOUT_RECONNECT,
             ping_interval=config.sse_ping_interval_seconds,
-            max_duration=config.sse_max_duration_seconds,
+            max_duration=config.sse_max_duration_seconds if resumable else None,
             debug=config.debug,
         )
         return Stream(body, status_code=200, media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -15,10 +15,11 @@ from typing import Any, Final
 
 import msgspec
 
+from schemas.errors import ERROR_CODES, ErrorCode
 from server.rpc.errors import TRPCError, error_shape, to_trpc_error
 from server.rpc.tracked import Tracked
 
-__all__ = ("SSE_HEADERS", "jsonl_batch", "sse_events")
+__all__ = ("RUN_ONCE_EVENT_ID", "SSE_HEADERS", "jsonl_batch", "sse_events")
 
 SSE_HEADERS: Final = {
     "cache-control": "no-cache, no-transform",
@@ -29,6 +30,12 @@ SSE_HEADERS: Final = {
 _PING_EVENT: Final = b"event: ping\ndata: \n\n\n"
 _RETURN_EVENT: Final = b"event: return\ndata: \n\n\n"
 _PING: Final = object()
+
+RUN_ONCE_EVENT_ID: Final = "run-once"
+"""The EventSource id of a subscription that cannot resume; a request that sends it back is a reconnect."""
+_RUN_ONCE_ID_FIELD: Final = b"id: " + RUN_ONCE_EVENT_ID.encode() + b"\n"
+_RESTORE_RUN_ONCE_ID: Final = b"event: restore-id\ndata: \n" + _RUN_ONCE_ID_FIELD + b"\n\n"
+_RETRIED_JSON_RPC_CODE: Final = ERROR_CODES[ErrorCode.INTERNAL_SERVER_ERROR].json_rpc
 
 
 class _DeadlineReached(Exception):
@@ -70,8 +77,19 @@ async def sse_events(
     An error before the first event (bad input, no key) is also sent as ``serialized-error`` after ``connected``,
     as @trpc/server 11 does, so that the client sees the tRPC error instead of a failed EventSource. When
     ``max_duration`` passes the response ends without ``return``, which makes the client reconnect and resume.
+
+    A subscription that cannot resume (not ``tracked``) must never be started over by a client's reconnect: that
+    would repeat what it did, a model call billed twice. Its errors therefore never carry a code on which
+    @trpc/client reconnects (``_not_retried``), and its stream holds the EventSource id ``RUN_ONCE_EVENT_ID`` from
+    ``connected`` on, so that an EventSource reconnecting after a dropped connection sends it back as
+    ``Last-Event-ID`` and the dispatcher can refuse the request. Each data event clears the id, so that clients do
+    not take it for a tracked event, and a ``restore-id`` event that no client listens to sets it back, as
+    @trpc/server does when it mixes tracked and untracked events.
     """
-    yield b"event: connected\ndata: " + connected + b"\n\n\n"
+    if tracked:
+        yield b"event: connected\ndata: " + connected + b"\n\n\n"
+    else:
+        yield b"event: connected\ndata: " + connected + b"\n" + _RUN_ONCE_ID_FIELD + b"\n\n"
     try:
         if error is not None:
             raise error
@@ -85,22 +103,35 @@ async def sse_events(
                     yield b"data: " + encoder.encode(item.data) + b"\nid: " + item.id.encode() + b"\n\n\n"
                 else:
                     _check_event(item, output, output)
-                    yield b"data: " + encoder.encode(item) + b"\n\n\n"
+                    yield b"data: " + encoder.encode(item) + b"\nid: \n\n\n" + _RESTORE_RUN_ONCE_ID
         yield _RETURN_EVENT
     except _DeadlineReached:
         return
     except Exception as exc:
-        shape = error_shape(to_trpc_error(exc, path), path, debug=debug)
+        error = to_trpc_error(exc, path)
+        shape = error_shape(error if tracked else _not_retried(error), path, debug=debug)
         yield b"event: serialized-error\ndata: " + encoder.encode(shape) + b"\n\n\n"
     finally:
         if events is not None and hasattr(events, "aclose"):
             await events.aclose()
 
 
+def _not_retried(error: TRPCError) -> TRPCError:
+    """``error`` with a code @trpc/client does not reconnect on: it reconnects on every -32603 (all the 5xx codes).
+
+    A timeout stays a timeout (TIMEOUT); any other failure becomes UNPROCESSABLE_CONTENT with the same message.
+    """
+    if error.json_rpc_code != _RETRIED_JSON_RPC_CODE:
+        return error
+    code = ErrorCode.TIMEOUT if error.code is ErrorCode.GATEWAY_TIMEOUT else ErrorCode.UNPROCESSABLE_CONTENT
+    return TRPCError(code, error.message, cause=error)
+
+
 def _check_event(event: object, expected: type[Any], output: type[Any]) -> None:
     data = event.data if isinstance(event, Tracked) else event
     if not isinstance(event, expected) or not isinstance(data, output):
-        declared = f"Tracked[{output.__name__}]" if expected is Tracked else output.__name__
+        name = getattr(output, "__name__", str(output))
+        declared = f"Tracked[{name}]" if expected is Tracked else name
         raise TypeError(f"subscription yielded {type(event).__name__}, its procedure declares {declared}")
 
 

@@ -385,6 +385,30 @@ export type SendMessageOutput = {
   reply: string;
 };
 
+/** The next piece of the reply; the pieces joined, in order, are the reply. */
+export type StreamMessageDelta = {
+  type: "delta";
+  text: string;
+};
+
+/** The last event: what ``chat.sendMessage`` returns, once the reply and its usage are recorded. */
+export type StreamMessageDone = {
+  type: "done";
+  model: string;
+  provider: "anthropic" | "gemini" | "openai";
+  usage: Usage;
+  /** @format decimal */
+  costUsd: string | null;
+  pricingStatus: "priced" | "unpriced";
+  llmCalls: number;
+  /** @format uuid */
+  conversationId: string | null;
+  conversation: ConversationTotals | null;
+  /** @format uuid */
+  messageId: string;
+  reply: string;
+};
+
 export type SummarizeEmailInput = {
   email: Email;
   /**
@@ -742,6 +766,12 @@ export type AppRouter = TRPCBuiltRouter<
        * mutation, access: user
        */
       sendMessage: TRPCMutationProcedure<{ input: SendMessageInput; output: SendMessageOutput; meta: object }>;
+      /**
+       * chat.sendMessage with the reply streamed: `delta` events (`text`), then one `done` event carrying what chat.sendMessage returns. It runs once: no error it reports is one @trpc/client retries (a timeout is TIMEOUT; other provider and server failures are UNPROCESSABLE_CONTENT, the cause in the message), and an EventSource reconnecting after a dropped connection is refused with CONFLICT rather than sending, and billing, the message again. A stream that breaks off or is abandoned stores no message and creates no conversation; its estimated usage is recorded and counts in an existing conversation's totals.
+       *
+       * subscription, access: user
+       */
+      streamMessage: TRPCSubscriptionProcedure<{ input: SendMessageInput; output: AsyncIterable<StreamMessageDelta | StreamMessageDone, void, any>; meta: object }>;
       /**
        * Summarise an e-mail into a summary, key points and action items, with what the call cost.
        *

@@ -26,7 +26,14 @@ import {
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
 import { EventSource } from 'eventsource';
 
-import type { AppRouter, ClockEvent, SendMessageOutput, Tracked } from './app-router.js';
+import type {
+  AppRouter,
+  ClockEvent,
+  SendMessageOutput,
+  StreamMessageDelta,
+  StreamMessageDone,
+  Tracked,
+} from './app-router.js';
 
 type Inputs = inferRouterInputs<AppRouter>;
 type Outputs = inferRouterOutputs<AppRouter>;
@@ -177,6 +184,7 @@ const JSON_RPC_CODES = {
   UNAUTHORIZED: -32001,
   NOT_FOUND: -32004,
   METHOD_NOT_SUPPORTED: -32005,
+  CONFLICT: -32009,
 } as const;
 type ExpectedCode = keyof typeof JSON_RPC_CODES;
 
@@ -652,6 +660,35 @@ async function run(): Promise<void> {
     return seen;
   });
 
+  await check('httpSubscriptionLink: chat.streamMessage, untracked deltas, then done, then return', async () => {
+    const streamedReply = await collectMessage(streamed, { message: 'Stream a reply to me, word by word', maxTokens: 64 });
+    expect(streamedReply.error === undefined, `the stream failed: ${describe(streamedReply.error)}`);
+    const done = streamedReply.done;
+    expect(done !== undefined, 'no done event');
+    expect(streamedReply.deltas.length >= 2, `deltas: ${JSON.stringify(streamedReply.deltas)}`);
+    expectEqual(streamedReply.deltas.join(''), done.reply, 'the deltas joined');
+    checkSendMessage(done, 'streamMessage done');
+    expect(streamedReply.completed, 'onComplete was not called (no `return` event?)');
+    return { deltas: streamedReply.deltas.length, costUsd: done.costUsd };
+  });
+
+  await check('httpSubscriptionLink: chat.streamMessage cut by a proxy is refused on reconnect, not sent again', async () => {
+    const proxy = await cuttingProxy(baseUrl, 2);
+    try {
+      const client = createTRPCClient<AppRouter>({
+        links: [httpSubscriptionLink({ url: `${proxy.url}/trpc`, EventSource, connectionParams: { apiKey } })],
+      });
+      const cut = await collectMessage(client, { message: 'A long answer, please', model: 'gemini-2.5-flash' });
+      expect(cut.done === undefined, 'the stream completed through a proxy that cuts it');
+      const refused = checkError(cut.error, 'CONFLICT', 409, 'chat.streamMessage');
+      expectEqual(proxy.connections.length, 2, 'connections (the first one cut after two deltas)');
+      expectEqual(proxy.connections[1]!.lastEventId, 'run-once', 'Last-Event-ID of the reconnect');
+      return { deltas: cut.deltas.length, refused };
+    } finally {
+      await proxy.close();
+    }
+  });
+
   await check('httpSubscriptionLink: UNAUTHORIZED without a key, BAD_REQUEST on invalid input', async () => {
     const anonymous = streamClient(undefined);
     const unauthorized = checkError(await subscriptionError(anonymous, { count: 2 }), 'UNAUTHORIZED', 401, 'system.clock');
@@ -680,6 +717,30 @@ function collect(client: Client, input: Inputs['system']['clock']): Promise<Coll
       onError(error) {
         subscription.unsubscribe();
         reject(error);
+      },
+      onComplete() {
+        collected.completed = true;
+        resolve(collected);
+      },
+    });
+  });
+}
+
+type StreamedMessage = { deltas: string[]; done?: StreamMessageDone; completed: boolean; error?: unknown };
+
+/** A chat.streamMessage subscription to its end: completed, or failed (the error is kept, not thrown). */
+function collectMessage(client: Client, input: Inputs['chat']['streamMessage']): Promise<StreamedMessage> {
+  return new Promise((resolve) => {
+    const collected: StreamedMessage = { deltas: [], completed: false };
+    const subscription = client.chat.streamMessage.subscribe(input, {
+      onData(event: StreamMessageDelta | StreamMessageDone) {
+        // Untracked events arrive as they are, narrowed by their tag.
+        if (event.type === 'delta') collected.deltas.push(event.text);
+        else collected.done = event;
+      },
+      onError(error) {
+        subscription.unsubscribe();
+        resolve({ ...collected, error });
       },
       onComplete() {
         collected.completed = true;
