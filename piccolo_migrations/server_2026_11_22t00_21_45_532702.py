@@ -88,20 +88,11 @@ $$
 """
 
 
-def _trigger_function(name: str, deltas: str, *, prune: bool) -> str:
+def _trigger_function(name: str, deltas: str) -> str:
     """A statement-level trigger function applying ``deltas`` key by key, in key order (so that two bulk writers
-    take rollup rows in the same order); with ``prune``, keys left without calls lose their rows."""
+    take rollup rows in the same order). Rows left at zero stay: deleting them raced with concurrent inserts (a
+    delete re-checked only the key, not the sums, after waiting on a row another transaction had just added to)."""
     keys = ", ".join(KEYS)
-    pruning = (
-        f"""
-        DELETE FROM ai_usage_rollup AS r
-        USING (SELECT {keys} FROM ai_usage_rollup
-               WHERE ({keys}) IN (SELECT {keys} FROM ({deltas}) AS d)
-               GROUP BY {keys} HAVING sum(calls) = 0) AS emptied
-        WHERE {" AND ".join(f"r.{k} = emptied.{k}" for k in KEYS)};"""
-        if prune
-        else ""
-    )
     return f"""
     CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
@@ -114,7 +105,7 @@ def _trigger_function(name: str, deltas: str, *, prune: bool) -> str:
             ORDER BY {keys}
         LOOP
             PERFORM ai_usage_rollup_add({", ".join(f"delta.{c}" for c in KEYS + SUMS)});
-        END LOOP;{pruning}
+        END LOOP;
         RETURN NULL;
     END
     $$
@@ -167,15 +158,17 @@ FORWARDS = (
     "COMMENT ON TABLE ai_usage_rollup IS 'Sums over ai_usage_logs per 15-minute period (UTC-aligned), procedure, "
     "provider and reported model, possibly split over several stripes: always sum over stripes. Kept exact by "
     "triggers on ai_usage_logs. cost_usd counts priced calls only.'",
+    # No usage row may be written between the backfill and the triggers (another instance still running): it would
+    # be missing from the rollup. The lock lasts until the migration's transaction commits, triggers in place.
+    "LOCK TABLE ai_usage_logs IN SHARE ROW EXCLUSIVE MODE",
     f"INSERT INTO ai_usage_rollup ({', '.join(KEYS)}, {', '.join(SUMS)}) {_aggregate('ai_usage_logs', '1')}",
     _ADD,
     _INSERT_ROW,
     _trigger_function(
         "ai_usage_rollup_on_update",
         f"{_aggregate('updated_rows', '1')} UNION ALL {_aggregate('previous_rows', '-1')}",
-        prune=True,
     ),
-    _trigger_function("ai_usage_rollup_on_delete", _aggregate("deleted_rows", "-1"), prune=True),
+    _trigger_function("ai_usage_rollup_on_delete", _aggregate("deleted_rows", "-1")),
     """
     CREATE FUNCTION ai_usage_rollup_on_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 from server.database import DatabaseUnavailableError, check_connection, database_url, start_pool
 from server.migrations import MigrationError, migrate_forwards
@@ -22,6 +23,16 @@ logger = logging.getLogger("tollbooth")
 EXIT_CONFIG = 2
 EXIT_DATABASE = 3
 EXIT_INCONSISTENT = 1
+
+
+# Their debug logs print whole provider requests (message and e-mail text) and one line per HTTP call.
+QUIET_LOGGERS: Final = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2", "pgserver")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"tollbooth: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
+    configure_logging(settings.log_level)
     try:
         asyncio.run(_prepare_database())
         if args.command == "create-user":
@@ -150,6 +159,7 @@ def _serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        access_log=settings.debug,
+        # uvicorn's access log prints query strings, which carry subscription inputs and connectionParams API keys.
+        access_log=False,
     )
     return 0

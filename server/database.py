@@ -79,10 +79,12 @@ async def check_connection(url: str, connect_timeout: float = 5.0) -> None:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    scheme, sep, rest = url.partition("://")
+    """The URL without its password (in the credentials or as a ``password=`` parameter), for logs and errors."""
+    base, question, query = url.partition("?")
+    scheme, sep, rest = base.partition("://")
     credentials, at, location = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{location}"
+    if at and ":" in credentials:
+        base = f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{location}"
+    if question:
+        query = "&".join("password=***" if part.lower().startswith("password=") else part for part in query.split("&"))
+    return base + question + query

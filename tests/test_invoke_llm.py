@@ -378,3 +378,58 @@ async def test_a_price_file_overrides_the_catalogue_from_its_effective_date(
     [row] = await _usage_rows(call_id=negotiated.call_id)
     assert row["price_source"].startswith("prices.toml:gpt-4o")
     assert (row["rate_input"], row["rate_cache_read"], row["rate_output"]) == (Decimal(2), Decimal(1), Decimal(8))
+
+
+async def test_a_record_the_database_refuses_is_set_aside_and_does_not_block_the_spool(
+    make_services: MakeServices, user_id: uuid.UUID, tmp_path: Path
+) -> None:
+    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
+    down = make_services(engine=broken)
+    poison = await down.llm.invoke(
+        CompletionRequest(model="gpt-4o-" + "x" * 300, messages=(ChatTurn(role="user", content="hi"),)),
+        Attribution(user_id=user_id, procedure="chat.executeAction"),
+    )
+    good = await down.llm.invoke(_request("gpt-4o"), Attribution(user_id=user_id, procedure="chat.executeAction"))
+    assert [p.stem for p in down.llm.spool.pending()] == [str(poison.call_id), str(good.call_id)]
+
+    up = make_services()
+    assert await up.llm.spool.replay(up.llm.recorder.write) == 1
+    assert [row["call_id"] for row in await _usage_rows(user_id=user_id)] == [good.call_id]
+    assert up.llm.spool.pending() == []
+    assert [p.stem for p in up.llm.spool.rejected.glob("*.json")] == [str(poison.call_id)]
+
+
+async def test_nul_characters_are_stored_replaced_and_the_call_is_recorded(
+    make_services: MakeServices, sim: RunningSimulator, user_id: uuid.UUID
+) -> None:
+    sim.state.enqueue(ScriptedResponse(provider="openai", reply="bad\x00reply"))
+    conversation_id = uuid.uuid4()
+    result = await make_services().llm.invoke(
+        _request("gpt-4o", "hi\x00there"),
+        Attribution(
+            user_id=user_id,
+            procedure="chat.sendMessage",
+            conversation_id=conversation_id,
+            new_conversation=True,
+            conversation_title="hi\x00there",
+        ),
+        store=[("user", "hi\x00there")],
+        store_reply=True,
+    )
+    assert result.recorded is True
+    messages = await database_engine()._run_in_pool(
+        "SELECT content FROM messages WHERE conversation = $1 ORDER BY created_at", [conversation_id]
+    )
+    assert [m["content"] for m in messages] == ["hi\ufffdthere", "bad\ufffdreply"]
+
+
+async def test_a_refused_call_costs_nothing_even_for_an_unknown_model(
+    make_services: MakeServices, sim: RunningSimulator, user_id: uuid.UUID
+) -> None:
+    sim.state.enqueue(ScriptedResponse(provider="openai", status=400))
+    with pytest.raises(LLMError):
+        await make_services().llm.invoke(
+            _request("gpt-99-experimental"), Attribution(user_id=user_id, procedure="chat.sendMessage")
+        )
+    [row] = await _usage_rows(user_id=user_id)
+    assert (row["status"], row["pricing_status"], row["estimated_cost_usd"]) == ("error", "priced", 0)

@@ -487,3 +487,13 @@ def test_costs_agree_with_genai_prices_own_calculation(
         warnings.simplefilter("ignore")
         expected = _GENAI_SNAPSHOT.calc(genai_usage, model_id, genai_provider, None, at, context)
     assert priced.total_cost == expected.total_price
+
+
+def test_a_service_tier_multiplier_that_would_need_rounding_is_refused(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[models]]\nprovider = "openai"\nmodel = "gpt-4o"\neffective_from = 2026-01-01\n'
+        "input = 0.000000000003\noutput = 1\nservice_tiers = { batch = 0.5 }\n"
+    )
+    with pytest.raises(PriceFileError, match=r"input x service_tiers.batch"):
+        PriceCatalogue.load(prices)

@@ -130,7 +130,8 @@ FROM (
     GROUP BY period_start, procedure, provider, model
 ) r
 FULL JOIN actual a USING (period_start, procedure, provider, model)
-WHERE {" OR ".join(f"r.{s} IS DISTINCT FROM a.{s}" for s in ROLLUP_SUMS)}
+-- A rollup key whose rows were all deleted keeps rows at zero: missing and zero are the same figure.
+WHERE {" OR ".join(f"coalesce(r.{s}, 0) <> coalesce(a.{s}, 0)" for s in ROLLUP_SUMS)}
 ORDER BY period_start, procedure, provider, model
 """
 

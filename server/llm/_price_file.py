@@ -30,7 +30,7 @@ import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -57,6 +57,9 @@ def _check_rate(field: str, value: Decimal | None) -> None:
         raise ValueError(f"`{field}` has more than {MAX_RATE_DECIMALS} decimal places: {value}")
 
 
+_RATE_FIELDS: Final = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+
+
 class PriceFileTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     above: Annotated[int, msgspec.Meta(ge=0)]
     """The tier applies when the prompt total (input + cache reads + cache writes) exceeds this."""
@@ -67,7 +70,7 @@ class PriceFileTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cache_write_1h: Decimal | None = None
 
     def __post_init__(self) -> None:
-        for field in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h"):
+        for field in _RATE_FIELDS:
             _check_rate(f"tiers.above={self.above}.{field}", getattr(self, field))
 
 
@@ -84,15 +87,21 @@ class PriceFileModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     service_tiers: dict[str, Decimal] = {}
 
     def __post_init__(self) -> None:
-        for field in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h"):
+        for field in _RATE_FIELDS:
             _check_rate(field, getattr(self, field))
         thresholds = [tier.above for tier in self.tiers]
         if thresholds != sorted(set(thresholds)):
             raise ValueError(f"`tiers` must be in strictly increasing order of `above`, got {thresholds}")
+        rates = [(field, getattr(self, field)) for field in _RATE_FIELDS]
+        rates += [(f"tiers.above={t.above}.{field}", getattr(t, field)) for t in self.tiers for field in _RATE_FIELDS]
         for name, multiplier in self.service_tiers.items():
             if name.lower() in STANDARD_SERVICE_TIERS:
                 raise ValueError(f"`service_tiers.{name}` is the standard tier; its rates are the entry's own")
             _check_rate(f"service_tiers.{name}", multiplier)
+            # The scaled rates must be exact at the stored precision too, or a cost would be rounded when stored.
+            for field, rate in rates:
+                if rate is not None:
+                    _check_rate(f"{field} x service_tiers.{name}", rate * multiplier)
 
     @property
     def effective_label(self) -> str:

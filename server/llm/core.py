@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 from schemas.chat import ConversationTotals
 from server.llm.errors import LLMError
-from server.llm.pricing import PriceCatalogue, PricedUsage
+from server.llm.pricing import FREE, PriceCatalogue, PricedUsage
 from server.llm.providers import (
     Completion,
     CompletionRequest,
@@ -160,14 +160,20 @@ class LLMCore:
         Raises ``LLMError`` for a provider failure, after recording it.
         """
         call, adapter = self._start(request, attribution)
+        # Every failure is recorded shielded: a caller that leaves while the record is written must not abort it.
         try:
             completion = await adapter.complete(request)
         except LLMError as error:
-            await self._record_failure(call, "error", error.error_type, _NO_USAGE)
+            usage = call.estimate(0) if error.billable else _NO_USAGE
+            await asyncio.shield(self._record_failure(call, "error", error.error_type, usage))
             raise
         except asyncio.CancelledError:
             # The caller went away mid-call: the provider may still bill the prompt, so keep an estimate.
             await asyncio.shield(self._record_failure(call, "cancelled", "Cancelled", call.estimate(0)))
+            raise
+        except Exception as error:
+            # A failure no adapter translated (an SDK error we do not know): recorded, then reported as a 500.
+            await asyncio.shield(self._record_failure(call, "error", type(error).__name__, _NO_USAGE))
             raise
         metadata = dict(attribution.metadata)
         if annotate is not None:
@@ -258,7 +264,7 @@ class LLMCore:
             created_at=started_at,
             user_id=attribution.user_id,
             conversation_id=attribution.conversation_id,
-            conversation_title=attribution.conversation_title,
+            conversation_title=storable(attribution.conversation_title),
             procedure=attribution.procedure,
             provider=call.provider,
             requested_model=call.request.model,
@@ -287,7 +293,8 @@ class LLMCore:
             requested_model=model,
             model=model,
             usage=usage,
-            priced=self.catalogue.price(call.provider, model, usage, call.started_at),
+            # No tokens cost nothing, priced or not: counting them as unpriced would inflate `unpricedCalls`.
+            priced=FREE if usage == _NO_USAGE else self.catalogue.price(call.provider, model, usage, call.started_at),
             latency_ms=call.latency_ms(),
             status=status,
             error_type=error_type,
@@ -299,8 +306,14 @@ class LLMCore:
         try:
             async with asyncio.timeout(DATABASE_WRITE_TIMEOUT):
                 return await self.recorder.write(record), True
-        except Exception:
-            logger.exception("usage record %s could not be written; spooling it for replay", record.call_id)
+        except Exception as error:
+            # Name the failure only: a database error's text may quote the values it refused (message content).
+            logger.error(
+                "usage record %s could not be written (%s %s); spooling it for replay",
+                record.call_id,
+                type(error).__name__,
+                getattr(error, "sqlstate", "") or "",
+            )
             await asyncio.to_thread(self.spool.put, record)
             return None, False
 
@@ -312,10 +325,17 @@ def _messages(
     finished_at: datetime.datetime,
 ) -> tuple[StoredMessage, ...]:
     stored = [
-        StoredMessage(id=uuid.uuid4(), role=role, content=content, created_at=started_at) for role, content in store
+        StoredMessage(id=uuid.uuid4(), role=role, content=storable(content), created_at=started_at)
+        for role, content in store
     ]
     if completion is not None:
         # The reply is stamped after the prompt even on a coarse clock, so history reads back in order.
         reply_at = max(finished_at, started_at + datetime.timedelta(microseconds=1))
-        stored.append(StoredMessage(id=uuid.uuid4(), role="assistant", content=completion.text, created_at=reply_at))
+        reply = storable(completion.text)
+        stored.append(StoredMessage(id=uuid.uuid4(), role="assistant", content=reply, created_at=reply_at))
     return tuple(stored)
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can store it: it refuses NUL in text, and the record (and its cost) must not be lost."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

@@ -34,7 +34,7 @@ from server.llm._price_file import STANDARD_SERVICE_TIERS, PriceFileError, Price
 from server.llm.usage import TokenUsage
 from server.money import tidy
 
-__all__ = ["BucketRates", "PriceCatalogue", "PriceFileError", "PricedUsage", "PricingStatus"]
+__all__ = ["FREE", "BucketRates", "PriceCatalogue", "PriceFileError", "PricedUsage", "PricingStatus"]
 
 PricingStatus = Literal["priced", "unpriced"]
 
@@ -88,6 +88,17 @@ class PricedUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 UNPRICED = PricedUsage(status="unpriced")
+FREE = PricedUsage(
+    status="priced",
+    cost_input=Decimal(0),
+    cost_cache_read=Decimal(0),
+    cost_cache_write_5m=Decimal(0),
+    cost_cache_write_1h=Decimal(0),
+    cost_output=Decimal(0),
+    total_cost=Decimal(0),
+    source="no tokens",
+)
+"""A call that consumed no tokens (refused by the provider): it cost nothing, whatever the model's price."""
 
 
 def _cost(rate: Decimal, tokens: int) -> Decimal:
