@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Final
 
 import asyncpg
 import msgspec
 from piccolo.engine.postgres import PostgresEngine
 
-from server.chat.reads import read_snapshot, resolve_engine
+from server.chat.reads import StoredShare, distribution_decoder, read_snapshot, resolve_engine
 
 __all__ = ("ConsistencyReport", "RollupDifference", "TotalsDifference", "check_totals")
 
@@ -179,19 +178,10 @@ class ConsistencyReport(msgspec.Struct, frozen=True, kw_only=True):
         return not self.differences and not self.rollup_differences
 
 
-class _Share(msgspec.Struct, frozen=True, kw_only=True):
-    calls: int = 0
-    tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
-
-
-_distribution_decoder: Final = msgspec.json.Decoder(dict[str, _Share])
-
-
 def _distribution_differences(conversation_id: uuid.UUID, stored: str, actual: str) -> list[TotalsDifference]:
-    stored_shares = _distribution_decoder.decode(stored)
-    actual_shares = _distribution_decoder.decode(actual)
-    missing = _Share()
+    stored_shares = distribution_decoder.decode(stored)
+    actual_shares = distribution_decoder.decode(actual)
+    missing = StoredShare()
     differences = []
     for model in sorted(stored_shares.keys() | actual_shares.keys()):
         was, sums = stored_shares.get(model, missing), actual_shares.get(model, missing)

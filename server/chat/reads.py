@@ -31,15 +31,15 @@ from server.llm.recorder import totals_from_row
 from server.money import tidy
 
 __all__ = (
+    "StoredShare",
+    "distribution_decoder",
     "get_conversation",
     "list_conversations",
     "model_shares",
-    "money",
     "read_snapshot",
     "resolve_engine",
 )
 
-"""The scale of every money column (NUMERIC(38, 18)): model distribution costs are shown at the same scale."""
 DEFAULT_CONVERSATIONS: Final = 20
 MAX_CONVERSATIONS: Final = 100
 DEFAULT_MESSAGES: Final = 100
@@ -84,25 +84,22 @@ LIMIT $2
 """
 
 
-class _StoredShare(msgspec.Struct, frozen=True, kw_only=True):
-    calls: int
-    tokens: int
-    cost_usd: Decimal
+class StoredShare(msgspec.Struct, frozen=True, kw_only=True):
+    """One model's entry in a conversation's stored ``model_distribution`` JSON."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
 
 
-_distribution_decoder: Final = msgspec.json.Decoder(dict[str, _StoredShare])
-
-
-def money(value: Decimal) -> Decimal:
-    """A cost from the stored ``model_distribution`` JSON, tidied like every money value on the wire."""
-    return tidy(value)
+distribution_decoder: Final = msgspec.json.Decoder(dict[str, StoredShare])
 
 
 def model_shares(model_distribution: str) -> list[ModelShare]:
     """The stored ``model_distribution`` JSON as wire Structs, most expensive model first."""
     shares = [
-        ModelShare(model=model, calls=share.calls, tokens=share.tokens, cost_usd=money(share.cost_usd))
-        for model, share in _distribution_decoder.decode(model_distribution).items()
+        ModelShare(model=model, calls=share.calls, tokens=share.tokens, cost_usd=tidy(share.cost_usd))
+        for model, share in distribution_decoder.decode(model_distribution).items()
     ]
     shares.sort(key=lambda s: (-s.cost_usd, -s.calls, s.model))
     return shares
