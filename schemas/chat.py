@@ -75,6 +75,56 @@ class SendMessageInput(WireStruct, frozen=True, kw_only=True):
     temperature: Temperature | None = None
 
 
+STREAM_MESSAGE_MAX_LENGTH: Final = 4_000
+STREAM_SYSTEM_PROMPT_MAX_LENGTH: Final = 1_000
+_IN_THE_URL: Final = (
+    "A subscription's input travels in the URL, as percent-encoded JSON: up to 12 bytes a character (4-byte UTF-8). "
+    f"At {STREAM_MESSAGE_MAX_LENGTH:,} characters of message and {STREAM_SYSTEM_PROMPT_MAX_LENGTH:,} of systemPrompt, "
+    "any input fits in the server's 64 KB limit on a URL (beyond it the HTTP server answers a plain-text 400, not a "
+    "tRPC error), and typical English text (about 1.4 bytes a character) in the 8 KB of nginx's and Apache's "
+    "defaults. Longer: chat.sendMessage."
+)
+
+
+class StreamMessageInput(WireStruct, frozen=True, kw_only=True):
+    """chat.sendMessage's input for chat.streamMessage: a ``requestId`` more, and shorter texts (they go in the URL).
+
+    The server runs one stream per ``requestId`` and user: it claims the id before calling the model, and answers any
+    later request with the same id CONFLICT without calling it. An EventSource that reconnects repeats the URL, hence
+    the id, so a dropped connection can never send, and bill, the message a second time.
+    """
+
+    request_id: Annotated[
+        uuid.UUID,
+        msgspec.Meta(
+            description="A new UUID for each message the client means to send (crypto.randomUUID(), uuid.uuid4()); "
+            "send the same message again with a new one."
+        ),
+    ]
+    message: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=STREAM_MESSAGE_MAX_LENGTH,
+            description=f"At most {STREAM_MESSAGE_MAX_LENGTH:,} characters. {_IN_THE_URL}",
+        ),
+    ]
+    conversation_id: uuid.UUID | None = None
+    model: ModelName | None = None
+    system_prompt: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=STREAM_SYSTEM_PROMPT_MAX_LENGTH,
+                description=f"At most {STREAM_SYSTEM_PROMPT_MAX_LENGTH:,} characters, like message: it is in the URL.",
+            ),
+        ]
+        | None
+    ) = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+
+
 class SendMessageOutput(LLMCallOutput, frozen=True, kw_only=True):
     message_id: uuid.UUID
     reply: str
@@ -159,15 +209,19 @@ SEND_MESSAGE: Final = mutation(
 )
 STREAM_MESSAGE: Final = subscription(
     "chat.streamMessage",
-    SendMessageInput,
+    StreamMessageInput,
     one_of(StreamMessageDelta, StreamMessageDone),
     Access.USER,
     "chat.sendMessage with the reply streamed: `delta` events (`text`), then one `done` event carrying what "
-    "chat.sendMessage returns. It runs once: no error it reports is one @trpc/client retries (a timeout is TIMEOUT; "
-    "other provider and server failures are UNPROCESSABLE_CONTENT, the cause in the message), and an EventSource "
-    "reconnecting after a dropped connection is refused with CONFLICT rather than sending, and billing, the message "
-    "again. A stream that breaks off or is abandoned stores no message and creates no conversation; its estimated "
-    "usage is recorded and counts in an existing conversation's totals.",
+    "chat.sendMessage returns. It runs at most once per `requestId` (a new UUID per message) and user: the server "
+    "claims the id before calling the model, and any later request with it (a second subscribe, an EventSource "
+    "reconnecting after a dropped connection) ends with CONFLICT, without calling or billing the model again. No "
+    "error it reports is one @trpc/client reconnects on (a timeout is TIMEOUT; other provider and server failures are "
+    "UNPROCESSABLE_CONTENT, the cause in the message), so the caller sees the cause, not the CONFLICT of a retry. "
+    "A stream that breaks off or is abandoned stores no message and creates no conversation; its estimated usage is "
+    "recorded and counts in an existing conversation's totals. As its input travels in the URL, `message` holds at "
+    f"most {STREAM_MESSAGE_MAX_LENGTH:,} characters and `systemPrompt` {STREAM_SYSTEM_PROMPT_MAX_LENGTH:,}; send "
+    "longer ones with chat.sendMessage.",
 )
 EXECUTE_ACTION: Final = mutation(
     "chat.executeAction",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Final
 from zoneinfo import available_timezones
@@ -23,6 +23,7 @@ __all__ = (
     "InvalidInput",
     "Position",
     "TimeZoneName",
+    "check_time",
     "check_time_zone",
     "check_window",
     "decode_cursor",
@@ -30,10 +31,19 @@ __all__ = (
 )
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-"""A point in time; a datetime without an offset is rejected rather than guessed."""
+"""A point in time; a datetime without an offset is rejected rather than guessed.
+
+msgspec accepts any year from 1 to 9999 with any offset, so a Struct with such a field checks it with ``check_time``
+(``check_window`` does) in ``__post_init__``: a time that cannot be converted to UTC, or that the database and the
+time-zone arithmetic cannot handle, is BAD_REQUEST rather than an overflow in the query."""
 TimeZoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["Europe/Berlin", "UTC"])]
 Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+={0,2}$")]
 """An opaque position in a list, as returned in ``nextCursor``: pass it back unchanged for the next page."""
+
+EARLIEST_YEAR: Final = 1970
+LATEST_YEAR: Final = 9000
+"""Times outside these years (in UTC) are rejected: no usage predates 1970, and 9000 leaves room for any calendar
+bucket or offset to be computed without reaching Python's ``datetime.max`` (year 9999)."""
 
 # Names that exist in the zone database but mean different things on different hosts.
 _AMBIGUOUS_ZONES: Final = frozenset({"localtime", "posixrules", "Factory"})
@@ -64,9 +74,21 @@ def encode_cursor(position: Position) -> str:
 def decode_cursor(cursor: str, field: str = "cursor") -> Position:
     padded = cursor + "=" * (-len(cursor) % 4)
     try:
-        return _position_decoder.decode(base64.urlsafe_b64decode(padded))
+        position = _position_decoder.decode(base64.urlsafe_b64decode(padded))
+        check_time(position.at, field)
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise InvalidInput(field, f"`{field}` is not a cursor this server returned") from None
+    return position
+
+
+def check_time(value: datetime, field: str) -> None:
+    """``value`` (with an offset) must fall in the years ``EARLIEST_YEAR`` to ``LATEST_YEAR`` once converted to UTC."""
+    try:
+        year = value.astimezone(UTC).year
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+14:00 is in year 0 in UTC
+        year = None
+    if year is None or not EARLIEST_YEAR <= year <= LATEST_YEAR:
+        raise InvalidInput(field, f"`{field}` must be a time in the years {EARLIEST_YEAR} to {LATEST_YEAR} (UTC)")
 
 
 @cache
@@ -85,7 +107,12 @@ def check_window(
     *,
     longest: timedelta | None = None,
 ) -> None:
-    """``start`` must come before ``end`` (the window is ``[start, end)``), and span at most ``longest``."""
+    """``start`` must come before ``end`` (the window is ``[start, end)``), and span at most ``longest``; both must
+    pass ``check_time``."""
+    if start is not None:
+        check_time(start, "start")
+    if end is not None:
+        check_time(end, "end")
     if start is None or end is None:
         return
     if start >= end:

@@ -25,6 +25,7 @@ from piccolo.columns import (
 )
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.defaults.uuid import UUID4
+from piccolo.constraints import Unique
 from piccolo.table import Table
 
 MONEY_DIGITS = (38, 18)
@@ -108,3 +109,20 @@ class AiUsageLog(Table, tablename="ai_usage_logs"):
     error_type = Varchar(length=100, null=True, default=None)
     metadata = JSONB(default={}, null=False)
     created_at = Timestamptz(default=TimestamptzNow(), null=False, index=True)
+
+
+class StreamRequest(Table, tablename="stream_requests"):
+    """The ``requestId`` of every ``chat.streamMessage`` a user has started: a row is claimed before the model is
+    called, so a request that repeats one (an EventSource reconnecting) is refused instead of billed again.
+
+    Scoped per user (unique on ``user_id, request_id``): one user's ids never block another's. Rows are kept (about
+    200 bytes with the indexes, a fraction of the stream's usage row); old ones may be deleted once no client can
+    still be reconnecting with them (README, "Streaming").
+    """
+
+    id = UUID(primary_key=True, default=UUID4())
+    # No default (a UUID column's is a random one): a claim names both.
+    user_id = UUID(null=False, default=None)
+    request_id = UUID(null=False, default=None)
+    created_at = Timestamptz(default=TimestamptzNow(), null=False)
+    stream_requests_user_id_request_id_key = Unique([user_id, request_id])

@@ -24,7 +24,7 @@ from server.settings import Settings
 from server.simulator import RunningSimulator, running_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("ai_usage_logs", "messages", "conversations", "users")
+TABLES = ("ai_usage_logs", "messages", "conversations", "users", "stream_requests")
 
 _admin_url: str | None = None
 _test_database = f"tollbooth_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -21,7 +23,7 @@ from schemas.admin import (
     UsageByProcedureInput,
     UsageFigures,
 )
-from schemas.validation import InvalidInput
+from schemas.validation import InvalidInput, Position, decode_cursor, encode_cursor
 from server.admin.queries import (
     get_top_conversations_by_cost,
     get_unpriced_calls,
@@ -518,3 +520,65 @@ def test_a_cursor_must_be_one_the_server_returned() -> None:
     with pytest.raises(InvalidInput) as raised:
         ConversationCostInput(conversation_id=uuid.uuid4(), cursor="bm90LWEtY3Vyc29y")
     assert raised.value.field == "cursor"
+
+
+OUT_OF_RANGE = [
+    "0001-01-01T00:00:00+14:00",  # year 0 in UTC: Python cannot even convert it
+    "9999-12-31T23:59:59-14:00",  # year 10000 in UTC
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T00:00:00Z",
+    "1969-12-31T23:59:59.999999Z",
+    "1970-01-01T00:30:00+01:00",  # 1969 in UTC
+    "9001-01-01T00:00:00Z",
+]
+IN_RANGE = ["1970-01-01T00:00:00Z", "1970-01-01T00:00:00-14:00", "9000-12-31T23:59:59.999999Z"]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+@pytest.mark.parametrize("field", ["start", "end"])
+@pytest.mark.parametrize(
+    "input_type", [UsageByModelInput, UsageByProcedureInput, TopConversationsInput, UnpricedCallsInput]
+)
+def test_window_times_out_of_range_are_rejected_naming_the_field(
+    input_type: type[UsageByModelInput], field: str, value: str
+) -> None:
+    message = f"`{field}` must be a time in the years 1970 to 9000 (UTC)"
+    with pytest.raises(msgspec.ValidationError, match=re.escape(message)):
+        msgspec.json.decode(msgspec.json.encode({field: value}), type=input_type)
+    window: dict[str, Any] = {field: msgspec.json.decode(msgspec.json.encode(value), type=datetime)}
+    with pytest.raises(InvalidInput) as raised:
+        input_type(**window)
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+def test_date_range_times_out_of_range_are_rejected_naming_the_field(value: str) -> None:
+    usual = "2026-01-01T00:00:00Z"
+    for field, window in [("start", {"start": value, "end": usual}), ("end", {"start": usual, "end": value})]:
+        with pytest.raises(msgspec.ValidationError, match=f"`{field}` must be a time in the years 1970 to 9000"):
+            msgspec.json.decode(
+                msgspec.json.encode({**window, "granularity": "month", "timeZone": "Pacific/Kiritimati"}),
+                type=UsageByDateRangeInput,
+            )
+
+
+@pytest.mark.parametrize("value", IN_RANGE)
+def test_window_times_at_the_bounds_are_accepted(value: str) -> None:
+    assert msgspec.json.decode(msgspec.json.encode({"start": value}), type=UsageByModelInput).start is not None
+    assert msgspec.json.decode(msgspec.json.encode({"end": value}), type=UnpricedCallsInput).end is not None
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+def test_a_cursor_out_of_range_is_not_a_cursor_this_server_returned(value: str) -> None:
+    at = msgspec.json.decode(msgspec.json.encode(value), type=datetime)
+    cursor = encode_cursor(Position(at=at, id=uuid.uuid4()))
+    for make in (
+        lambda: ConversationCostInput(conversation_id=uuid.uuid4(), cursor=cursor),
+        lambda: UnpricedCallsInput(cursor=cursor),
+        lambda: decode_cursor(cursor),
+    ):
+        with pytest.raises(InvalidInput) as raised:
+            make()
+        assert raised.value.field == "cursor"
+    with pytest.raises(msgspec.ValidationError, match="`cursor` is not a cursor this server returned"):
+        msgspec.json.decode(msgspec.json.encode({"cursor": cursor}), type=UnpricedCallsInput)

@@ -12,12 +12,21 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
+import msgspec
 import pytest
 from piccolo.engine.postgres import PostgresEngine
 
-from schemas.chat import SendMessageInput, StreamMessageDelta, StreamMessageDone
+from schemas.chat import (
+    STREAM_MESSAGE_MAX_LENGTH,
+    STREAM_SYSTEM_PROMPT_MAX_LENGTH,
+    SendMessageInput,
+    StreamMessageDelta,
+    StreamMessageDone,
+    StreamMessageInput,
+)
 from server.admin.consistency import check_totals
 from server.app import database_engine
 from server.llm.core import Attribution, LLMCore, LLMResult
@@ -138,7 +147,12 @@ async def test_deltas_make_the_reply_and_done_reports_exactly_what_was_recorded(
     scripted, buckets, (prompt_tokens, completion_tokens, total_tokens), cost = SCRIPTED[provider]
     sim.state.enqueue(ScriptedResponse(provider=provider, reply=REPLY, usage=scripted))
     events: list[Event] = []
-    await _collect(client.chat.stream_message(SendMessageInput(message="What is a token?", model=model)), events)
+    await _collect(
+        client.chat.stream_message(
+            StreamMessageInput(request_id=uuid.uuid4(), message="What is a token?", model=model)
+        ),
+        events,
+    )
 
     text, done = _split(events)
     assert len(events) > 5, "the reply arrives in pieces"
@@ -187,7 +201,12 @@ async def test_chat_completions_streams_ask_for_usage(
     client: TollboothClient, sim: RunningSimulator, provider: str
 ) -> None:
     model = dict(PROVIDERS)[provider]
-    await _collect(client.chat.stream_message(SendMessageInput(message="hi", model=model, max_tokens=50)), [])
+    await _collect(
+        client.chat.stream_message(
+            StreamMessageInput(request_id=uuid.uuid4(), message="hi", model=model, max_tokens=50)
+        ),
+        [],
+    )
     [request] = sim.state.requests_to(provider)  # type: ignore[arg-type]
     assert request.body["stream_options"] == {"include_usage": True}
 
@@ -197,7 +216,9 @@ async def test_a_stream_continues_a_conversation_with_its_history(
 ) -> None:
     first = await client.chat.send_message(SendMessageInput(message="My name is Ada.", model="gpt-4o"))
     events: list[Event] = []
-    follow_up = SendMessageInput(message="What is my name?", conversation_id=first.conversation_id, model="gpt-4o")
+    follow_up = StreamMessageInput(
+        request_id=uuid.uuid4(), message="What is my name?", conversation_id=first.conversation_id, model="gpt-4o"
+    )
     await _collect(client.chat.stream_message(follow_up), events)
     _, done = _split(events)
     assert done.conversation_id == first.conversation_id
@@ -218,7 +239,9 @@ async def test_a_stream_broken_before_usage_is_an_error_event_and_an_estimated_e
     assert first.conversation_id is not None
     sim.state.enqueue(ScriptedResponse(provider=provider, reply=REPLY, stream_break_after=3))
     received: list[Event] = []
-    follow_up = SendMessageInput(message="Explain tokens.", conversation_id=first.conversation_id, model=model)
+    follow_up = StreamMessageInput(
+        request_id=uuid.uuid4(), message="Explain tokens.", conversation_id=first.conversation_id, model=model
+    )
     with pytest.raises(TRPCClientError) as raised:
         await _collect(client.chat.stream_message(follow_up), received)
 
@@ -248,7 +271,12 @@ async def test_a_broken_stream_in_a_new_conversation_creates_no_conversation(
 ) -> None:
     sim.state.enqueue(ScriptedResponse(provider="anthropic", reply=REPLY, stream_break_after=1))
     with pytest.raises(TRPCClientError):
-        await _collect(client.chat.stream_message(SendMessageInput(message="hi", model="claude-haiku-4-5")), [])
+        await _collect(
+            client.chat.stream_message(
+                StreamMessageInput(request_id=uuid.uuid4(), message="hi", model="claude-haiku-4-5")
+            ),
+            [],
+        )
     [row] = await _fetch("SELECT * FROM ai_usage_logs")
     assert (row["status"], row["usage_estimated"], row["conversation_id"]) == ("error", True, None)
     assert row["user_id"] == alice.id
@@ -276,7 +304,10 @@ async def test_a_provider_failure_ends_the_stream_with_a_code_the_client_does_no
         TollboothClient(served.url, api_key=alice.api_key, subscription_reconnect_delay=0.01) as client,
     ):
         with pytest.raises(TRPCClientError) as raised:
-            await _collect(client.chat.stream_message(SendMessageInput(message="hi", model="gpt-4o")), [])
+            await _collect(
+                client.chat.stream_message(StreamMessageInput(request_id=uuid.uuid4(), message="hi", model="gpt-4o")),
+                [],
+            )
     assert raised.value.code == code
     assert len(sim.state.requests_to("openai")) == 1
     [row] = await _fetch("SELECT * FROM ai_usage_logs")
@@ -290,7 +321,9 @@ async def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_estimated
 ) -> None:
     long_reply = "word " * 30_000
     sim.state.enqueue(ScriptedResponse(provider="openai", reply=long_reply))
-    events = client.chat.stream_message(SendMessageInput(message="Write a lot.", model="gpt-4o"))
+    events = client.chat.stream_message(
+        StreamMessageInput(request_id=uuid.uuid4(), message="Write a lot.", model="gpt-4o")
+    )
     first = await anext(events)
     await events.aclose()
     assert first == StreamMessageDelta(text="word ")
@@ -310,32 +343,169 @@ async def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_estimated
     assert await _fetch("SELECT 1 FROM messages") == []
 
 
-async def test_the_stream_keeps_an_eventsource_id_and_a_reconnect_is_refused(
+def _stream_url(api_key: str, input: dict[str, Any]) -> str:
+    """The URL @trpc/client's httpSubscriptionLink opens: JSON through ``encodeURIComponent``, the key in
+    connectionParams (an EventSource sends no headers). Its reconnects open this exact URL again."""
+
+    def component(value: dict[str, Any]) -> str:
+        return quote(json.dumps(value, ensure_ascii=False, separators=(",", ":")), safe="-_.!~*'()")
+
+    return f"/trpc/chat.streamMessage?connectionParams={component({'apiKey': api_key})}&input={component(input)}"
+
+
+def _sse_blocks(response: httpx.Response) -> list[str]:
+    return [block for block in response.text.split("\n\n\n") if block]
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    """The ``serialized-error`` event's shape (a subscription's errors come as an event after ``connected``)."""
+    block = next(block for block in _sse_blocks(response) if block.startswith("event: serialized-error"))
+    shape: dict[str, Any] = json.loads(block.split("data: ", 1)[1])
+    return shape
+
+
+async def test_the_same_url_again_is_refused_with_conflict_and_calls_no_model(
     app_server: ServedApp, sim: RunningSimulator, alice: NewUser
 ) -> None:
-    """What protects @trpc/client users: its EventSource reconnects by itself after a dropped connection."""
+    """What protects @trpc/client users: after a dropped connection its EventSource opens the same URL again, with
+    or without ``Last-Event-ID`` (none when the connection dropped before any id), so with the same requestId."""
     sim.state.enqueue(ScriptedResponse(provider="openai", reply="one two"))
-    params = {"input": json.dumps({"message": "hi", "model": "gpt-4o"})}
-    auth = {"authorization": f"Bearer {alice.api_key}"}
-    async with httpx.AsyncClient(base_url=f"{app_server.url}/trpc/", headers=auth) as http:
-        response = await http.get("chat.streamMessage", params=params)
-        blocks = [block for block in response.text.split("\n\n\n") if block]
-        assert blocks[0] == "event: connected\ndata: {}\nid: run-once"
-        assert blocks[1:5] == [
-            'data: {"type":"delta","text":"one "}\nid: ',
-            "event: restore-id\ndata: \nid: run-once",
-            'data: {"type":"delta","text":"two"}\nid: ',
-            "event: restore-id\ndata: \nid: run-once",
+    url = _stream_url(alice.api_key, {"requestId": str(uuid.uuid4()), "message": "hi", "model": "gpt-4o"})
+    async with httpx.AsyncClient(base_url=app_server.url) as http:
+        response = await http.get(url)
+        blocks = _sse_blocks(response)
+        # Plain untracked events, as @trpc/server sends them: no `id:` that an EventSource would send back.
+        assert blocks[:3] == [
+            "event: connected\ndata: {}",
+            'data: {"type":"delta","text":"one "}',
+            'data: {"type":"delta","text":"two"}',
         ]
-        assert blocks[5].startswith('data: {"type":"done",')
-        assert blocks[-1] == "event: return\ndata: "
+        assert blocks[3].startswith('data: {"type":"done",')
+        assert blocks[4:] == ["event: return\ndata: "]
+        assert "\nid:" not in response.text
 
-        reconnect = await http.get("chat.streamMessage", params=params, headers={"last-event-id": "run-once"})
-    error = next(block for block in reconnect.text.split("\n\n\n") if block.startswith("event: serialized-error"))
-    shape = json.loads(error.split("data: ", 1)[1])
-    assert shape["data"] == {"code": "CONFLICT", "httpStatus": 409, "path": "chat.streamMessage"}
-    assert len(sim.state.requests_to("openai")) == 1, "the reconnect sent nothing to the provider"
+        again = await http.get(url)
+        with_id = await http.get(url, headers={"last-event-id": "anything"})
+    for refused in (again, with_id):
+        assert refused.status_code == 200  # SSE: the error is an event, which @trpc/client hands to onError
+        shape = _error_of(refused)
+        assert shape["data"] == {"code": "CONFLICT", "httpStatus": 409, "path": "chat.streamMessage"}
+        assert "send a new requestId" in shape["message"]
+    assert len(sim.state.requests_to("openai")) == 1, "the repeated requests sent nothing to the provider"
     assert len(await _fetch("SELECT 1 FROM ai_usage_logs")) == 1
+    assert len(await _fetch("SELECT 1 FROM messages")) == 2
+
+
+async def test_a_second_subscription_with_the_same_request_id_is_conflict(
+    client: TollboothClient, sim: RunningSimulator, alice: NewUser
+) -> None:
+    ask = StreamMessageInput(request_id=uuid.uuid4(), message="What is a token?", model="gpt-4o")
+    events: list[Event] = []
+    await _collect(client.chat.stream_message(ask), events)
+    _, done = _split(events)
+
+    with pytest.raises(TRPCClientError) as raised:
+        await _collect(client.chat.stream_message(ask), [])
+    assert (raised.value.code, raised.value.http_status) == ("CONFLICT", 409)
+    assert str(ask.request_id) in str(raised.value)
+    # The same message with a new requestId is a new message, sent and billed again.
+    await _collect(client.chat.stream_message(msgspec.structs.replace(ask, request_id=uuid.uuid4())), [])
+    assert len(sim.state.requests_to("openai")) == 2
+    claims = await _fetch("SELECT user_id, request_id FROM stream_requests ORDER BY created_at")
+    assert claims[0] == {"user_id": alice.id, "request_id": ask.request_id}
+    assert len(claims) == 2
+    assert len(await _fetch("SELECT 1 FROM ai_usage_logs WHERE procedure = 'chat.streamMessage'")) == 2
+    assert done.conversation is not None
+
+
+async def test_concurrent_subscriptions_with_one_request_id_call_the_model_once(
+    client: TollboothClient, sim: RunningSimulator
+) -> None:
+    sim.state.enqueue(ScriptedResponse(provider="openai", reply=REPLY, delay_ms=300))
+    ask = StreamMessageInput(request_id=uuid.uuid4(), message="hi", model="gpt-4o")
+    outcomes = await asyncio.gather(
+        *(_collect(client.chat.stream_message(ask), []) for _ in range(5)), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, TRPCClientError)]
+    assert len(refused) == 4, outcomes
+    assert {error.code for error in refused} == {"CONFLICT"}
+    assert len(sim.state.requests_to("openai")) == 1
+
+
+async def test_another_user_is_not_blocked_by_the_same_request_id(
+    app_server: ServedApp, client: TollboothClient, sim: RunningSimulator, alice: NewUser
+) -> None:
+    request_id = uuid.uuid4()
+    bob = await create_user("bob")
+    async with TollboothClient(app_server.url, api_key=bob.api_key) as as_bob:
+        # Bob uses the id first (say he saw it): Alice's message with it still runs, once.
+        await _collect(as_bob.chat.stream_message(StreamMessageInput(request_id=request_id, message="bob's")), [])
+    events: list[Event] = []
+    await _collect(client.chat.stream_message(StreamMessageInput(request_id=request_id, message="alice's")), events)
+    _, done = _split(events)
+    assert done.reply
+    with pytest.raises(TRPCClientError) as raised:
+        await _collect(client.chat.stream_message(StreamMessageInput(request_id=request_id, message="again")), [])
+    assert raised.value.code == "CONFLICT"
+    assert len(sim.state.requests_to("openai")) == 2
+    claims = await _fetch("SELECT user_id FROM stream_requests WHERE request_id = $1", request_id)
+    assert sorted(str(row["user_id"]) for row in claims) == sorted(str(user.id) for user in (alice, bob))
+
+
+@pytest.mark.parametrize(
+    ("field", "input"),
+    [
+        ("message", {"message": "x" * (STREAM_MESSAGE_MAX_LENGTH + 1)}),
+        ("systemPrompt", {"message": "hi", "systemPrompt": "x" * (STREAM_SYSTEM_PROMPT_MAX_LENGTH + 1)}),
+        ("requestId", {"message": "hi"}),
+        ("requestId", {"message": "hi", "requestId": "run-once"}),
+    ],
+    ids=["message-too-long", "system-prompt-too-long", "no-request-id", "request-id-not-a-uuid"],
+)
+async def test_invalid_input_is_bad_request_naming_the_field_and_claims_nothing(
+    app_server: ServedApp, sim: RunningSimulator, alice: NewUser, field: str, input: dict[str, Any]
+) -> None:
+    if field != "requestId":
+        input = {"requestId": str(uuid.uuid4()), **input}
+    async with httpx.AsyncClient(base_url=app_server.url) as http:
+        shape = _error_of(await http.get(_stream_url(alice.api_key, input)))
+    assert shape["data"]["code"] == "BAD_REQUEST"
+    assert field in shape["message"], shape["message"]  # `$.message`, or "missing required field `requestId`"
+    assert sim.state.requests_to("openai") == []
+    assert await _fetch("SELECT 1 FROM stream_requests") == []
+
+
+async def test_the_longest_input_fits_in_the_url_the_server_accepts(
+    app_server: ServedApp, sim: RunningSimulator, alice: NewUser
+) -> None:
+    """At the limits, in the characters that take most room in a URL (12 bytes each: 4 of UTF-8, percent-encoded),
+    the URL stays under the HTTP server's 64 KB: the input reaches the service instead of a plain-text 400."""
+    async with TollboothClient(app_server.url, api_key=alice.api_key) as client:
+        first = await client.chat.send_message(SendMessageInput(message="hi", model="gpt-4o"))
+    message = "\U0001f600" * STREAM_MESSAGE_MAX_LENGTH
+    system_prompt = "\U0001f914" * STREAM_SYSTEM_PROMPT_MAX_LENGTH
+    model = "gpt-" + "4:/" * 65 + "o"  # 200 characters, ':' and '/' percent-encoded
+    url = _stream_url(
+        alice.api_key,
+        {
+            "requestId": str(uuid.uuid4()),
+            "message": message,
+            "conversationId": str(first.conversation_id),
+            "model": model,
+            "systemPrompt": system_prompt,
+            "maxTokens": 65_536,
+            "temperature": 1.2345678901234567,
+        },
+    )
+    assert 60_000 < len(url) < 64_000
+    async with httpx.AsyncClient(base_url=app_server.url) as http:
+        response = await http.get(url)
+    assert response.headers["content-type"].startswith("text/event-stream"), response.text
+    assert 'data: {"type":"done"' in response.text, response.text[-500:]
+    sent = sim.state.requests_to("openai")[-1].body
+    assert sent["model"] == model
+    assert sent["messages"][0] == {"role": "system", "content": system_prompt}
+    assert sent["messages"][-1] == {"role": "user", "content": message}
 
 
 async def test_another_users_conversation_is_not_found(
@@ -344,7 +514,7 @@ async def test_another_users_conversation_is_not_found(
     mine = await client.chat.send_message(SendMessageInput(message="private", model="gpt-4o"))
     bob = await create_user("bob")
     async with TollboothClient(app_server.url, api_key=bob.api_key) as as_bob:
-        peek = SendMessageInput(message="peek", conversation_id=mine.conversation_id)
+        peek = StreamMessageInput(request_id=uuid.uuid4(), message="peek", conversation_id=mine.conversation_id)
         with pytest.raises(TRPCClientError) as raised:
             await _collect(as_bob.chat.stream_message(peek), [])
     assert (raised.value.code, raised.value.http_status) == ("NOT_FOUND", 404)
@@ -455,6 +625,17 @@ async def test_core_stream_broken_mid_way_is_a_billable_error_with_an_estimate(
     )
     [row] = await _fetch("SELECT status, usage_estimated, input_tokens, output_tokens FROM ai_usage_logs")
     assert row == {"status": "error", "usage_estimated": True, "input_tokens": 3, "output_tokens": 2}
+
+
+async def test_without_the_database_a_stream_fails_before_calling_the_model(
+    make_services: MakeServices, sim: RunningSimulator, alice: NewUser
+) -> None:
+    """Its requestId cannot be claimed, so the stream could not be kept from running twice: it does not run."""
+    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
+    ask = StreamMessageInput(request_id=uuid.uuid4(), message="hi", model="gpt-4o")
+    with pytest.raises(ValueError, match="pool"):  # the engine has no pool: it never reached a database
+        await _collect(make_services(engine=broken).chat.stream_message(alice.id, ask), [])
+    assert sim.state.requests_to("openai") == []
 
 
 @dataclass

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import msgspec
 import pytest
 
 from schemas.conversations import ConversationDetail, GetConversationInput, ListConversationsInput
-from schemas.validation import InvalidInput
+from schemas.validation import InvalidInput, Position, encode_cursor
 from server.chat.reads import get_conversation, list_conversations
 from server.chat.service import ConversationNotFoundError
 from tests.usage_records import UNPRICED_MODEL, new_user, record_call
@@ -129,3 +129,32 @@ async def test_limits_are_bounded() -> None:
         msgspec.json.decode(
             b'{"conversationId":"00000000-0000-0000-0000-000000000001","cursor":"AAAA"}', type=GetConversationInput
         )
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14))),
+        datetime(1969, 12, 31, tzinfo=UTC),
+    ],
+)
+async def test_a_cursor_out_of_range_is_rejected_before_any_query(at: datetime) -> None:
+    """Such a time used to reach the query and fail there (OverflowError, asyncpg DataError): a 500."""
+    user, conversation = await new_user(), uuid.uuid4()
+    await record_call(at=T0, user_id=user, conversation_id=conversation)
+    cursor = encode_cursor(Position(at=at, id=uuid.uuid4()))
+    with pytest.raises(InvalidInput) as raised:
+        await list_conversations(user, cursor=cursor)
+    assert raised.value.field == "cursor"
+    with pytest.raises(InvalidInput) as raised:
+        await get_conversation(user, conversation, cursor=cursor)
+    assert raised.value.field == "cursor"
+
+    inputs: list[tuple[type[ListConversationsInput | GetConversationInput], dict[str, str]]] = [
+        (ListConversationsInput, {"cursor": cursor}),
+        (GetConversationInput, {"conversationId": str(conversation), "cursor": cursor}),
+    ]
+    for input_type, input in inputs:
+        with pytest.raises(msgspec.ValidationError, match="`cursor` is not a cursor this server returned"):
+            msgspec.json.decode(msgspec.json.encode(input), type=input_type)

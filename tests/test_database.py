@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import asyncpg
 import pytest
 
 from server.app import database_engine
 from server.migrations import migrate_backwards_all, migrate_forwards
-from server.tables import AiUsageLog
+from server.tables import AiUsageLog, StreamRequest
 from server.users import create_user
 
 EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
@@ -84,6 +85,12 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "metadata": "jsonb",
         "created_at": "timestamp with time zone",
     },
+    "stream_requests": {
+        "id": "uuid",
+        "user_id": "uuid",
+        "request_id": "uuid",
+        "created_at": "timestamp with time zone",
+    },
 }
 
 
@@ -143,6 +150,15 @@ async def test_call_id_is_unique(db: None) -> None:
     await AiUsageLog.insert(AiUsageLog(**row))
     with pytest.raises(asyncpg.UniqueViolationError):
         await AiUsageLog.insert(AiUsageLog(**row))
+
+
+async def test_a_stream_request_id_is_unique_per_user(db: None) -> None:
+    alice, bob, request_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await StreamRequest.insert(
+        StreamRequest(user_id=alice, request_id=request_id), StreamRequest(user_id=bob, request_id=request_id)
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await StreamRequest.insert(StreamRequest(user_id=alice, request_id=request_id))
 
 
 async def test_migrations_run_backwards_and_forwards_from_empty(database_pool: None) -> None:

@@ -302,9 +302,12 @@ async def test_trpc_client_calls_the_server_through_every_link(
     )
     assert [row["status"] for row in statuses] == ["ok"]
     assert sim.state.pending("openai") == sim.state.pending("anthropic") == sim.state.pending("gemini") == 0
-    # The stream cut by a proxy: the EventSource reconnected, and the message was not sent (nor billed) again.
-    assert len(sim.state.requests_to("gemini")) == 1
-    assert len(await _fetch("SELECT 1 FROM ai_usage_logs WHERE provider = 'gemini'")) == 1
+    # The two streams a proxy cut (after two deltas; after `done`): each EventSource reconnected to the same URL, and
+    # neither message was sent to the provider, nor billed, a second time.
+    sent = [request.body["messages"][-1]["content"] for request in sim.state.requests_to("gemini")]
+    assert sent == ["A long answer, please", "Cut me after done"]
+    rows = await _fetch("SELECT status FROM ai_usage_logs WHERE provider = 'gemini'")
+    assert sorted(row["status"] for row in rows) == ["cancelled", "ok"]
 
     subscription = checks["httpSubscriptionLink: system.clock, tracked events, then return"]["detail"]
     assert subscription["ids"] == ["1", "2", "3"]

@@ -24,7 +24,7 @@ class ChatNamespace(Namespace):
     namespace = "chat"
 
     send_message = mutation(chat.SEND_MESSAGE)
-    stream_message = subscription(chat.STREAM_MESSAGE)
+    stream_message = subscription(chat.STREAM_MESSAGE)  # StreamMessageInput(request_id=uuid4(), ...): runs once per id
     execute_action = mutation(chat.EXECUTE_ACTION)
     summarize_email = mutation(chat.SUMMARIZE_EMAIL)
     list_conversations = query(conversations.LIST_CONVERSATIONS)

@@ -18,6 +18,7 @@ from schemas.chat import (
     SendMessageOutput,
     StreamMessageDelta,
     StreamMessageDone,
+    StreamMessageInput,
     SummarizeEmailInput,
     SummarizeEmailOutput,
     Usage,
@@ -47,6 +48,11 @@ WHERE c.id = $1 AND c.owner = $2
 ORDER BY m.created_at
 """
 _OWNED: Final = "SELECT 1 FROM conversations WHERE id = $1 AND owner = $2"
+_CLAIM_STREAM_REQUEST: Final = """
+INSERT INTO stream_requests (user_id, request_id) VALUES ($1, $2)
+ON CONFLICT (user_id, request_id) DO NOTHING
+RETURNING id
+"""
 
 
 class ConversationNotFoundError(TRPCError):
@@ -54,6 +60,17 @@ class ConversationNotFoundError(TRPCError):
 
     def __init__(self, conversation_id: uuid.UUID) -> None:
         super().__init__(ErrorCode.NOT_FOUND, f"conversation {conversation_id} not found")
+
+
+class StreamRequestUsedError(TRPCError):
+    """The caller already started a chat.streamMessage with this ``requestId``: it never runs twice."""
+
+    def __init__(self, request_id: uuid.UUID) -> None:
+        super().__init__(
+            ErrorCode.CONFLICT,
+            f"chat.streamMessage with requestId {request_id} already ran (or is running) and is never run again, so "
+            "that a reconnect cannot bill the message twice: send a new requestId to send it again",
+        )
 
 
 class _Summary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -79,9 +96,16 @@ class ChatService:
         return SendMessageOutput(**_sent_fields(result, attribution))
 
     async def stream_message(
-        self, user_id: uuid.UUID, data: SendMessageInput
+        self, user_id: uuid.UUID, data: StreamMessageInput
     ) -> AsyncGenerator[StreamMessageDelta | StreamMessageDone, None]:
-        """``send_message`` with the reply streamed; only a completed stream stores messages (``LLMCore.stream``)."""
+        """``send_message`` with the reply streamed; only a completed stream stores messages (``LLMCore.stream``).
+
+        It runs at most once per ``data.request_id`` and user: the id is claimed by one committed statement before
+        anything else, and a request whose id was claimed before (an EventSource reconnect repeats the URL, hence the
+        id) is refused with CONFLICT, before the model is called.
+        """
+        if not await self.engine._run_in_pool(_CLAIM_STREAM_REQUEST, [user_id, data.request_id]):
+            raise StreamRequestUsedError(data.request_id)
         request, attribution = await self._chat_call(user_id, data, "chat.streamMessage")
         events = self.llm.stream(request, attribution, store=[("user", data.message)], store_reply=True)
         async with contextlib.aclosing(events):
@@ -92,7 +116,7 @@ class ChatService:
                     yield StreamMessageDone(**_sent_fields(event, attribution))
 
     async def _chat_call(
-        self, user_id: uuid.UUID, data: SendMessageInput, procedure: str
+        self, user_id: uuid.UUID, data: SendMessageInput | StreamMessageInput, procedure: str
     ) -> tuple[CompletionRequest, Attribution]:
         """The request with the conversation's history (a new conversation when ``data`` names none), and its owner."""
         if data.conversation_id is None:

@@ -14,6 +14,7 @@ from schemas.chat import (
     SendMessageOutput,
     StreamMessageDelta,
     StreamMessageDone,
+    StreamMessageInput,
     SummarizeEmailInput,
     SummarizeEmailOutput,
 )
@@ -34,7 +35,7 @@ class ChatController(ProcedureController):
 
     @implements(chat.STREAM_MESSAGE)
     async def stream_message(
-        self, ctx: CallContext[Services], input: SendMessageInput
+        self, ctx: CallContext[Services], input: StreamMessageInput
     ) -> AsyncIterator[StreamMessageDelta | StreamMessageDone]:
         async with contextlib.aclosing(ctx.services.chat.stream_message(ctx.user.user_id, input)) as events:
             async for event in events:

@@ -48,7 +48,10 @@ ALL_METHODS: Final = (
     HttpMethod.PATCH,
     HttpMethod.DELETE,
     HttpMethod.HEAD,
+    HttpMethod.TRACE,
 )
+"""Every method Litestar routes, except OPTIONS (left to Litestar's automatic handler: ``204`` with ``Allow``, and
+CORS preflights). CONNECT is not among Litestar's methods: it cannot be routed, so it gets Litestar's own 405."""
 PROCEDURE_METHOD: Final = {
     ProcedureKind.QUERY: HttpMethod.GET,
     ProcedureKind.MUTATION: HttpMethod.POST,

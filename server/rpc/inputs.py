@@ -2,6 +2,7 @@
 
 Decoding is validation: the msgspec decoder built once per procedure rejects wrong types, unknown and missing fields,
 and its message names the field by its wire (camelCase) name, e.g. ``Expected `int`, got `str` - at `$.maxTokens```.
+Input that is not JSON, or JSON nested deeper than msgspec recurses (it raises ``RecursionError``), is PARSE_ERROR.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ async def read_inputs(request: Request[Any, Any, Any], *, is_batch: bool) -> Req
         return RequestInputs(batch=_batch_decoder.decode(raw))
     except msgspec.ValidationError as exc:
         error = TRPCError(ErrorCode.BAD_REQUEST, '"input" needs to be an object when doing a batch call', exc)
-    except msgspec.DecodeError as exc:
-        error = TRPCError(ErrorCode.PARSE_ERROR, f"Input is not valid JSON: {exc}", exc)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        error = _not_json(exc)
     return RequestInputs(error=error)
 
 
@@ -84,8 +85,8 @@ def decode_input(path: str, decoder: msgspec.json.Decoder[Any] | None, raw: RawI
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise TRPCError(ErrorCode.BAD_REQUEST, str(exc), exc) from None
-    except msgspec.DecodeError as exc:
-        raise TRPCError(ErrorCode.PARSE_ERROR, f"Input is not valid JSON: {exc}", exc) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _not_json(exc) from None
 
 
 def with_last_event_id(raw: RawInput | None, last_event_id: str) -> RawInput | None:
@@ -114,5 +115,11 @@ def only_last_event_id(raw: RawInput | None) -> bool:
 def _decode_any(raw: RawInput) -> Any:
     try:
         return _any_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise TRPCError(ErrorCode.PARSE_ERROR, f"Input is not valid JSON: {exc}", exc) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _not_json(exc) from None
+
+
+def _not_json(exc: msgspec.DecodeError | RecursionError) -> TRPCError:
+    """PARSE_ERROR for an input msgspec cannot parse: malformed JSON, or nested deeper than the decoder recurses."""
+    detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    return TRPCError(ErrorCode.PARSE_ERROR, f"Input is not valid JSON: {detail}", exc)

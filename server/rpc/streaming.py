@@ -19,7 +19,7 @@ from schemas.errors import ERROR_CODES, ErrorCode
 from server.rpc.errors import TRPCError, error_shape, to_trpc_error
 from server.rpc.tracked import Tracked
 
-__all__ = ("RUN_ONCE_EVENT_ID", "SSE_HEADERS", "jsonl_batch", "sse_events")
+__all__ = ("SSE_HEADERS", "jsonl_batch", "sse_events")
 
 SSE_HEADERS: Final = {
     "cache-control": "no-cache, no-transform",
@@ -31,10 +31,6 @@ _PING_EVENT: Final = b"event: ping\ndata: \n\n\n"
 _RETURN_EVENT: Final = b"event: return\ndata: \n\n\n"
 _PING: Final = object()
 
-RUN_ONCE_EVENT_ID: Final = "run-once"
-"""The EventSource id of a subscription that cannot resume; a request that sends it back is a reconnect."""
-_RUN_ONCE_ID_FIELD: Final = b"id: " + RUN_ONCE_EVENT_ID.encode() + b"\n"
-_RESTORE_RUN_ONCE_ID: Final = b"event: restore-id\ndata: \n" + _RUN_ONCE_ID_FIELD + b"\n\n"
 _RETRIED_JSON_RPC_CODE: Final = ERROR_CODES[ErrorCode.INTERNAL_SERVER_ERROR].json_rpc
 
 
@@ -78,18 +74,13 @@ async def sse_events(
     as @trpc/server 11 does, so that the client sees the tRPC error instead of a failed EventSource. When
     ``max_duration`` passes the response ends without ``return``, which makes the client reconnect and resume.
 
-    A subscription that cannot resume (not ``tracked``) must never be started over by a client's reconnect: that
-    would repeat what it did, a model call billed twice. Its errors therefore never carry a code on which
-    @trpc/client reconnects (``_not_retried``), and its stream holds the EventSource id ``RUN_ONCE_EVENT_ID`` from
-    ``connected`` on, so that an EventSource reconnecting after a dropped connection sends it back as
-    ``Last-Event-ID`` and the dispatcher can refuse the request. Each data event clears the id, so that clients do
-    not take it for a tracked event, and a ``restore-id`` event that no client listens to sets it back, as
-    @trpc/server does when it mixes tracked and untracked events.
+    A subscription that cannot resume (not ``tracked``) cannot continue on a new connection: a reconnect can only
+    start it over, and one that must not run twice refuses that itself (``chat.streamMessage`` claims its
+    ``requestId``, which an EventSource reconnect repeats, and answers CONFLICT). So such a client is never made to
+    reconnect on purpose: its errors never carry a code on which @trpc/client reconnects (``_not_retried``), so the
+    caller sees the cause instead of the refusal of a retry.
     """
-    if tracked:
-        yield b"event: connected\ndata: " + connected + b"\n\n\n"
-    else:
-        yield b"event: connected\ndata: " + connected + b"\n" + _RUN_ONCE_ID_FIELD + b"\n\n"
+    yield b"event: connected\ndata: " + connected + b"\n\n\n"
     try:
         if error is not None:
             raise error
@@ -103,7 +94,7 @@ async def sse_events(
                     yield b"data: " + encoder.encode(item.data) + b"\nid: " + item.id.encode() + b"\n\n\n"
                 else:
                     _check_event(item, output, output)
-                    yield b"data: " + encoder.encode(item) + b"\nid: \n\n\n" + _RESTORE_RUN_ONCE_ID
+                    yield b"data: " + encoder.encode(item) + b"\n\n\n"
         yield _RETURN_EVENT
     except _DeadlineReached:
         return

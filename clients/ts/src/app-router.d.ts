@@ -409,6 +409,57 @@ export type StreamMessageDone = {
   reply: string;
 };
 
+/**
+ * chat.sendMessage's input for chat.streamMessage: a ``requestId`` more, and shorter texts (they go in the URL).
+ *
+ * The server runs one stream per ``requestId`` and user: it claims the id before calling the model, and answers any
+ * later request with the same id CONFLICT without calling it. An EventSource that reconnects repeats the URL, hence
+ * the id, so a dropped connection can never send, and bill, the message a second time.
+ */
+export type StreamMessageInput = {
+  /**
+   * A new UUID for each message the client means to send (crypto.randomUUID(), uuid.uuid4()); send the same message again with a new one.
+   * @format uuid
+   */
+  requestId: string;
+  /**
+   * At most 4,000 characters. A subscription's input travels in the URL, as percent-encoded JSON: up to 12 bytes a character (4-byte UTF-8). At 4,000 characters of message and 1,000 of systemPrompt, any input fits in the server's 64 KB limit on a URL (beyond it the HTTP server answers a plain-text 400, not a tRPC error), and typical English text (about 1.4 bytes a character) in the 8 KB of nginx's and Apache's defaults. Longer: chat.sendMessage.
+   * @minLength 1
+   * @maxLength 4000
+   */
+  message: string;
+  /**
+   * @format uuid
+   * @default null
+   */
+  conversationId?: string | null;
+  /**
+   * @minLength 1
+   * @maxLength 200
+   * @pattern ^[A-Za-z0-9][A-Za-z0-9._:/-]*$
+   * @default null
+   */
+  model?: string | null;
+  /**
+   * At most 1,000 characters, like message: it is in the URL.
+   * @maxLength 1000
+   * @default null
+   */
+  systemPrompt?: string | null;
+  /**
+   * @minimum 1
+   * @maximum 65536
+   * @default null
+   */
+  maxTokens?: number | null;
+  /**
+   * @minimum 0.0
+   * @maximum 2.0
+   * @default null
+   */
+  temperature?: number | null;
+};
+
 export type SummarizeEmailInput = {
   email: Email;
   /**
@@ -767,11 +818,11 @@ export type AppRouter = TRPCBuiltRouter<
        */
       sendMessage: TRPCMutationProcedure<{ input: SendMessageInput; output: SendMessageOutput; meta: object }>;
       /**
-       * chat.sendMessage with the reply streamed: `delta` events (`text`), then one `done` event carrying what chat.sendMessage returns. It runs once: no error it reports is one @trpc/client retries (a timeout is TIMEOUT; other provider and server failures are UNPROCESSABLE_CONTENT, the cause in the message), and an EventSource reconnecting after a dropped connection is refused with CONFLICT rather than sending, and billing, the message again. A stream that breaks off or is abandoned stores no message and creates no conversation; its estimated usage is recorded and counts in an existing conversation's totals.
+       * chat.sendMessage with the reply streamed: `delta` events (`text`), then one `done` event carrying what chat.sendMessage returns. It runs at most once per `requestId` (a new UUID per message) and user: the server claims the id before calling the model, and any later request with it (a second subscribe, an EventSource reconnecting after a dropped connection) ends with CONFLICT, without calling or billing the model again. No error it reports is one @trpc/client reconnects on (a timeout is TIMEOUT; other provider and server failures are UNPROCESSABLE_CONTENT, the cause in the message), so the caller sees the cause, not the CONFLICT of a retry. A stream that breaks off or is abandoned stores no message and creates no conversation; its estimated usage is recorded and counts in an existing conversation's totals. As its input travels in the URL, `message` holds at most 4,000 characters and `systemPrompt` 1,000; send longer ones with chat.sendMessage.
        *
        * subscription, access: user
        */
-      streamMessage: TRPCSubscriptionProcedure<{ input: SendMessageInput; output: AsyncIterable<StreamMessageDelta | StreamMessageDone, void, any>; meta: object }>;
+      streamMessage: TRPCSubscriptionProcedure<{ input: StreamMessageInput; output: AsyncIterable<StreamMessageDelta | StreamMessageDone, void, any>; meta: object }>;
       /**
        * Summarise an e-mail into a summary, key points and action items, with what the call cost.
        *

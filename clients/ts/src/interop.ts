@@ -628,7 +628,7 @@ async function run(): Promise<void> {
   });
 
   await check('httpSubscriptionLink: a dropped connection reconnects and resumes after the last event', async () => {
-    const proxy = await cuttingProxy(baseUrl, 2);
+    const proxy = await cuttingProxy(baseUrl, (_, dataEvents) => dataEvents === 2);
     try {
       const client = createTRPCClient<AppRouter>({
         links: [httpSubscriptionLink({ url: `${proxy.url}/trpc`, EventSource, connectionParams: { apiKey } })],
@@ -661,7 +661,11 @@ async function run(): Promise<void> {
   });
 
   await check('httpSubscriptionLink: chat.streamMessage, untracked deltas, then done, then return', async () => {
-    const streamedReply = await collectMessage(streamed, { message: 'Stream a reply to me, word by word', maxTokens: 64 });
+    const streamedReply = await collectMessage(streamed, {
+      requestId: crypto.randomUUID(), // a new one for each message: the server runs a requestId once
+      message: 'Stream a reply to me, word by word',
+      maxTokens: 64,
+    });
     expect(streamedReply.error === undefined, `the stream failed: ${describe(streamedReply.error)}`);
     const done = streamedReply.done;
     expect(done !== undefined, 'no done event');
@@ -672,17 +676,43 @@ async function run(): Promise<void> {
     return { deltas: streamedReply.deltas.length, costUsd: done.costUsd };
   });
 
+  // A connection cut right after an event, even in the middle of what the server wrote at once, as a flaky network
+  // would. The EventSource then reconnects to the same URL, hence the same requestId, with no Last-Event-ID (the
+  // events carry no id): the server refuses it with CONFLICT and never calls the model again (the Python test counts
+  // the provider's requests).
   await check('httpSubscriptionLink: chat.streamMessage cut by a proxy is refused on reconnect, not sent again', async () => {
-    const proxy = await cuttingProxy(baseUrl, 2);
+    const proxy = await cuttingProxy(baseUrl, (_, dataEvents) => dataEvents === 2);
     try {
       const client = createTRPCClient<AppRouter>({
         links: [httpSubscriptionLink({ url: `${proxy.url}/trpc`, EventSource, connectionParams: { apiKey } })],
       });
-      const cut = await collectMessage(client, { message: 'A long answer, please', model: 'gemini-2.5-flash' });
+      const input = { requestId: crypto.randomUUID(), message: 'A long answer, please', model: 'gemini-2.5-flash' };
+      const cut = await collectMessage(client, input);
       expect(cut.done === undefined, 'the stream completed through a proxy that cuts it');
+      expectEqual(cut.deltas.length, 2, 'deltas received before the cut');
       const refused = checkError(cut.error, 'CONFLICT', 409, 'chat.streamMessage');
-      expectEqual(proxy.connections.length, 2, 'connections (the first one cut after two deltas)');
-      expectEqual(proxy.connections[1]!.lastEventId, 'run-once', 'Last-Event-ID of the reconnect');
+      expect(refused.message.includes(input.requestId), `the refusal does not name the requestId: ${refused.message}`);
+      expectReconnectedToTheSameUrl(proxy.connections);
+      return { deltas: cut.deltas.length, refused };
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  await check('httpSubscriptionLink: chat.streamMessage cut after done is refused on reconnect, the reply not sent again', async () => {
+    const proxy = await cuttingProxy(baseUrl, (block) => block.includes('"type":"done"'));
+    try {
+      const client = createTRPCClient<AppRouter>({
+        links: [httpSubscriptionLink({ url: `${proxy.url}/trpc`, EventSource, connectionParams: { apiKey } })],
+      });
+      const input = { requestId: crypto.randomUUID(), message: 'Cut me after done', model: 'gemini-2.5-flash' };
+      const cut = await collectMessage(client, input);
+      // The reply is whole; the reconnect that the missing `return` caused is refused instead of answered again.
+      expect(cut.done !== undefined, 'no done event');
+      expectEqual(cut.deltas.join(''), cut.done.reply, 'the deltas joined');
+      expect(!cut.completed, 'onComplete: the `return` event should have been cut off');
+      const refused = checkError(cut.error, 'CONFLICT', 409, 'chat.streamMessage');
+      expectReconnectedToTheSameUrl(proxy.connections);
       return { deltas: cut.deltas.length, refused };
     } finally {
       await proxy.close();
@@ -770,13 +800,23 @@ function subscriptionError(client: Client, input: Inputs['system']['clock']): Pr
 
 type Connection = { url: string; lastEventId: string | null };
 
+/** Two connections with the same URL (input and requestId included), the second without Last-Event-ID. */
+function expectReconnectedToTheSameUrl(connections: Connection[]): void {
+  expectEqual(connections.length, 2, 'connections (the first one cut, then the EventSource reconnect)');
+  const [first, second] = connections as [Connection, Connection];
+  expectEqual(second.url, first.url, 'the URL of the reconnect');
+  expectEqual(second.lastEventId, null, 'Last-Event-ID of the reconnect');
+}
+
 /**
- * An HTTP proxy to the server that cuts the first event stream after `cutAfter` data events, as a flaky network
- * would. It also sends `retry: 50` first, so that EventSource reconnects at once instead of after its default 3 s.
+ * An HTTP proxy to the server that cuts the first event stream right after the first event for which `cutAfter`
+ * holds (given the event's text and how many data events have come so far, this one included), as a flaky network
+ * would: the end of that event's blank line is the last byte the client gets, even when the server wrote more in the
+ * same chunk. It also sends `retry: 50` first, so that EventSource reconnects at once instead of after its default 3 s.
  */
 async function cuttingProxy(
   target: string,
-  cutAfter: number,
+  cutAfter: (event: string, dataEvents: number) => boolean,
 ): Promise<{ url: string; connections: Connection[]; close: () => Promise<void> }> {
   const upstream = new URL(target);
   const connections: Connection[] = [];
@@ -790,27 +830,35 @@ async function cuttingProxy(
       (answer) => {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         res.write('retry: 50\n\n');
-        let events = 0;
-        let pending = '';
+        if (!first) {
+          answer.pipe(res);
+          return;
+        }
+        answer.setEncoding('utf8'); // decodes across chunk boundaries
+        let dataEvents = 0;
+        let pending = ''; // received, not yet forwarded: the start of an event whose blank line has not come yet
         let cut = false;
-        answer.on('data', (chunk: Buffer) => {
+        answer.on('data', (chunk: string) => {
           if (cut) return;
-          // Count complete data events: blocks with a `data:` line and no `event:` line (connected, ping...).
-          pending += chunk.toString('utf8');
-          const blocks = pending.split('\n\n');
-          pending = blocks.pop() ?? '';
-          events += blocks.filter((b) => /^data: /m.test(b) && !/^event: /m.test(b)).length;
-          if (first && events >= cutAfter) {
-            cut = true;
-            res.write(chunk, () => {
-              answer.destroy();
-              res.destroy();
-            });
-          } else {
-            res.write(chunk);
+          pending += chunk;
+          // Forward event by event: each ends at its blank line (`\n\n`). A data event has a `data:` line and no
+          // `event:` line (connected, ping, serialized-error... have one).
+          for (let end = pending.indexOf('\n\n'); end !== -1; end = pending.indexOf('\n\n')) {
+            const event = pending.slice(0, end + 2);
+            pending = pending.slice(end + 2);
+            if (/^data: /m.test(event) && !/^event: /m.test(event)) dataEvents += 1;
+            if (cutAfter(event, dataEvents)) {
+              cut = true;
+              res.write(event, () => {
+                answer.destroy();
+                res.destroy();
+              });
+              return;
+            }
+            res.write(event);
           }
         });
-        answer.on('end', () => res.end());
+        answer.on('end', () => res.end(pending));
         answer.on('error', () => res.destroy());
       },
     );

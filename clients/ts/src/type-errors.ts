@@ -78,6 +78,9 @@ export async function mistypedCalls(client: TRPCClient<AppRouter>): Promise<void
   // @ts-expect-error count is a number
   client.system.clock.subscribe({ count: '3' }, { onData: () => undefined });
 
+  // @ts-expect-error missing required input: requestId (what makes the stream run once)
+  client.chat.streamMessage.subscribe({ message: 'hi' }, { onData: () => undefined });
+
   client.system.clock.subscribe(
     { count: 1 },
     {
