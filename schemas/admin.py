@@ -17,7 +17,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from schemas.base import WireStruct
+from schemas.base import WireInput, WireOutput
 from schemas.chat import ConversationTotals, ModelName, PricingStatus
 from schemas.conversations import ModelShare
 from schemas.registry import Access, query
@@ -76,7 +76,7 @@ LONGEST_RANGE: Final[dict[Granularity, timedelta]] = {
 # --- figures ------------------------------------------------------------------------------------------------------
 
 
-class TokenTotals(WireStruct, frozen=True, kw_only=True):
+class TokenTotals(WireOutput, frozen=True, kw_only=True):
     """Tokens in the canonical disjoint buckets; ``prompt`` is every prompt bucket, ``total`` is prompt + output."""
 
     input: int
@@ -89,7 +89,7 @@ class TokenTotals(WireStruct, frozen=True, kw_only=True):
     total: int
 
 
-class UsageFigures(WireStruct, frozen=True, kw_only=True):
+class UsageFigures(WireOutput, frozen=True, kw_only=True):
     calls: int
     error_calls: int
     cancelled_calls: int
@@ -98,7 +98,7 @@ class UsageFigures(WireStruct, frozen=True, kw_only=True):
     cost_usd: Decimal
 
 
-class BucketRates(WireStruct, frozen=True, kw_only=True):
+class BucketRates(WireOutput, frozen=True, kw_only=True):
     """USD per 1,000,000 tokens, as the call was priced."""
 
     input: Decimal
@@ -108,7 +108,7 @@ class BucketRates(WireStruct, frozen=True, kw_only=True):
     output: Decimal
 
 
-class BucketCosts(WireStruct, frozen=True, kw_only=True):
+class BucketCosts(WireOutput, frozen=True, kw_only=True):
     input: Decimal
     cache_read: Decimal
     cache_write_5m: Decimal
@@ -116,7 +116,7 @@ class BucketCosts(WireStruct, frozen=True, kw_only=True):
     output: Decimal
 
 
-class UsageRow(WireStruct, frozen=True, kw_only=True):
+class UsageRow(WireOutput, frozen=True, kw_only=True):
     """One recorded provider call. ``costUsd``, ``costs`` and ``rates`` are null when the call is unpriced."""
 
     id: uuid.UUID
@@ -142,7 +142,7 @@ class UsageRow(WireStruct, frozen=True, kw_only=True):
     price_tier: str | None
 
 
-class _Window(WireStruct, frozen=True, kw_only=True):
+class _Window(WireInput, frozen=True, kw_only=True):
     """An optional ``[start, end)`` window: without ``start`` it is open to the past, without ``end`` to the future."""
 
     start: AwareDatetime | None = None
@@ -155,7 +155,7 @@ class _Window(WireStruct, frozen=True, kw_only=True):
 # --- admin.getConversationCost ------------------------------------------------------------------------------------
 
 
-class ConversationCostInput(WireStruct, frozen=True, kw_only=True):
+class ConversationCostInput(WireInput, frozen=True, kw_only=True):
     """``limit`` and ``cursor`` page the usage rows, newest first."""
 
     conversation_id: uuid.UUID
@@ -171,7 +171,7 @@ class ProcedureUsage(UsageFigures, frozen=True, kw_only=True):
     procedure: str
 
 
-class ConversationCost(WireStruct, frozen=True, kw_only=True):
+class ConversationCost(WireOutput, frozen=True, kw_only=True):
     """A conversation's stored totals and their explanation: the split by model and by procedure, and the rows."""
 
     conversation_id: uuid.UUID
@@ -189,7 +189,7 @@ class ConversationCost(WireStruct, frozen=True, kw_only=True):
 # --- admin.usageByDateRange ---------------------------------------------------------------------------------------
 
 
-class UsageByDateRangeInput(WireStruct, frozen=True, kw_only=True):
+class UsageByDateRangeInput(WireInput, frozen=True, kw_only=True):
     """``timeZone`` (IANA, e.g. ``Europe/Berlin``) decides where a day, week or month begins."""
 
     start: AwareDatetime
@@ -209,7 +209,7 @@ class DateBucket(UsageFigures, frozen=True, kw_only=True):
     start: datetime
 
 
-class UsageByDateRange(WireStruct, frozen=True, kw_only=True):
+class UsageByDateRange(WireOutput, frozen=True, kw_only=True):
     """Every bucket of the window, empty ones included (with zeros), oldest first; ``total`` sums them."""
 
     start: datetime
@@ -234,7 +234,7 @@ class ModelUsage(UsageFigures, frozen=True, kw_only=True):
     provider: str
 
 
-class UsageByModel(WireStruct, frozen=True, kw_only=True):
+class UsageByModel(WireOutput, frozen=True, kw_only=True):
     """Per reported model, most expensive first."""
 
     start: datetime | None
@@ -246,7 +246,7 @@ class UsageByProcedureInput(_Window, frozen=True, kw_only=True):
     procedure: ProcedureName | None = None
 
 
-class UsageByProcedure(WireStruct, frozen=True, kw_only=True):
+class UsageByProcedure(WireOutput, frozen=True, kw_only=True):
     """Per procedure, most expensive first."""
 
     start: datetime | None
@@ -263,7 +263,7 @@ class TopConversationsInput(_Window, frozen=True, kw_only=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
 
 
-class TopConversation(WireStruct, frozen=True, kw_only=True):
+class TopConversation(WireOutput, frozen=True, kw_only=True):
     """``totals`` are the conversation's all-time totals, or only the calls inside the window when one was given."""
 
     conversation_id: uuid.UUID
@@ -275,7 +275,7 @@ class TopConversation(WireStruct, frozen=True, kw_only=True):
     totals: ConversationTotals
 
 
-class TopConversations(WireStruct, frozen=True, kw_only=True):
+class TopConversations(WireOutput, frozen=True, kw_only=True):
     start: datetime | None
     end: datetime | None
     conversations: list[TopConversation]
@@ -296,7 +296,7 @@ class UnpricedCallsInput(_Window, frozen=True, kw_only=True):
             decode_cursor(self.cursor)
 
 
-class UnpricedModel(WireStruct, frozen=True, kw_only=True):
+class UnpricedModel(WireOutput, frozen=True, kw_only=True):
     """A model that needs a price: how many calls wait for one, and over which period."""
 
     model: str
@@ -307,7 +307,7 @@ class UnpricedModel(WireStruct, frozen=True, kw_only=True):
     last_at: datetime
 
 
-class UnpricedCalls(WireStruct, frozen=True, kw_only=True):
+class UnpricedCalls(WireOutput, frozen=True, kw_only=True):
     """Calls recorded without a cost because their model had no known price (a reprice fills them in)."""
 
     start: datetime | None

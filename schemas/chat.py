@@ -8,7 +8,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from schemas.base import WireStruct
+from schemas.base import WireInput, WireOutput
 from schemas.registry import Access, mutation, one_of, subscription
 
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
@@ -18,7 +18,7 @@ PricingStatus = Literal["priced", "unpriced"]
 Provider = Literal["openai", "anthropic", "gemini"]
 
 
-class Usage(WireStruct, frozen=True, kw_only=True):
+class Usage(WireOutput, frozen=True, kw_only=True):
     """Tokens of one call in disjoint buckets, plus the provider's own counts.
 
     ``input + cacheRead + cacheWrite5m + cacheWrite1h`` is everything the prompt consumed; ``output`` includes
@@ -37,7 +37,7 @@ class Usage(WireStruct, frozen=True, kw_only=True):
     estimated: bool = False
 
 
-class ConversationTotals(WireStruct, frozen=True, kw_only=True):
+class ConversationTotals(WireOutput, frozen=True, kw_only=True):
     """A conversation's running totals, equal to the sums over its usage records."""
 
     total_prompt_tokens: int
@@ -48,7 +48,7 @@ class ConversationTotals(WireStruct, frozen=True, kw_only=True):
     unpriced_calls: int
 
 
-class LLMCallOutput(WireStruct, frozen=True, kw_only=True):
+class LLMCallOutput(WireOutput, frozen=True, kw_only=True):
     """What every chat procedure reports about the model calls it made.
 
     ``costUsd`` is null when a model has no known price (``pricingStatus: "unpriced"``): unknown is not free.
@@ -66,7 +66,7 @@ class LLMCallOutput(WireStruct, frozen=True, kw_only=True):
     conversation: ConversationTotals | None = None
 
 
-class SendMessageInput(WireStruct, frozen=True, kw_only=True):
+class SendMessageInput(WireInput, frozen=True, kw_only=True):
     message: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
     conversation_id: uuid.UUID | None = None
     model: ModelName | None = None
@@ -86,7 +86,7 @@ _IN_THE_URL: Final = (
 )
 
 
-class StreamMessageInput(WireStruct, frozen=True, kw_only=True):
+class StreamMessageInput(WireInput, frozen=True, kw_only=True):
     """chat.sendMessage's input for chat.streamMessage: a ``requestId`` more, and shorter texts (they go in the URL).
 
     The server runs one stream per ``requestId`` and user: it claims the id before calling the model, and answers any
@@ -130,7 +130,7 @@ class SendMessageOutput(LLMCallOutput, frozen=True, kw_only=True):
     reply: str
 
 
-class StreamMessageDelta(WireStruct, frozen=True, kw_only=True, tag="delta", tag_field="type"):
+class StreamMessageDelta(WireOutput, frozen=True, kw_only=True, tag="delta", tag_field="type"):
     """The next piece of the reply; the pieces joined, in order, are the reply."""
 
     text: str
@@ -143,31 +143,31 @@ class StreamMessageDone(SendMessageOutput, frozen=True, kw_only=True, tag="done"
 ActionName = Literal["draft_reply", "extract_tasks", "classify_intent"]
 
 
-class ExecuteActionInput(WireStruct, frozen=True, kw_only=True):
+class ExecuteActionInput(WireInput, frozen=True, kw_only=True):
     action: ActionName
     input: Annotated[str, msgspec.Meta(min_length=1, max_length=50_000)]
     conversation_id: uuid.UUID | None = None
     model: ModelName | None = None
 
 
-class DraftReplyResult(WireStruct, frozen=True, kw_only=True, tag="draft_reply", tag_field="action"):
+class DraftReplyResult(WireOutput, frozen=True, kw_only=True, tag="draft_reply", tag_field="action"):
     subject: str | None
     body: str
     tone: Literal["formal", "neutral", "friendly"]
 
 
-class ExtractedTask(WireStruct, frozen=True, kw_only=True):
+class ExtractedTask(WireOutput, frozen=True, kw_only=True):
     title: str
     owner: str | None
     due: str | None
     priority: Literal["low", "medium", "high"]
 
 
-class ExtractTasksResult(WireStruct, frozen=True, kw_only=True, tag="extract_tasks", tag_field="action"):
+class ExtractTasksResult(WireOutput, frozen=True, kw_only=True, tag="extract_tasks", tag_field="action"):
     tasks: list[ExtractedTask]
 
 
-class ClassifyIntentResult(WireStruct, frozen=True, kw_only=True, tag="classify_intent", tag_field="action"):
+class ClassifyIntentResult(WireOutput, frozen=True, kw_only=True, tag="classify_intent", tag_field="action"):
     intent: Literal["question", "request", "complaint", "feedback", "scheduling", "other"]
     confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     rationale: str
@@ -180,13 +180,13 @@ class ExecuteActionOutput(LLMCallOutput, frozen=True, kw_only=True):
     result: ActionResult
 
 
-class Email(WireStruct, frozen=True, kw_only=True):
+class Email(WireInput, frozen=True, kw_only=True):
     body: Annotated[str, msgspec.Meta(min_length=1, max_length=200_000)]
     subject: Annotated[str, msgspec.Meta(max_length=1_000)] | None = None
     from_: Annotated[str, msgspec.Meta(max_length=500)] | None = msgspec.field(default=None, name="from")
 
 
-class SummarizeEmailInput(WireStruct, frozen=True, kw_only=True):
+class SummarizeEmailInput(WireInput, frozen=True, kw_only=True):
     email: Email
     max_words: Annotated[int, msgspec.Meta(ge=10, le=1_000)] = 120
     conversation_id: uuid.UUID | None = None

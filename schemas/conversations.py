@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.base import WireStruct
+from schemas.base import WireInput, WireOutput
 from schemas.chat import ConversationTotals
 from schemas.registry import Access, query
 from schemas.validation import Cursor, decode_cursor
@@ -31,7 +31,7 @@ __all__ = (
 )
 
 
-class ModelShare(WireStruct, frozen=True, kw_only=True):
+class ModelShare(WireOutput, frozen=True, kw_only=True):
     """One model's part of a conversation. ``costUsd`` counts priced calls only: an unpriced call adds calls and
     tokens but no cost."""
 
@@ -41,7 +41,7 @@ class ModelShare(WireStruct, frozen=True, kw_only=True):
     cost_usd: Decimal
 
 
-class ListConversationsInput(WireStruct, frozen=True, kw_only=True):
+class ListConversationsInput(WireInput, frozen=True, kw_only=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
     cursor: Cursor | None = None
 
@@ -50,7 +50,7 @@ class ListConversationsInput(WireStruct, frozen=True, kw_only=True):
             decode_cursor(self.cursor)
 
 
-class ConversationSummary(WireStruct, frozen=True, kw_only=True):
+class ConversationSummary(WireOutput, frozen=True, kw_only=True):
     id: uuid.UUID
     title: str
     created_at: datetime
@@ -58,14 +58,14 @@ class ConversationSummary(WireStruct, frozen=True, kw_only=True):
     totals: ConversationTotals
 
 
-class ConversationList(WireStruct, frozen=True, kw_only=True):
+class ConversationList(WireOutput, frozen=True, kw_only=True):
     """The caller's conversations, most recent activity first; ``nextCursor`` is null on the last page."""
 
     items: list[ConversationSummary]
     next_cursor: str | None
 
 
-class GetConversationInput(WireStruct, frozen=True, kw_only=True):
+class GetConversationInput(WireInput, frozen=True, kw_only=True):
     """``limit`` bounds the messages returned (the most recent ones); ``cursor`` (an ``earlierCursor``) fetches the
     ones before them."""
 
@@ -78,14 +78,14 @@ class GetConversationInput(WireStruct, frozen=True, kw_only=True):
             decode_cursor(self.cursor)
 
 
-class ConversationMessage(WireStruct, frozen=True, kw_only=True):
+class ConversationMessage(WireOutput, frozen=True, kw_only=True):
     id: uuid.UUID
     role: Literal["user", "assistant", "system"]
     content: str
     created_at: datetime
 
 
-class ConversationDetail(WireStruct, frozen=True, kw_only=True):
+class ConversationDetail(WireOutput, frozen=True, kw_only=True):
     """A conversation with its messages oldest first; ``earlierCursor`` is null when no older message remains."""
 
     id: uuid.UUID

@@ -93,7 +93,8 @@ def code_for_http_status(status: int) -> ErrorCode:
 class ErrorData(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, frozen=True):
     """``data`` of an error shape; ``path`` is absent when the error is not about one call, ``stack`` outside debug.
 
-    Not a ``WireStruct``: clients must keep accepting error shapes when a server adds a field.
+    Not a ``WireInput``: like a ``WireOutput``, it ignores unknown fields, so clients keep accepting error shapes when
+    a server adds a field.
     """
 
     code: str

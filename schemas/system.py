@@ -11,23 +11,23 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.base import WireStruct
+from schemas.base import WireInput, WireOutput
 from schemas.registry import Access, query, subscription
 
 
-class HealthOutput(WireStruct, frozen=True, kw_only=True):
+class HealthOutput(WireOutput, frozen=True, kw_only=True):
     status: Literal["ok", "degraded"]
     version: str
     database: Literal["ok", "unavailable"]
 
 
-class WhoAmIOutput(WireStruct, frozen=True, kw_only=True):
+class WhoAmIOutput(WireOutput, frozen=True, kw_only=True):
     id: uuid.UUID
     name: str
     is_admin: bool
 
 
-class ClockInput(WireStruct, frozen=True, kw_only=True):
+class ClockInput(WireInput, frozen=True, kw_only=True):
     """``lastEventId`` is the ``seq`` of the last event received; the server fills it from ``Last-Event-ID`` when an
     EventSource reconnects, and the clock continues after it."""
 
@@ -36,7 +36,7 @@ class ClockInput(WireStruct, frozen=True, kw_only=True):
     last_event_id: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,9}$")] | None = None
 
 
-class ClockEvent(WireStruct, frozen=True, kw_only=True):
+class ClockEvent(WireOutput, frozen=True, kw_only=True):
     seq: int
     at: datetime
 

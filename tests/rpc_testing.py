@@ -23,7 +23,7 @@ import uvicorn
 from litestar import Litestar
 from litestar.datastructures import State
 
-from schemas.base import WireStruct
+from schemas.base import WireInput, WireOutput
 from schemas.errors import ErrorCode
 from schemas.registry import Access, Registry, mutation, query, subscription
 from schemas.router import APP_REGISTRY
@@ -52,11 +52,12 @@ ADMIN: Final = Caller(uuid.UUID("00000000-0000-4000-8000-000000000002"), "Grace"
 ALLOWED_ORIGIN: Final = "https://app.example"
 
 
-class Nested(WireStruct, frozen=True, kw_only=True):
+# In EchoInput and EchoOutput: a Struct on both sides is a WireInput (requests stay strict).
+class Nested(WireInput, frozen=True, kw_only=True):
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
-class EchoInput(WireStruct, frozen=True, kw_only=True):
+class EchoInput(WireInput, frozen=True, kw_only=True):
     text: str
     amount_usd: Decimal
     at: datetime
@@ -65,7 +66,7 @@ class EchoInput(WireStruct, frozen=True, kw_only=True):
     nested: Nested | None = None
 
 
-class EchoOutput(WireStruct, frozen=True, kw_only=True):
+class EchoOutput(WireOutput, frozen=True, kw_only=True):
     text: str
     amount_usd: Decimal
     at: datetime
@@ -74,21 +75,21 @@ class EchoOutput(WireStruct, frozen=True, kw_only=True):
     nested: Nested | None
 
 
-class FailInput(WireStruct, frozen=True, kw_only=True):
+class FailInput(WireInput, frozen=True, kw_only=True):
     code: ErrorCode
     message: str
 
 
-class SleepInput(WireStruct, frozen=True, kw_only=True):
+class SleepInput(WireInput, frozen=True, kw_only=True):
     ms: Annotated[int, msgspec.Meta(ge=0, le=5_000)]
     value: int
 
 
-class Value(WireStruct, frozen=True, kw_only=True):
+class Value(WireOutput, frozen=True, kw_only=True):
     value: int
 
 
-class StreamInput(WireStruct, frozen=True, kw_only=True):
+class StreamInput(WireInput, frozen=True, kw_only=True):
     fail_after: int
     code: ErrorCode
     token: str = ""

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 import httpx
+import msgspec
 import pytest
 from mypy import api as mypy_api
 
@@ -309,6 +312,60 @@ def test_a_method_named_unlike_its_procedure_is_refused() -> None:
         mutation(system.HEALTH)
 
 
+async def test_fields_a_newer_server_adds_to_outputs_events_and_errors_are_ignored() -> None:
+    """An additive change on the server (a new output field) must not break clients already deployed."""
+
+    def newer_server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/system.health"):
+            data = {"status": "ok", "version": "9.9.9", "database": "ok", "uptimeSeconds": 12, "region": {"id": "eu"}}
+            return httpx.Response(200, json={"result": {"data": data}})
+        if request.url.path.endswith("/system.clock"):
+            event = {"seq": 1, "at": "2026-01-02T03:04:05Z", "drift": 0.5}
+            stream = f"event: connected\ndata: {{}}\n\nid: 1\ndata: {json.dumps(event)}\n\nevent: return\ndata: \n\n"
+            return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
+        shape = {
+            "message": "no",
+            "code": -32603,
+            "hint": "new",
+            "data": {"code": "CONFLICT", "httpStatus": 409, "x": 1},
+        }
+        return httpx.Response(409, json={"error": shape})
+
+    async with TollboothClient("http://test", api_key=USER_KEY, http_transport=httpx.MockTransport(newer_server)) as c:
+        assert await c.system.health() == HealthOutput(status="ok", version="9.9.9", database="ok")
+        events = await drain(c.system.clock(ClockInput(count=1)))
+        assert events == [ClockEvent(seq=1, at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))]
+        with pytest.raises(TRPCClientError) as caught:
+            await c.system.whoami()
+    assert (caught.value.code, caught.value.http_status, caught.value.message) == ("CONFLICT", 409, "no")
+
+
+def test_inputs_reject_unknown_fields_and_outputs_ignore_them() -> None:
+    """Every Struct reachable from an input forbids unknown fields (tests/test_rpc_protocol.py checks that the server
+    answers BAD_REQUEST naming the field); every Struct reachable only from outputs and events tolerates them."""
+
+    def reachable(tp: object, seen: set[type[msgspec.Struct]]) -> set[type[msgspec.Struct]]:
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            if tp not in seen:
+                seen.add(tp)
+                for field in msgspec.structs.fields(tp):
+                    reachable(field.type, seen)
+        else:
+            for arg in get_args(tp):
+                reachable(arg, seen)
+        return seen
+
+    inputs: set[type[msgspec.Struct]] = set()
+    outputs: set[type[msgspec.Struct]] = set()
+    for procedure in APP_REGISTRY:
+        reachable(procedure.input, inputs)
+        reachable(procedure.output, outputs)
+    assert len(inputs) >= 10
+    assert len(outputs) >= 30
+    assert [c.__name__ for c in inputs if not c.__struct_config__.forbid_unknown_fields] == []
+    assert [c.__name__ for c in outputs - inputs if c.__struct_config__.forbid_unknown_fields] == []
+
+
 def test_mypy_infers_inputs_and_outputs(tmp_path: Path) -> None:
     program = tmp_path / "typed_program.py"
     program.write_text(
@@ -331,9 +388,13 @@ def test_mypy_infers_inputs_and_outputs(tmp_path: Path) -> None:
             """
         )
     )
-    stdout, _, status = mypy_api.run(
-        ["--strict", "--no-incremental", "--config-file", str(ROOT / "pyproject.toml"), str(program)]
-    )
+    recursion_limit = sys.getrecursionlimit()
+    try:  # mypy raises the process-wide recursion limit and leaves it raised
+        stdout, _, status = mypy_api.run(
+            ["--strict", "--no-incremental", "--config-file", str(ROOT / "pyproject.toml"), str(program)]
+        )
+    finally:
+        sys.setrecursionlimit(recursion_limit)
     errors = [line for line in stdout.splitlines() if ": error:" in line]
     assert [line.split(":")[1] for line in errors] == ["14", "15"], stdout
     assert status == 1

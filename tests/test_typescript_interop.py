@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import pytest
 
-from schemas.base import WireStruct
+from schemas.base import WireInput, WireOutput
 from schemas.registry import Access, Registry, mutation, query, subscription
 from schemas.router import APP_REGISTRY
 from server.app import database_engine
@@ -71,16 +71,17 @@ def test_the_check_command_fails_on_a_stale_file(tmp_path: Path) -> None:
 # --- the generator on small registries ------------------------------------------------------------------------------
 
 
-class Limits(WireStruct, frozen=True, kw_only=True):
+# In ProbeInput and as an output: a Struct on both sides is a WireInput (requests stay strict).
+class Limits(WireInput, frozen=True, kw_only=True):
     max_tokens: int = 100
     stop: list[str] | None = None
 
 
-class Cat(WireStruct, frozen=True, kw_only=True, tag="cat", tag_field="kind"):
+class Cat(WireOutput, frozen=True, kw_only=True, tag="cat", tag_field="kind"):
     lives: int
 
 
-class Dog(WireStruct, frozen=True, kw_only=True, tag="dog", tag_field="kind"):
+class Dog(WireOutput, frozen=True, kw_only=True, tag="dog", tag_field="kind"):
     good: bool
 
 
@@ -89,7 +90,7 @@ class Sparse(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, f
     sometimes_null: str | None = None
 
 
-class ProbeInput(WireStruct, frozen=True, kw_only=True):
+class ProbeInput(WireInput, frozen=True, kw_only=True):
     limits: Limits
     amount_usd: Decimal
     ids: list[uuid.UUID] = msgspec.field(default_factory=list)
@@ -100,7 +101,7 @@ class ProbeInput(WireStruct, frozen=True, kw_only=True):
     last_event_id: Annotated[str, msgspec.Meta(description="resume after */ this")] | None = None
 
 
-class ProbeOutput(WireStruct, frozen=True, kw_only=True):
+class ProbeOutput(WireOutput, frozen=True, kw_only=True):
     limits: Limits
     pet: Cat | Dog
     sparse: Sparse
@@ -170,7 +171,7 @@ def test_generated_types_follow_the_wire() -> None:
 
 
 def test_a_name_clash_is_reported() -> None:
-    class LimitsInput(WireStruct, frozen=True, kw_only=True):
+    class LimitsInput(WireInput, frozen=True, kw_only=True):
         limits: Limits
 
     registry = Registry((mutation("probe.clash", LimitsInput, Limits, Access.USER, "Clashes."),))
