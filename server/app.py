@@ -8,9 +8,9 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 from piccolo.engine import engine_finder
@@ -24,7 +24,7 @@ from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
 from server.procedures.system import SystemController, service_version
 from server.rpc import RpcConfig, rpc_cors_config, rpc_router
-from server.services import build_services
+from server.services import Services, build_services
 from server.settings import Settings, get_settings
 
 logger = logging.getLogger("tollbooth")
@@ -40,18 +40,11 @@ def database_engine() -> PostgresEngine:
     return engine
 
 
-async def database_is_up() -> bool:
-    try:
-        await database_engine()._run_in_pool("SELECT 1")
-    except Exception:
-        return False
-    return True
-
-
 @get("/healthz", operation_id="healthz", tags=["operations"])
-async def healthz() -> Response[dict[str, str]]:
+async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """Liveness and database status for load balancers: 200 when the database answers, else 503."""
-    up = await database_is_up()
+    services: Services = request.app.state["services"]
+    up = await services.check_database()
     return Response(
         {"status": "ok" if up else "degraded", "database": "ok" if up else "unavailable"},
         status_code=200 if up else 503,

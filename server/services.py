@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from piccolo.engine.postgres import PostgresEngine
@@ -23,7 +24,12 @@ class Services:
     chat: ChatService
 
     async def check_database(self) -> bool:
-        await self.engine._run_in_pool("SELECT 1")
+        """Whether the database answers within two seconds (for ``/healthz`` and ``system.health``)."""
+        try:
+            async with asyncio.timeout(2):
+                await self.engine._run_in_pool("SELECT 1")
+        except Exception:
+            return False
         return True
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -22,6 +23,13 @@ import uvicorn
 from server.database import redact
 from server.settings import Settings
 from server.simulator import RunningSimulator, running_simulator
+from tollbooth_client import TollboothClient
+
+if TYPE_CHECKING:
+    from piccolo.engine.postgres import PostgresEngine
+
+    from server.services import Services
+    from server.users import NewUser
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("ai_usage_logs", "messages", "conversations", "users", "stream_requests")
@@ -162,3 +170,40 @@ async def app_server(sim: RunningSimulator, db: None, tmp_path: Path) -> AsyncIt
     """The application, its providers pointed at the simulator, on an empty database."""
     async with serve_app(Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path)))) as served:
         yield served
+
+
+async def fetch_rows(sql: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows of a query on the test database, as plain dicts."""
+    from server.app import database_engine
+
+    return [dict(row) for row in await database_engine()._run_in_pool(sql, list(args))]
+
+
+@pytest.fixture
+async def alice(db: None) -> NewUser:
+    from server.users import create_user
+
+    return await create_user("alice")
+
+
+@pytest.fixture
+async def client(app_server: ServedApp, alice: NewUser) -> AsyncIterator[TollboothClient]:
+    """Alice's client on the application, one HTTP request per call."""
+    async with TollboothClient(app_server.url, api_key=alice.api_key, batching=False) as client:
+        yield client
+
+
+MakeServices = Callable[..., "Services"]
+
+
+@pytest.fixture
+def make_services(sim: RunningSimulator, db: None, tmp_path: Path) -> MakeServices:
+    """Services over the simulator; ``env`` overrides settings, ``engine`` the database (e.g. an unreachable one)."""
+    from server.app import database_engine
+    from server.services import build_services
+
+    def make(engine: PostgresEngine | None = None, **env: str) -> Services:
+        settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), **env))
+        return build_services(settings, engine or database_engine())
+
+    return make

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,32 +19,16 @@ from schemas.chat import (
     SendMessageInput,
     SummarizeEmailInput,
 )
-from server.app import database_engine
 from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import NewUser, create_user
-from tests.conftest import ServedApp
+from tests.conftest import ServedApp, fetch_rows
 from tollbooth_client import TollboothClient, TRPCClientError
 
 PROVIDERS = [("openai", "gpt-4o"), ("anthropic", "claude-haiku-4-5"), ("gemini", "gemini-2.5-flash")]
 
 
-@pytest.fixture
-async def alice(db: None) -> NewUser:
-    return await create_user("alice")
-
-
-@pytest.fixture
-async def client(app_server: ServedApp, alice: NewUser) -> AsyncIterator[TollboothClient]:
-    async with TollboothClient(app_server.url, api_key=alice.api_key, batching=False) as client:
-        yield client
-
-
-async def _fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
-    return [dict(row) for row in await database_engine()._run_in_pool(sql, list(args))]
-
-
 async def _conversation(conversation_id: uuid.UUID) -> dict[str, Any]:
-    [row] = await _fetch("SELECT * FROM conversations WHERE id = $1", conversation_id)
+    [row] = await fetch_rows("SELECT * FROM conversations WHERE id = $1", conversation_id)
     return row
 
 
@@ -72,7 +55,7 @@ async def test_send_message_records_reply_usage_and_totals(
     assert out.conversation.total_cost_usd == out.cost_usd
     assert (out.conversation.total_tokens_used, out.conversation.llm_calls) == (1050, 1)
 
-    [row] = await _fetch("SELECT * FROM ai_usage_logs WHERE conversation_id = $1", out.conversation_id)
+    [row] = await fetch_rows("SELECT * FROM ai_usage_logs WHERE conversation_id = $1", out.conversation_id)
     assert row["procedure"] == "chat.sendMessage"
     assert row["user_id"] == alice.id
     assert row["message_id"] == out.message_id
@@ -83,7 +66,7 @@ async def test_send_message_records_reply_usage_and_totals(
     distribution = json.loads(conversation["model_distribution"])
     assert distribution == {model: {"calls": 1, "tokens": 1050, "cost_usd": distribution[model]["cost_usd"]}}
     assert Decimal(distribution[model]["cost_usd"]) == conversation["total_cost_usd"]
-    messages = await _fetch(
+    messages = await fetch_rows(
         "SELECT role, content FROM messages WHERE conversation = $1 ORDER BY created_at", out.conversation_id
     )
     assert messages == [
@@ -122,7 +105,7 @@ async def test_execute_action_returns_a_typed_result_and_logs_the_action(
     )
     assert out.result == ClassifyIntentResult(intent="scheduling", confidence=0.9, rationale="asks for a time")
     assert out.conversation is None
-    [row] = await _fetch("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.executeAction'")
+    [row] = await fetch_rows("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.executeAction'")
     assert row["conversation_id"] is None
     assert json.loads(row["metadata"]) == {
         "task": "action",
@@ -153,7 +136,7 @@ async def test_an_invalid_answer_is_asked_again_once_and_both_attempts_are_coste
     assert out.result == ExtractTasksResult(tasks=[])
     assert out.llm_calls == 2
     assert out.usage.prompt_tokens == 250
-    rows = await _fetch("SELECT estimated_cost_usd, metadata FROM ai_usage_logs ORDER BY created_at")
+    rows = await fetch_rows("SELECT estimated_cost_usd, metadata FROM ai_usage_logs ORDER BY created_at")
     labels = [json.loads(r["metadata"]) for r in rows]
     assert [(m["attempt"], m["output_valid"]) for m in labels] == [(1, False), (2, True)]
     assert out.cost_usd == sum(r["estimated_cost_usd"] for r in rows)
@@ -166,7 +149,7 @@ async def test_two_invalid_answers_are_a_bad_gateway_and_both_are_recorded(
     with pytest.raises(TRPCClientError) as raised:
         await client.chat.execute_action(ExecuteActionInput(action="draft_reply", input="Hi!", model="gpt-4o"))
     assert raised.value.code == "BAD_GATEWAY"
-    assert len(await _fetch("SELECT 1 FROM ai_usage_logs")) == 2
+    assert len(await fetch_rows("SELECT 1 FROM ai_usage_logs")) == 2
 
 
 @pytest.mark.parametrize(("provider", "model"), PROVIDERS)
@@ -187,11 +170,11 @@ async def test_summarize_email_never_writes_the_email_to_logs(
     assert (out.summary, out.key_points, out.action_items) == ("A merger closes Friday.", ["merger"], ["keep quiet"])
     assert out.conversation is not None
     assert out.conversation.llm_calls == 2
-    rows = await _fetch("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.summarizeEmail'")
+    rows = await fetch_rows("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.summarizeEmail'")
     assert len(rows) == 1
     assert "Initech" not in str(rows)
     assert "Confidential" not in str(rows)
-    assert "Initech" not in str(await _fetch("SELECT * FROM messages"))
+    assert "Initech" not in str(await fetch_rows("SELECT * FROM messages"))
     assert "Initech" in json.dumps(sim.state.requests_to(provider)[-1].body)
 
 
@@ -209,7 +192,7 @@ async def test_another_users_conversation_is_not_found(app_server: ServedApp, cl
             with pytest.raises(TRPCClientError) as raised:
                 await call
             assert (raised.value.code, raised.value.http_status) == ("NOT_FOUND", 404)
-    assert len(await _fetch("SELECT 1 FROM ai_usage_logs")) == 1
+    assert len(await fetch_rows("SELECT 1 FROM ai_usage_logs")) == 1
 
 
 async def test_calls_without_a_valid_key_are_unauthorized(app_server: ServedApp, db: None) -> None:
@@ -218,7 +201,7 @@ async def test_calls_without_a_valid_key_are_unauthorized(app_server: ServedApp,
             with pytest.raises(TRPCClientError) as raised:
                 await anonymous.chat.send_message(SendMessageInput(message="hi"))
             assert (raised.value.code, raised.value.http_status) == ("UNAUTHORIZED", 401)
-    assert await _fetch("SELECT 1 FROM ai_usage_logs") == []
+    assert await fetch_rows("SELECT 1 FROM ai_usage_logs") == []
 
 
 @pytest.mark.parametrize(
@@ -245,8 +228,8 @@ async def test_bad_input_is_a_bad_request_naming_the_field_and_writes_nothing(
     error = response.json()["error"]
     assert error["data"]["code"] == "BAD_REQUEST"
     assert field in error["message"]
-    assert await _fetch("SELECT 1 FROM ai_usage_logs") == []
-    assert await _fetch("SELECT 1 FROM conversations") == []
+    assert await fetch_rows("SELECT 1 FROM ai_usage_logs") == []
+    assert await fetch_rows("SELECT 1 FROM conversations") == []
 
 
 @pytest.mark.parametrize(
@@ -259,9 +242,9 @@ async def test_a_provider_error_reaches_the_client_with_its_code(
     with pytest.raises(TRPCClientError) as raised:
         await client.chat.send_message(SendMessageInput(message="hi", model="gpt-4o"))
     assert (raised.value.code, raised.value.http_status) == (code, http_status)
-    [row] = await _fetch("SELECT status, conversation_id FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT status, conversation_id FROM ai_usage_logs")
     assert row == {"status": "error", "conversation_id": None}
-    assert await _fetch("SELECT 1 FROM conversations") == []
+    assert await fetch_rows("SELECT 1 FROM conversations") == []
 
 
 async def test_concurrent_messages_on_one_conversation_lose_no_update(
@@ -292,7 +275,7 @@ async def test_concurrent_messages_on_one_conversation_lose_no_update(
             )
         )
     returned_cost = sum((o.cost_usd for o in outputs if o.cost_usd is not None), first.cost_usd or Decimal(0))
-    [sums] = await _fetch(
+    [sums] = await fetch_rows(
         """SELECT count(*) AS calls, sum(estimated_cost_usd) AS cost,
                   sum(input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens) AS prompt,
                   sum(output_tokens) AS completion
@@ -309,6 +292,6 @@ async def test_concurrent_messages_on_one_conversation_lose_no_update(
     assert sum(entry["calls"] for entry in distribution.values()) == calls + 1
     assert sum(Decimal(entry["cost_usd"]) for entry in distribution.values()) == sums["cost"]
     assert max(o.conversation.llm_calls for o in outputs if o.conversation) == calls + 1
-    [messages] = await _fetch("SELECT count(*) AS n FROM messages WHERE conversation = $1", conversation_id)
+    [messages] = await fetch_rows("SELECT count(*) AS n FROM messages WHERE conversation = $1", conversation_id)
     assert messages["n"] == 2 * (calls + 1)
     assert msgspec.json.encode(first)  # outputs encode back to the wire

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +28,6 @@ from schemas.chat import (
     StreamMessageInput,
 )
 from server.admin.consistency import check_totals
-from server.app import database_engine
 from server.llm.core import Attribution, LLMCore, LLMResult
 from server.llm.errors import LLMError
 from server.llm.providers import (
@@ -41,11 +40,10 @@ from server.llm.providers import (
     TextDelta,
 )
 from server.llm.usage import estimate_usage
-from server.services import Services, build_services
 from server.settings import Settings
 from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import NewUser, create_user
-from tests.conftest import ServedApp, serve_app, simulator_env
+from tests.conftest import MakeServices, ServedApp, fetch_rows, serve_app, simulator_env
 from tollbooth_client import TollboothClient, TRPCClientError
 
 REPLY = "Tokens are the word pieces a model reads and writes."
@@ -99,21 +97,6 @@ Event = StreamMessageDelta | StreamMessageDone
 T = TypeVar("T")
 
 
-@pytest.fixture
-async def alice(db: None) -> NewUser:
-    return await create_user("alice")
-
-
-@pytest.fixture
-async def client(app_server: ServedApp, alice: NewUser) -> AsyncIterator[TollboothClient]:
-    async with TollboothClient(app_server.url, api_key=alice.api_key, batching=False) as client:
-        yield client
-
-
-async def _fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
-    return [dict(row) for row in await database_engine()._run_in_pool(sql, list(args))]
-
-
 async def _collect(events: AsyncIterator[T], into: list[T]) -> None:
     async for event in events:
         into.append(event)
@@ -131,8 +114,8 @@ async def _assert_totals_are_the_sums_of_rows(conversation_id: uuid.UUID) -> dic
     """`python -m server check-totals`: every conversation's totals (and the rollup) equal the sums of its rows."""
     report = await check_totals()
     assert report.consistent, (report.differences, report.rollup_differences)
-    [conversation] = await _fetch("SELECT * FROM conversations WHERE id = $1", conversation_id)
-    [sums] = await _fetch(
+    [conversation] = await fetch_rows("SELECT * FROM conversations WHERE id = $1", conversation_id)
+    [sums] = await fetch_rows(
         "SELECT count(*) AS calls, sum(estimated_cost_usd) AS cost FROM ai_usage_logs WHERE conversation_id = $1",
         conversation_id,
     )
@@ -170,7 +153,7 @@ async def test_deltas_make_the_reply_and_done_reports_exactly_what_was_recorded(
     assert (done.conversation.total_cost_usd, done.conversation.llm_calls) == (cost, 1)
     assert done.conversation.total_tokens_used == sum(buckets.values()) - buckets["reasoning"]
 
-    [row] = await _fetch("SELECT * FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT * FROM ai_usage_logs")
     assert (row["procedure"], row["status"], row["usage_estimated"]) == ("chat.streamMessage", "ok", False)
     assert (row["user_id"], row["conversation_id"], row["message_id"]) == (
         alice.id,
@@ -187,7 +170,7 @@ async def test_deltas_make_the_reply_and_done_reports_exactly_what_was_recorded(
     assert done.conversation_id is not None
     conversation = await _assert_totals_are_the_sums_of_rows(done.conversation_id)
     assert conversation["title"] == "What is a token?"
-    messages = await _fetch(
+    messages = await fetch_rows(
         "SELECT id, role, content FROM messages WHERE conversation = $1 ORDER BY created_at", done.conversation_id
     )
     assert [(m["role"], m["content"]) for m in messages] == [("user", "What is a token?"), ("assistant", REPLY)]
@@ -228,7 +211,7 @@ async def test_a_stream_continues_a_conversation_with_its_history(
     assert done.conversation.llm_calls == 2
     assert first.conversation_id is not None
     await _assert_totals_are_the_sums_of_rows(first.conversation_id)
-    assert len(await _fetch("SELECT 1 FROM messages")) == 4
+    assert len(await fetch_rows("SELECT 1 FROM messages")) == 4
 
 
 @pytest.mark.parametrize(("provider", "model"), PROVIDERS)
@@ -252,7 +235,7 @@ async def test_a_stream_broken_before_usage_is_an_error_event_and_an_estimated_e
     assert text == "Tokens are the "
     assert len(sim.state.requests_to(provider)) == 2, "the client did not reconnect, nothing was sent again"
 
-    [row] = await _fetch("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.streamMessage'")
+    [row] = await fetch_rows("SELECT * FROM ai_usage_logs WHERE procedure = 'chat.streamMessage'")
     assert (row["status"], row["usage_estimated"], row["conversation_id"]) == ("error", True, first.conversation_id)
     prompt_chars = len("Hello") + len(first.reply) + len("Explain tokens.")
     estimate = estimate_usage(prompt_chars, len(text))
@@ -262,7 +245,7 @@ async def test_a_stream_broken_before_usage_is_an_error_event_and_an_estimated_e
     assert row["estimated_cost_usd"] > 0
     conversation = await _assert_totals_are_the_sums_of_rows(first.conversation_id)
     assert conversation["llm_calls"] == 2
-    messages = await _fetch("SELECT content FROM messages")
+    messages = await fetch_rows("SELECT content FROM messages")
     assert len(messages) == 2, "the conversation holds no half reply, nor the message that got none"
 
 
@@ -277,11 +260,11 @@ async def test_a_broken_stream_in_a_new_conversation_creates_no_conversation(
             ),
             [],
         )
-    [row] = await _fetch("SELECT * FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT * FROM ai_usage_logs")
     assert (row["status"], row["usage_estimated"], row["conversation_id"]) == ("error", True, None)
     assert row["user_id"] == alice.id
     assert row["error_type"] == "RemoteProtocolError"
-    assert await _fetch("SELECT 1 FROM conversations") == []
+    assert await fetch_rows("SELECT 1 FROM conversations") == []
 
 
 @pytest.mark.parametrize(
@@ -310,7 +293,7 @@ async def test_a_provider_failure_ends_the_stream_with_a_code_the_client_does_no
             )
     assert raised.value.code == code
     assert len(sim.state.requests_to("openai")) == 1
-    [row] = await _fetch("SELECT * FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT * FROM ai_usage_logs")
     assert row["status"] == "error"
     # A refused request is not billed (nothing estimated); a malformed stream had begun, so it is.
     assert row["usage_estimated"] is bool(script.get("malformed"))
@@ -330,7 +313,7 @@ async def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_estimated
 
     rows: list[dict[str, Any]] = []
     for _ in range(100):
-        rows = await _fetch("SELECT * FROM ai_usage_logs")
+        rows = await fetch_rows("SELECT * FROM ai_usage_logs")
         if rows:
             break
         await asyncio.sleep(0.05)
@@ -339,8 +322,8 @@ async def test_a_client_that_disconnects_mid_stream_leaves_a_cancelled_estimated
     assert row["input_tokens"] == estimate_usage(len("Write a lot."), 0).input
     assert 0 < row["output_tokens"] < estimate_usage(0, len(long_reply)).output
     assert row["conversation_id"] is None
-    assert await _fetch("SELECT 1 FROM conversations") == []
-    assert await _fetch("SELECT 1 FROM messages") == []
+    assert await fetch_rows("SELECT 1 FROM conversations") == []
+    assert await fetch_rows("SELECT 1 FROM messages") == []
 
 
 def _stream_url(api_key: str, input: dict[str, Any]) -> str:
@@ -392,8 +375,8 @@ async def test_the_same_url_again_is_refused_with_conflict_and_calls_no_model(
         assert shape["data"] == {"code": "CONFLICT", "httpStatus": 409, "path": "chat.streamMessage"}
         assert "send a new requestId" in shape["message"]
     assert len(sim.state.requests_to("openai")) == 1, "the repeated requests sent nothing to the provider"
-    assert len(await _fetch("SELECT 1 FROM ai_usage_logs")) == 1
-    assert len(await _fetch("SELECT 1 FROM messages")) == 2
+    assert len(await fetch_rows("SELECT 1 FROM ai_usage_logs")) == 1
+    assert len(await fetch_rows("SELECT 1 FROM messages")) == 2
 
 
 async def test_a_second_subscription_with_the_same_request_id_is_conflict(
@@ -411,10 +394,10 @@ async def test_a_second_subscription_with_the_same_request_id_is_conflict(
     # The same message with a new requestId is a new message, sent and billed again.
     await _collect(client.chat.stream_message(msgspec.structs.replace(ask, request_id=uuid.uuid4())), [])
     assert len(sim.state.requests_to("openai")) == 2
-    claims = await _fetch("SELECT user_id, request_id FROM stream_requests ORDER BY created_at")
+    claims = await fetch_rows("SELECT user_id, request_id FROM stream_requests ORDER BY created_at")
     assert claims[0] == {"user_id": alice.id, "request_id": ask.request_id}
     assert len(claims) == 2
-    assert len(await _fetch("SELECT 1 FROM ai_usage_logs WHERE procedure = 'chat.streamMessage'")) == 2
+    assert len(await fetch_rows("SELECT 1 FROM ai_usage_logs WHERE procedure = 'chat.streamMessage'")) == 2
     assert done.conversation is not None
 
 
@@ -448,7 +431,7 @@ async def test_another_user_is_not_blocked_by_the_same_request_id(
         await _collect(client.chat.stream_message(StreamMessageInput(request_id=request_id, message="again")), [])
     assert raised.value.code == "CONFLICT"
     assert len(sim.state.requests_to("openai")) == 2
-    claims = await _fetch("SELECT user_id FROM stream_requests WHERE request_id = $1", request_id)
+    claims = await fetch_rows("SELECT user_id FROM stream_requests WHERE request_id = $1", request_id)
     assert sorted(str(row["user_id"]) for row in claims) == sorted(str(user.id) for user in (alice, bob))
 
 
@@ -472,7 +455,7 @@ async def test_invalid_input_is_bad_request_naming_the_field_and_claims_nothing(
     assert shape["data"]["code"] == "BAD_REQUEST"
     assert field in shape["message"], shape["message"]  # `$.message`, or "missing required field `requestId`"
     assert sim.state.requests_to("openai") == []
-    assert await _fetch("SELECT 1 FROM stream_requests") == []
+    assert await fetch_rows("SELECT 1 FROM stream_requests") == []
 
 
 async def test_the_longest_input_fits_in_the_url_the_server_accepts(
@@ -523,17 +506,6 @@ async def test_another_users_conversation_is_not_found(
 
 # LLMCore.stream without the protocol: the real SDK over HTTP to the simulator, the real database.
 
-MakeServices = Callable[..., Services]
-
-
-@pytest.fixture
-def make_services(sim: RunningSimulator, db: None, tmp_path: Path) -> MakeServices:
-    def make(engine: PostgresEngine | None = None, **env: str) -> Services:
-        settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), **env))
-        return build_services(settings, engine or database_engine())
-
-    return make
-
 
 def _request(model: str, text: str = "Hello there") -> CompletionRequest:
     return CompletionRequest(model=model, messages=(ChatTurn(role="user", content=text),))
@@ -568,7 +540,7 @@ async def test_core_stream_yields_deltas_then_the_recorded_result(
     assert isinstance(result, LLMResult)
     assert "".join(d.text for d in deltas if isinstance(d, TextDelta)) == result.text == REPLY
     assert (result.model, result.usage.output, result.recorded) == ("gpt-4o-2024-08-06", 12, True)
-    [row] = await _fetch("SELECT call_id, model, requested_model FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT call_id, model, requested_model FROM ai_usage_logs")
     assert row == {"call_id": result.call_id, "model": "gpt-4o-2024-08-06", "requested_model": "gpt-4o"}
 
 
@@ -582,12 +554,12 @@ async def test_core_stream_closed_after_the_first_delta_records_a_cancelled_esti
     )
     async with contextlib.aclosing(stream):
         assert await anext(stream) == TextDelta("Tokens ")
-    [row] = await _fetch("SELECT * FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT * FROM ai_usage_logs")
     expected = estimate_usage(400, len("Tokens "))
     assert (row["status"], row["usage_estimated"]) == ("cancelled", True)
     assert (row["input_tokens"], row["output_tokens"]) == (expected.input, expected.output) == (100, 2)
     assert row["conversation_id"] is None
-    assert await _fetch("SELECT 1 FROM messages") == []
+    assert await fetch_rows("SELECT 1 FROM messages") == []
 
 
 async def test_core_stream_cancelled_while_waiting_for_the_provider_records_a_cancelled_estimate(
@@ -608,7 +580,7 @@ async def test_core_stream_cancelled_while_waiting_for_the_provider_records_a_ca
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    [row] = await _fetch("SELECT status, usage_estimated, input_tokens, output_tokens FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT status, usage_estimated, input_tokens, output_tokens FROM ai_usage_logs")
     assert row == {"status": "cancelled", "usage_estimated": True, "input_tokens": 10, "output_tokens": 0}
 
 
@@ -623,7 +595,7 @@ async def test_core_stream_broken_mid_way_is_a_billable_error_with_an_estimate(
         "APIConnectionError",
         True,
     )
-    [row] = await _fetch("SELECT status, usage_estimated, input_tokens, output_tokens FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT status, usage_estimated, input_tokens, output_tokens FROM ai_usage_logs")
     assert row == {"status": "error", "usage_estimated": True, "input_tokens": 3, "output_tokens": 2}
 
 
@@ -669,7 +641,7 @@ async def test_core_stream_that_ends_without_a_usage_report_is_an_estimated_erro
     with pytest.raises(LLMError if ending is None else RuntimeError):
         await _collect(core.stream(_request("gpt-4o"), Attribution(user_id=alice.id, procedure="p")), received)
     assert received == [TextDelta("half "), TextDelta("an answer")]
-    [row] = await _fetch("SELECT status, usage_estimated, error_type, output_tokens FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT status, usage_estimated, error_type, output_tokens FROM ai_usage_logs")
     assert row == {"status": "error", "usage_estimated": True, "error_type": error_type, "output_tokens": 4}
 
 
@@ -692,11 +664,11 @@ async def test_core_stream_with_the_database_down_still_answers_and_spools_the_r
     assert isinstance(result, LLMResult)
     assert (result.text, result.recorded, result.totals) == (REPLY, False, None)
     assert result.priced.total_cost == Decimal("0.00325")
-    assert await _fetch("SELECT 1 FROM ai_usage_logs") == []
+    assert await fetch_rows("SELECT 1 FROM ai_usage_logs") == []
 
     up = make_services()
     assert await up.llm.spool.replay(up.llm.recorder.write) == 1
-    [row] = await _fetch("SELECT call_id, estimated_cost_usd, procedure FROM ai_usage_logs")
+    [row] = await fetch_rows("SELECT call_id, estimated_cost_usd, procedure FROM ai_usage_logs")
     assert row == {
         "call_id": result.call_id,
         "estimated_cost_usd": Decimal("0.00325"),
@@ -704,4 +676,4 @@ async def test_core_stream_with_the_database_down_still_answers_and_spools_the_r
     }
     assert attribution.conversation_id is not None
     await _assert_totals_are_the_sums_of_rows(attribution.conversation_id)
-    assert len(await _fetch("SELECT 1 FROM messages")) == 2
+    assert len(await fetch_rows("SELECT 1 FROM messages")) == 2

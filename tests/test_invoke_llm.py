@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,10 @@ from server.app import database_engine
 from server.llm.core import Attribution
 from server.llm.errors import LLMError
 from server.llm.providers import ChatTurn, CompletionRequest, provider_for_model
-from server.services import Services, build_services
 from server.settings import Settings
 from server.simulator import INVALID_API_KEY, RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import create_user
-from tests.conftest import serve_app, simulator_env
-
-MakeServices = Callable[..., Services]
-
-
-@pytest.fixture
-def make_services(sim: RunningSimulator, db: None, tmp_path: Path) -> MakeServices:
-    def make(engine: PostgresEngine | None = None, **env: str) -> Services:
-        settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), **env))
-        return build_services(settings, engine or database_engine())
-
-    return make
+from tests.conftest import MakeServices, serve_app, simulator_env
 
 
 @pytest.fixture

@@ -33,11 +33,10 @@ import pytest
 from schemas.base import WireInput, WireOutput
 from schemas.registry import Access, Registry, mutation, query, subscription
 from schemas.router import APP_REGISTRY
-from server.app import database_engine
 from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.typescript import DEFAULT_OUTPUT, TypeScriptError, render_app_router
 from server.users import create_user
-from tests.conftest import ROOT, ServedApp
+from tests.conftest import ROOT, ServedApp, fetch_rows
 
 CLIENT_DIR = ROOT / "clients" / "ts"
 INSTALL_STAMP = CLIENT_DIR / "node_modules" / ".tollbooth-install-stamp"
@@ -231,10 +230,6 @@ def interop_program() -> Path:
     return program
 
 
-async def _fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
-    return [dict(row) for row in await database_engine()._run_in_pool(sql, list(args))]
-
-
 async def test_trpc_client_calls_the_server_through_every_link(
     interop_program: Path, app_server: ServedApp, sim: RunningSimulator
 ) -> None:
@@ -291,14 +286,14 @@ async def test_trpc_client_calls_the_server_through_every_link(
     assert Decimal(conversation["totalCostUsd"]) == first_cost + second_cost
     usage = conversation["usage"]
     assert (usage["input"], usage["cacheRead"], usage["cacheWrite5m"], usage["output"]) == (900, 100, 200, 50)
-    rows = await _fetch(
+    rows = await fetch_rows(
         "SELECT estimated_cost_usd FROM ai_usage_logs WHERE conversation_id = $1 ORDER BY created_at",
         uuid.UUID(conversation["conversationId"]),
     )
     assert [row["estimated_cost_usd"] for row in rows][:2] == [first_cost, second_cost]
 
     # Rejected calls (bad input, no key, someone else's conversation) never reached a provider.
-    statuses = await _fetch(
+    statuses = await fetch_rows(
         "SELECT status, count(*) AS calls FROM ai_usage_logs WHERE provider <> 'gemini' GROUP BY status"
     )
     assert [row["status"] for row in statuses] == ["ok"]
@@ -307,7 +302,7 @@ async def test_trpc_client_calls_the_server_through_every_link(
     # neither message was sent to the provider, nor billed, a second time.
     sent = [request.body["messages"][-1]["content"] for request in sim.state.requests_to("gemini")]
     assert sent == ["A long answer, please", "Cut me after done"]
-    rows = await _fetch("SELECT status FROM ai_usage_logs WHERE provider = 'gemini'")
+    rows = await fetch_rows("SELECT status FROM ai_usage_logs WHERE provider = 'gemini'")
     assert sorted(row["status"] for row in rows) == ["cancelled", "ok"]
 
     subscription = checks["httpSubscriptionLink: system.clock, tracked events, then return"]["detail"]

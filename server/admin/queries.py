@@ -49,7 +49,6 @@ from schemas.admin import (
     UsageFigures,
     UsageRow,
 )
-from schemas.chat import ConversationTotals
 from schemas.validation import Position, decode_cursor, encode_cursor
 from server.chat.reads import CONVERSATION_COLUMNS, model_shares, read_snapshot, resolve_engine
 from server.chat.service import ConversationNotFoundError
@@ -543,14 +542,7 @@ async def get_top_conversations_by_cost(
                 owner_name=row["owner_name"],
                 created_at=row["created_at"],
                 last_activity_at=row["updated_at"],
-                totals=ConversationTotals(
-                    total_prompt_tokens=row["total_prompt_tokens"],
-                    total_completion_tokens=row["total_completion_tokens"],
-                    total_tokens_used=row["total_tokens_used"],
-                    total_cost_usd=row["total_cost_usd"],
-                    llm_calls=row["llm_calls"],
-                    unpriced_calls=row["unpriced_calls"],
-                ),
+                totals=totals_from_row(row),
             )
             for row in rows
         ],

@@ -61,11 +61,16 @@ _TOTALS: Final = (
     "total_prompt_tokens, total_completion_tokens, total_tokens_used, total_cost_usd, llm_calls, unpriced_calls"
 )
 
-_STORE_MESSAGES: Final = """
+
+def _store_messages(conversation: str, first: int) -> str:
+    """Insert the messages passed as four arrays, parameters ``$first`` to ``$first+3``, into ``conversation``."""
+    ids, roles, contents, times = (f"${first + i}" for i in range(4))
+    return f"""
     INSERT INTO messages (id, conversation, role, content, created_at)
-    SELECT m.id, $2::uuid, m.role, m.content, m.created_at
-    FROM unnest($39::uuid[], $40::text[], $41::text[], $42::timestamptz[]) AS m(id, role, content, created_at)
-"""
+    SELECT m.id, {conversation}::uuid, m.role, m.content, m.created_at
+    FROM unnest({ids}::uuid[], {roles}::text[], {contents}::text[], {times}::timestamptz[])
+         AS m(id, role, content, created_at)"""
+
 
 RECORD_CALL: Final = f"""
 WITH log AS (
@@ -111,7 +116,7 @@ WITH log AS (
                          + excluded.total_cost_usd)::text))
     RETURNING {_TOTALS}
 ), stored AS (
-    {_STORE_MESSAGES}
+    {_store_messages("$2", 39)}
     WHERE $2::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM log)
 )
 SELECT {_TOTALS} FROM conversation
@@ -126,9 +131,7 @@ WITH conversation AS (
     ON CONFLICT (id) DO UPDATE SET updated_at = greatest(c.updated_at, excluded.updated_at)
     RETURNING {_TOTALS}
 ), stored AS (
-    INSERT INTO messages (id, conversation, role, content, created_at)
-    SELECT m.id, $1::uuid, m.role, m.content, m.created_at
-    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::timestamptz[]) AS m(id, role, content, created_at)
+    {_store_messages("$1", 5)}
     ON CONFLICT (id) DO NOTHING
 )
 SELECT {_TOTALS} FROM conversation
