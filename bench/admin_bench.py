@@ -310,19 +310,19 @@ async def bench(url: str, *, repeat: int, plans: bool, end: datetime) -> None:
         get_usage_by_model,
         get_usage_by_procedure,
     )
-    from server.app import database_engine
-    from server.chat.reads import get_conversation, list_conversations
+    from server.conversations import get_conversation, list_conversations
+    from server.database import Database
 
     captured = Captured(statements=[])
 
     async def log_queries(connection: asyncpg.Connection) -> None:
         connection.add_query_logger(captured)
 
-    engine = database_engine()
-    await engine.start_connection_pool(min_size=1, max_size=4, init=log_queries)
+    db = Database.from_piccolo_conf()
+    await db.start(min_size=1, max_size=4, setup=log_queries)
     try:
-        ids = await engine._run_in_pool("SELECT id, owner FROM conversations")
-        count = (await engine._run_in_pool("SELECT count(*) AS n FROM ai_usage_logs"))[0]["n"]
+        ids = await db.fetch("SELECT id, owner FROM conversations")
+        count = await db.fetchval("SELECT count(*) FROM ai_usage_logs")
         rng = random.Random(7)
         picks = [rng.choice(ids) for _ in range(max(repeat * 4, 200))]
         cursor = iter(picks * 100)
@@ -335,65 +335,66 @@ async def bench(url: str, *, repeat: int, plans: bool, end: datetime) -> None:
         cases = [
             Case(
                 "getConversationCost (random conversation, 50 rows)",
-                lambda: get_usage_by_conversation(ConversationCostInput(conversation_id=next_conversation()[0])),
+                lambda: get_usage_by_conversation(db, ConversationCostInput(conversation_id=next_conversation()[0])),
                 repeat * 4,
             ),
             Case(
                 "usageByDateRange 30 days by day, Europe/Berlin",
                 lambda: get_usage_by_date_range(
-                    UsageByDateRangeInput(start=last30, end=end, granularity="day", time_zone="Europe/Berlin")
+                    db, UsageByDateRangeInput(start=last30, end=end, granularity="day", time_zone="Europe/Berlin")
                 ),
                 repeat,
             ),
             Case(
                 "usageByDateRange 90 days by week, UTC",
                 lambda: get_usage_by_date_range(
-                    UsageByDateRangeInput(start=end - timedelta(days=90), end=end, granularity="week", time_zone="UTC")
+                    db,
+                    UsageByDateRangeInput(start=end - timedelta(days=90), end=end, granularity="week", time_zone="UTC"),
                 ),
                 repeat,
             ),
             Case(
                 "usageByModel 30 days",
-                lambda: get_usage_by_model(UsageByModelInput(start=last30, end=end)),
+                lambda: get_usage_by_model(db, UsageByModelInput(start=last30, end=end)),
                 repeat,
             ),
             Case(
                 "usageByModel 30 days, one model",
-                lambda: get_usage_by_model(UsageByModelInput(start=last30, end=end, model="claude-sonnet-4-5")),
+                lambda: get_usage_by_model(db, UsageByModelInput(start=last30, end=end, model="claude-sonnet-4-5")),
                 repeat,
             ),
-            Case("usageByModel all time", lambda: get_usage_by_model(UsageByModelInput()), max(5, repeat // 4)),
+            Case("usageByModel all time", lambda: get_usage_by_model(db, UsageByModelInput()), max(5, repeat // 4)),
             Case(
                 "usageByProcedure 30 days",
-                lambda: get_usage_by_procedure(UsageByProcedureInput(start=last30, end=end)),
+                lambda: get_usage_by_procedure(db, UsageByProcedureInput(start=last30, end=end)),
                 repeat,
             ),
             Case(
                 "topConversationsByCost all time, top 10",
-                lambda: get_top_conversations_by_cost(TopConversationsInput()),
+                lambda: get_top_conversations_by_cost(db, TopConversationsInput()),
                 repeat,
             ),
             Case(
                 "topConversationsByCost 30 days, top 10",
-                lambda: get_top_conversations_by_cost(TopConversationsInput(start=last30, end=end)),
+                lambda: get_top_conversations_by_cost(db, TopConversationsInput(start=last30, end=end)),
                 repeat,
             ),
             Case(
                 "unpricedCalls 30 days, 50 rows",
-                lambda: get_unpriced_calls(UnpricedCallsInput(start=last30, end=end)),
+                lambda: get_unpriced_calls(db, UnpricedCallsInput(start=last30, end=end)),
                 repeat,
             ),
             Case(
                 "chat.listConversations (20)",
-                lambda: list_conversations(next_conversation()[1]),
+                lambda: list_conversations(db, next_conversation()[1]),
                 repeat * 4,
             ),
             Case(
                 "chat.getConversation (100 messages)",
-                lambda: get_conversation(*reversed(next_conversation())),
+                lambda: get_conversation(db, *reversed(next_conversation())),
                 repeat * 4,
             ),
-            Case("check-totals (every conversation)", lambda: check_totals(), 1),
+            Case("check-totals (every conversation)", lambda: check_totals(db), 1),
         ]
         print(f"\nusage rows: {count:,}; times in ms over repeated runs (after one warm-up run)\n")
         print(f"{'query':<52} {'runs':>5} {'p50':>9} {'p99':>9} {'min':>9}")
@@ -403,7 +404,7 @@ async def bench(url: str, *, repeat: int, plans: bool, end: datetime) -> None:
             results.append((case, p50, p99))
             print(f"{case.name:<52} {case.repeat:>5} {p50:>9.2f} {p99:>9.2f} {fastest:>9.2f}", flush=True)
         _verdicts(results)
-        report = await check_totals()
+        report = await check_totals(db)
         print(
             f"check-totals: {report.conversations} conversations, {len(report.differences)} differences, "
             f"{len(report.rollup_differences)} rollup differences"
@@ -419,14 +420,14 @@ async def bench(url: str, *, repeat: int, plans: bool, end: datetime) -> None:
                 for query, args in list(captured.statements):
                     print(" ".join(query.split())[:300])
                     try:
-                        rows = await engine._run_in_pool(f"EXPLAIN (ANALYZE, BUFFERS) {query}", list(args))
+                        rows = await db.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {query}", *args)
                     except asyncpg.PostgresError as error:
                         print(f"(cannot explain: {error})")
                     else:
                         print("\n".join(row["QUERY PLAN"] for row in rows))
                     print("-" * 120)
     finally:
-        await engine.close_connection_pool()
+        await db.close()
 
 
 def _verdicts(results: list[tuple[Case, float, float]]) -> None:

@@ -13,12 +13,10 @@ from typing import Any, Final
 from litestar import Litestar, Request, get
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
-from piccolo.engine import engine_finder
-from piccolo.engine.postgres import PostgresEngine
 
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
-from server.database import start_pool
+from server.database import Database
 from server.llm.pricing import PriceCatalogue
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
@@ -31,13 +29,6 @@ logger = logging.getLogger("tollbooth")
 
 SPOOL_REPLAY_INTERVAL_SECONDS: Final = 5.0
 CONTROLLERS: Final = (SystemController, ChatController, AdminController)
-
-
-def database_engine() -> PostgresEngine:
-    engine = engine_finder()
-    if not isinstance(engine, PostgresEngine):
-        raise RuntimeError("piccolo_conf.DB must be a PostgresEngine")
-    return engine
 
 
 @get("/healthz", operation_id="healthz", tags=["operations"])
@@ -54,15 +45,15 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the service. With no provider key configured, the built-in simulator answers every model call."""
     settings = settings or get_settings()
-    engine = database_engine()
+    db = Database.from_piccolo_conf()
     catalogue = PriceCatalogue.load(settings.price_file)  # here, not in the lifespan: a bad PRICE_FILE fails at once
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            if engine.pool is None:  # a host (the tests) may already run a pool on this engine
-                await start_pool(engine, min_size=2, max_size=settings.database_pool_size)
-                stack.push_async_callback(engine.close_connection_pool)
+            if not db.running:  # a host (the tests) may already run the pool
+                await db.start(min_size=2, max_size=settings.database_pool_size)
+                stack.push_async_callback(db.close)
             simulator_origin = None
             if settings.offline:
                 from server.simulator import running_simulator
@@ -70,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 simulator = await stack.enter_async_context(running_simulator())
                 simulator_origin = simulator.origin
                 logger.warning("offline mode: model calls go to the built-in simulator at %s", simulator_origin)
-            services = build_services(settings, engine, catalogue=catalogue, simulator_origin=simulator_origin)
+            services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin)
             app.state["services"] = services
             replayer = asyncio.create_task(
                 services.llm.spool.replay_forever(services.llm.recorder.write, SPOOL_REPLAY_INTERVAL_SECONDS)
@@ -88,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     rpc = rpc_router(
         CONTROLLERS,
         APP_REGISTRY,
-        DatabaseAuthenticator(engine),
+        DatabaseAuthenticator(db),
         RpcConfig(max_batch_size=settings.max_batch_size, max_body_bytes=settings.max_body_bytes, debug=settings.debug),
     )
     return Litestar(

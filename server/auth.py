@@ -10,8 +10,7 @@ import time
 from collections import OrderedDict
 from typing import Final
 
-from piccolo.engine.postgres import PostgresEngine
-
+from server.database import Database
 from server.rpc.context import Caller
 from server.users import API_KEY_PREFIX, hash_api_key
 
@@ -20,8 +19,8 @@ MAX_KEY_LENGTH: Final = 128
 
 
 class DatabaseAuthenticator:
-    def __init__(self, engine: PostgresEngine, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
+        self._db = db
         self._ttl = ttl
         self._max_entries = max_entries
         self._cache: OrderedDict[str, tuple[Caller | None, float]] = OrderedDict()
@@ -33,8 +32,8 @@ class DatabaseAuthenticator:
         cached = self._cache.get(api_key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        rows = await self._engine._run_in_pool(_LOOKUP, [hash_api_key(api_key)])
-        caller = Caller(user_id=rows[0]["id"], name=rows[0]["name"], is_admin=rows[0]["is_admin"]) if rows else None
+        row = await self._db.fetchrow(_LOOKUP, hash_api_key(api_key))
+        caller = None if row is None else Caller(user_id=row["id"], name=row["name"], is_admin=row["is_admin"])
         self._cache[api_key] = (caller, now + self._ttl)
         self._cache.move_to_end(api_key)
         while len(self._cache) > self._max_entries:

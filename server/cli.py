@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from server.database import DatabaseUnavailableError, check_connection, database_url, start_pool
+from server.database import Database, DatabaseUnavailableError, check_connection, database_url
 from server.migrations import MigrationError, migrate_forwards
 from server.settings import Settings, SettingsError, get_settings
 
@@ -113,14 +113,13 @@ async def _create_user(name: str, *, is_admin: bool) -> int:
 
 async def _check_totals() -> int:
     from server.admin.consistency import check_totals
-    from server.app import database_engine
 
-    engine = database_engine()
-    await start_pool(engine, min_size=1, max_size=1)
+    db = Database.from_piccolo_conf()
+    await db.start(min_size=1, max_size=1)
     try:
-        report = await check_totals(engine=engine)
+        report = await check_totals(db)
     finally:
-        await engine.close_connection_pool()
+        await db.close()
     if report.consistent:
         print(f"all {report.conversations} conversations consistent")
         return 0

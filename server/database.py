@@ -1,18 +1,30 @@
-"""Which PostgreSQL the service uses: ``DATABASE_URL``, or an embedded server under ``DATA_DIR``.
+"""Which PostgreSQL the service uses, and the one way the code talks to it.
 
-The embedded server (``pgserver``) is started on first use, shared with any other process using the same data
-directory (a ``create-user`` beside a running service), and stopped when the last process using it exits.
+The database is ``DATABASE_URL``, or an embedded server under ``DATA_DIR``. The embedded server (``pgserver``) is
+started on first use, shared with any other process using the same data directory (a ``create-user`` beside a running
+service), and stopped when the last process using it exits.
+
+``Database`` is the data-access layer: it owns the connection pool of Piccolo's engine and runs hand-written SQL
+through public asyncpg and Piccolo API only. Repositories and services receive it explicitly; nothing reaches a global
+engine. ``NamedStatement`` lets a statement with many parameters name them instead of counting them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+from piccolo.engine import engine_finder
 from piccolo.engine.postgres import PostgresEngine
 
 from server.money import decode_numeric
@@ -55,15 +67,6 @@ def embedded_database_url(pgdata: Path, database: str = EMBEDDED_DATABASE) -> st
     return url
 
 
-async def start_pool(engine: PostgresEngine, *, min_size: int, max_size: int) -> None:
-    """Start ``engine``'s connection pool; its connections read NUMERIC as tidy ``Decimal`` (see ``server.money``)."""
-    await engine.start_connection_pool(min_size=min_size, max_size=max_size, init=_init_connection)
-
-
-async def _init_connection(connection: asyncpg.Connection) -> None:
-    await connection.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=decode_numeric, format="text")
-
-
 def engine_config() -> dict[str, Any]:
     """The ``PostgresEngine`` config: asyncpg connection arguments."""
     return {"dsn": database_url()}
@@ -88,3 +91,171 @@ def redact(url: str) -> str:
     if question:
         query = "&".join("password=***" if part.lower().startswith("password=") else part for part in query.split("&"))
     return base + question + query
+
+
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+"""A connection handed out by ``Database.transaction`` or ``Database.snapshot``: ``fetch``, ``fetchrow``,
+``fetchval`` and ``execute`` as on ``Database``, bound to that transaction."""
+
+ConnectionSetup: TypeAlias = Callable[["asyncpg.Connection[asyncpg.Record]"], Awaitable[None]]
+
+
+class Database:
+    """PostgreSQL through the connection pool of a Piccolo ``PostgresEngine``.
+
+    The pool is the engine's own (``engine.pool``), so Piccolo's ORM queries and these statements share it. Every
+    connection reads NUMERIC as a tidy ``Decimal`` (see ``server.money``). Arguments bind to ``$1``, ``$2``... in
+    order; rows come back as ``asyncpg.Record`` (read by column name).
+
+    Inside ``transaction()`` (or any Piccolo ``engine.transaction()`` of this engine in the same task), ``fetch``,
+    ``fetchrow``, ``fetchval`` and ``execute`` run on the transaction's connection, as Piccolo's own queries do; a
+    statement outside it on another pooled connection could wait forever on a lock the transaction holds.
+    Elsewhere each statement runs on a connection of its own, borrowed from the pool for that statement.
+
+    Without a running pool (``start``) the statement methods raise ``RuntimeError``: there is no silent one-off
+    connection. Errors of the statement itself are asyncpg's (``asyncpg.PostgresError``), of the network ``OSError``.
+    """
+
+    def __init__(self, engine: PostgresEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def from_piccolo_conf(cls) -> Database:
+        """The application's database: the engine of ``piccolo_conf.DB``. Every instance shares that engine's pool."""
+        engine = engine_finder()
+        if not isinstance(engine, PostgresEngine):
+            raise RuntimeError("piccolo_conf.DB must be a PostgresEngine")
+        return cls(engine)
+
+    @property
+    def running(self) -> bool:
+        """Whether the connection pool is running (started here or by another user of the same engine)."""
+        return self._engine.pool is not None
+
+    async def start(self, *, min_size: int, max_size: int, setup: ConnectionSetup | None = None) -> None:
+        """Start the pool of ``min_size`` to ``max_size`` connections; ``setup`` runs on each new connection after
+        the NUMERIC codec is installed (a benchmark's query logger). Raises ``RuntimeError`` if it already runs."""
+        if self.running:
+            raise RuntimeError("the database connection pool is already running")
+
+        async def init(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+            await connection.set_type_codec(
+                "numeric", schema="pg_catalog", encoder=str, decoder=decode_numeric, format="text"
+            )
+            if setup is not None:
+                await setup(connection)
+
+        await self._engine.start_connection_pool(min_size=min_size, max_size=max_size, init=init)
+
+    async def close(self) -> None:
+        """Close the pool, waiting for borrowed connections to come back; nothing happens when none runs."""
+        if self.running:
+            await self._engine.close_connection_pool()
+
+    async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """Every row of ``sql`` (an empty list when there are none)."""
+        connection = self._transaction_connection()
+        if connection is not None:
+            return await connection.fetch(sql, *args)
+        return await self._pool().fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
+        """The first row of ``sql``, or None when it returns none."""
+        connection = self._transaction_connection()
+        if connection is not None:
+            return await connection.fetchrow(sql, *args)
+        return await self._pool().fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: object) -> Any:
+        """The first column of the first row of ``sql``, or None when it returns no row."""
+        connection = self._transaction_connection()
+        if connection is not None:
+            return await connection.fetchval(sql, *args)
+        return await self._pool().fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: object) -> str:
+        """Run ``sql`` for its effect; returns PostgreSQL's status tag (``"DELETE 3"``)."""
+        connection = self._transaction_connection()
+        if connection is not None:
+            return await connection.execute(sql, *args)
+        return await self._pool().execute(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A READ COMMITTED transaction: commits when the block ends, rolls back when it raises.
+
+        It is Piccolo's ``engine.transaction()``, not a bare asyncpg one, so that ORM queries in the block
+        (``await User(...).save()``) and this class's methods join it instead of committing on their own; inside
+        another transaction of the engine it joins that one (Piccolo's nesting), and only the outermost commits.
+        """
+        if self._engine.current_transaction.get() is None:
+            self._pool()  # Piccolo would quietly open a connection outside the pool
+        async with self._engine.transaction() as transaction:
+            yield transaction.connection
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        """A pooled connection in a read-only REPEATABLE READ transaction, of its own even inside ``transaction()``.
+
+        A read made of several statements then sees one state of the database: totals and the rows they sum can never
+        disagree because a call was recorded between two statements. A write in it raises
+        ``asyncpg.ReadOnlySQLTransactionError``.
+        """
+        async with (
+            self._pool().acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield connection
+
+    async def ping(self, timeout_seconds: float) -> bool:
+        """Whether the database answers ``SELECT 1`` within ``timeout_seconds``; never raises (for health checks)."""
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self.fetchval("SELECT 1")
+        except Exception:  # whatever the reason (no pool, refused, timed out, shutting down), it is not up
+            return False
+        return True
+
+    def _pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        pool = self._engine.pool
+        if pool is None:
+            raise RuntimeError("the database connection pool is not running")
+        return pool
+
+    def _transaction_connection(self) -> Connection | None:
+        transaction = self._engine.current_transaction.get()
+        return None if transaction is None else transaction.connection
+
+
+_NAMED_PARAMETER: Final = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+ParametersT = TypeVar("ParametersT", bound=msgspec.Struct)
+
+
+class NamedStatement(Generic[ParametersT]):
+    """SQL written with ``:name`` placeholders, compiled once to asyncpg's ``$1``, ``$2``... for ``parameters``.
+
+    A statement of many positional parameters breaks silently when two of the same type trade places; here each value
+    is bound by name from a field of the ``parameters`` Struct. Building the statement raises ``ValueError`` when a
+    placeholder has no field or a field no placeholder, so a mismatch fails at import. A placeholder used several
+    times is one parameter. ``::type`` casts are not placeholders; ``:name`` inside a string literal would be one.
+    """
+
+    def __init__(self, sql: str, parameters: type[ParametersT]) -> None:
+        names: dict[str, int] = {}
+
+        def number(match: re.Match[str]) -> str:
+            return f"${names.setdefault(match[1], len(names) + 1)}"
+
+        self.sql: Final = _NAMED_PARAMETER.sub(number, sql)
+        self.names: Final = tuple(names)
+        fields = set(parameters.__struct_fields__)
+        unbound, unused = sorted(set(names) - fields), sorted(fields - set(names))
+        if unbound or unused:
+            raise ValueError(
+                f"{parameters.__name__} does not match the statement: placeholders without a field {unbound}, "
+                f"fields without a placeholder {unused}"
+            )
+
+    def arguments(self, values: ParametersT) -> tuple[object, ...]:
+        """The values of ``values``' fields in ``$n`` order, to pass after ``sql``."""
+        return tuple(getattr(values, name) for name in self.names)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-
-from piccolo.engine.postgres import PostgresEngine
+from typing import Final
 
 from server.chat.service import ChatService
+from server.database import Database
 from server.llm.core import LLMCore
 from server.llm.pricing import PriceCatalogue
 from server.llm.providers import ProviderSet
@@ -15,27 +14,24 @@ from server.llm.recorder import UsageRecorder
 from server.llm.spool import UsageSpool
 from server.settings import Settings
 
+HEALTH_TIMEOUT_SECONDS: Final = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    engine: PostgresEngine
+    db: Database
     llm: LLMCore
     chat: ChatService
 
     async def check_database(self) -> bool:
-        """Whether the database answers within two seconds (for ``/healthz`` and ``system.health``)."""
-        try:
-            async with asyncio.timeout(2):
-                await self.engine._run_in_pool("SELECT 1")
-        except Exception:
-            return False
-        return True
+        """Whether the database answers within ``HEALTH_TIMEOUT_SECONDS`` (for ``/healthz`` and ``system.health``)."""
+        return await self.db.ping(HEALTH_TIMEOUT_SECONDS)
 
 
 def build_services(
     settings: Settings,
-    engine: PostgresEngine,
+    db: Database,
     *,
     catalogue: PriceCatalogue | None = None,
     simulator_origin: str | None = None,
@@ -44,8 +40,8 @@ def build_services(
     llm = LLMCore(
         providers=ProviderSet.from_settings(settings, simulator_origin=simulator_origin),
         catalogue=catalogue or PriceCatalogue.load(settings.price_file),
-        recorder=UsageRecorder(engine, enabled=settings.enable_usage_logging),
+        recorder=UsageRecorder(db, enabled=settings.enable_usage_logging),
         spool=UsageSpool(settings.spool_dir),
     )
-    chat = ChatService(llm=llm, engine=engine, default_model=settings.default_model)
-    return Services(settings=settings, engine=engine, llm=llm, chat=chat)
+    chat = ChatService(llm=llm, db=db, default_model=settings.default_model)
+    return Services(settings=settings, db=db, llm=llm, chat=chat)

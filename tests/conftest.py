@@ -26,8 +26,7 @@ from server.simulator import RunningSimulator, running_simulator
 from tollbooth_client import TollboothClient
 
 if TYPE_CHECKING:
-    from piccolo.engine.postgres import PostgresEngine
-
+    from server.database import Database
     from server.services import Services
     from server.users import NewUser
 
@@ -92,23 +91,39 @@ async def _drop_database(admin_url: str, name: str) -> None:
         await connection.close()
 
 
+def app_database() -> Database:
+    """The application's database (``piccolo_conf.DB``, the session's test database); the ``database_pool`` fixture
+    runs its pool."""
+    from server.database import Database
+
+    return Database.from_piccolo_conf()
+
+
 @pytest.fixture(scope="session")
 async def database_pool() -> AsyncIterator[None]:
-    from server.app import database_engine
-    from server.database import start_pool
-
-    engine = database_engine()
-    await start_pool(engine, min_size=1, max_size=20)
+    database = app_database()
+    await database.start(min_size=1, max_size=20)
     yield
-    await engine.close_connection_pool()
+    await database.close()
 
 
 @pytest.fixture
 async def db(database_pool: None) -> None:
     """An empty database for this test (every table truncated before it runs)."""
-    from server.app import database_engine
+    await app_database().execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
 
-    await database_engine()._run_in_pool(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+
+@pytest.fixture
+async def unreachable_database() -> AsyncIterator[Database]:
+    """A database whose server refuses every connection: its pool runs, but lending a connection raises ``OSError``."""
+    from piccolo.engine.postgres import PostgresEngine
+
+    from server.database import Database
+
+    database = Database(PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1}))
+    await database.start(min_size=0, max_size=1)
+    yield database
+    await database.close()
 
 
 @pytest.fixture(scope="session")
@@ -174,9 +189,7 @@ async def app_server(sim: RunningSimulator, db: None, tmp_path: Path) -> AsyncIt
 
 async def fetch_rows(sql: str, *args: Any) -> list[dict[str, Any]]:
     """Rows of a query on the test database, as plain dicts."""
-    from server.app import database_engine
-
-    return [dict(row) for row in await database_engine()._run_in_pool(sql, list(args))]
+    return [dict(row) for row in await app_database().fetch(sql, *args)]
 
 
 @pytest.fixture
@@ -198,12 +211,11 @@ MakeServices = Callable[..., "Services"]
 
 @pytest.fixture
 def make_services(sim: RunningSimulator, db: None, tmp_path: Path) -> MakeServices:
-    """Services over the simulator; ``env`` overrides settings, ``engine`` the database (e.g. an unreachable one)."""
-    from server.app import database_engine
+    """Services over the simulator; ``env`` overrides settings, ``database`` the database (e.g. an unreachable one)."""
     from server.services import build_services
 
-    def make(engine: PostgresEngine | None = None, **env: str) -> Services:
+    def make(database: Database | None = None, **env: str) -> Services:
         settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), **env))
-        return build_services(settings, engine or database_engine())
+        return build_services(settings, database or app_database())
 
     return make

@@ -32,9 +32,9 @@ from server.admin.queries import (
     get_usage_by_model,
     get_usage_by_procedure,
 )
-from server.app import database_engine
-from server.chat.service import ConversationNotFoundError
+from server.errors import ConversationNotFoundError
 from server.llm.recorder import UsageRecord
+from tests.conftest import app_database
 from tests.usage_records import UNPRICED_MODEL, new_user, record_call, tokens
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -91,7 +91,7 @@ async def test_conversation_cost_explains_its_totals_by_model_and_procedure() ->
         ),
     ]
 
-    cost = await get_usage_by_conversation(ConversationCostInput(conversation_id=conversation))
+    cost = await get_usage_by_conversation(app_database(), ConversationCostInput(conversation_id=conversation))
 
     assert cost.owner_id == user
     assert cost.last_activity_at == T0 + timedelta(minutes=3)
@@ -136,7 +136,7 @@ async def test_conversation_cost_pages_its_usage_rows_newest_first() -> None:
     pages = 0
     while True:
         page = await get_usage_by_conversation(
-            ConversationCostInput(conversation_id=conversation, limit=3, cursor=cursor)
+            app_database(), ConversationCostInput(conversation_id=conversation, limit=3, cursor=cursor)
         )
         seen += [row.call_id for row in page.usage]
         pages += 1
@@ -150,7 +150,7 @@ async def test_conversation_cost_pages_its_usage_rows_newest_first() -> None:
 
 async def test_conversation_cost_of_an_unknown_conversation_is_not_found() -> None:
     with pytest.raises(ConversationNotFoundError):
-        await get_usage_by_conversation(ConversationCostInput(conversation_id=uuid.uuid4()))
+        await get_usage_by_conversation(app_database(), ConversationCostInput(conversation_id=uuid.uuid4()))
 
 
 # --- admin.usageByDateRange ---------------------------------------------------------------------------------------
@@ -162,10 +162,10 @@ async def test_a_call_at_23_30_utc_falls_on_the_next_day_in_berlin() -> None:
     start, end = datetime(2026, 3, 9, tzinfo=UTC), datetime(2026, 3, 13, tzinfo=UTC)
 
     in_utc = await get_usage_by_date_range(
-        UsageByDateRangeInput(start=start, end=end, granularity="day", time_zone="UTC")
+        app_database(), UsageByDateRangeInput(start=start, end=end, granularity="day", time_zone="UTC")
     )
     in_berlin = await get_usage_by_date_range(
-        UsageByDateRangeInput(start=start, end=end, granularity="day", time_zone="Europe/Berlin")
+        app_database(), UsageByDateRangeInput(start=start, end=end, granularity="day", time_zone="Europe/Berlin")
     )
 
     assert [b.start for b in in_utc.buckets] == [datetime(2026, 3, d, tzinfo=UTC) for d in (9, 10, 11, 12)]
@@ -182,12 +182,13 @@ async def test_an_empty_range_has_every_bucket_at_zero() -> None:
     await record_call(at=datetime(2026, 1, 5, tzinfo=UTC), user_id=user, conversation_id=None)
 
     report = await get_usage_by_date_range(
+        app_database(),
         UsageByDateRangeInput(
             start=datetime(2026, 2, 1, tzinfo=UTC),
             end=datetime(2026, 2, 8, tzinfo=UTC),
             granularity="day",
             time_zone="UTC",
-        )
+        ),
     )
 
     assert len(report.buckets) == 7
@@ -205,10 +206,10 @@ async def test_week_buckets_start_on_monday_and_month_buckets_follow_daylight_sa
     start, end = datetime(2026, 3, 20, tzinfo=BERLIN), datetime(2026, 4, 10, tzinfo=BERLIN)
 
     weeks = await get_usage_by_date_range(
-        UsageByDateRangeInput(start=start, end=end, granularity="week", time_zone="Europe/Berlin")
+        app_database(), UsageByDateRangeInput(start=start, end=end, granularity="week", time_zone="Europe/Berlin")
     )
     months = await get_usage_by_date_range(
-        UsageByDateRangeInput(start=start, end=end, granularity="month", time_zone="Europe/Berlin")
+        app_database(), UsageByDateRangeInput(start=start, end=end, granularity="month", time_zone="Europe/Berlin")
     )
 
     assert [b.start for b in weeks.buckets] == [
@@ -233,9 +234,9 @@ async def test_unpriced_calls_are_counted_apart_and_never_as_zero_cost() -> None
     unpriced = await record_call(at=T0 + timedelta(hours=1), user_id=user, conversation_id=None, model=UNPRICED_MODEL)
 
     report = await get_usage_by_date_range(
-        UsageByDateRangeInput(start=T0, end=T0 + timedelta(days=1), granularity="day", time_zone="UTC")
+        app_database(), UsageByDateRangeInput(start=T0, end=T0 + timedelta(days=1), granularity="day", time_zone="UTC")
     )
-    by_model = await get_usage_by_model(UsageByModelInput(start=T0, end=T0 + timedelta(days=1)))
+    by_model = await get_usage_by_model(app_database(), UsageByModelInput(start=T0, end=T0 + timedelta(days=1)))
 
     assert report.total.calls == 2
     assert report.total.unpriced_calls == 1
@@ -255,12 +256,13 @@ async def test_a_zone_with_a_half_hour_offset_buckets_exactly() -> None:
     after = await record_call(at=datetime(2026, 5, 1, 18, 40, tzinfo=UTC), user_id=user, conversation_id=None)
 
     report = await get_usage_by_date_range(
+        app_database(),
         UsageByDateRangeInput(
             start=datetime(2026, 4, 30, tzinfo=kolkata),
             end=datetime(2026, 5, 4, tzinfo=kolkata),
             granularity="day",
             time_zone="Asia/Kolkata",
-        )
+        ),
     )
 
     # Midnight in Kolkata is 18:30 UTC.
@@ -280,12 +282,13 @@ async def test_a_zone_whose_offset_is_not_whole_quarter_hours_buckets_exactly() 
     late = await record_call(at=datetime(1971, 6, 2, 0, 30, tzinfo=UTC), user_id=user, conversation_id=None)
 
     report = await get_usage_by_date_range(
+        app_database(),
         UsageByDateRangeInput(
             start=datetime(1971, 6, 1, tzinfo=monrovia),
             end=datetime(1971, 6, 3, tzinfo=monrovia),
             granularity="day",
             time_zone="Africa/Monrovia",
-        )
+        ),
     )
 
     assert [b.start for b in report.buckets] == [datetime(1971, 6, d, tzinfo=monrovia) for d in (1, 2)]
@@ -322,8 +325,8 @@ async def test_any_window_sums_exactly_what_its_rows_add_up_to() -> None:
         inside = [
             r for r in records if (start is None or r.created_at >= start) and (end is None or r.created_at < end)
         ]
-        by_model = await get_usage_by_model(UsageByModelInput(start=start, end=end))
-        by_procedure = await get_usage_by_procedure(UsageByProcedureInput(start=start, end=end))
+        by_model = await get_usage_by_model(app_database(), UsageByModelInput(start=start, end=end))
+        by_procedure = await get_usage_by_procedure(app_database(), UsageByProcedureInput(start=start, end=end))
         for usage in by_model.models:
             _assert_figures(usage, [r for r in inside if r.model == usage.model])
         assert sum(m.calls for m in by_model.models) == len(inside)
@@ -332,7 +335,8 @@ async def test_any_window_sums_exactly_what_its_rows_add_up_to() -> None:
         assert sum(p.calls for p in by_procedure.procedures) == len(inside)
         if start is not None and end is not None:
             report = await get_usage_by_date_range(
-                UsageByDateRangeInput(start=start, end=end, granularity="day", time_zone="America/St_Johns")
+                app_database(),
+                UsageByDateRangeInput(start=start, end=end, granularity="day", time_zone="America/St_Johns"),
             )
             _assert_figures(report.total, inside)
 
@@ -346,8 +350,8 @@ async def test_usage_by_model_narrows_to_one_model_and_orders_by_cost() -> None:
     sonnet = await record_call(at=T0, user_id=user, conversation_id=None, model="claude-sonnet-4-5")
     await record_call(at=T0, user_id=user, conversation_id=None, model="gpt-4o")
 
-    everything = await get_usage_by_model(UsageByModelInput())
-    one = await get_usage_by_model(UsageByModelInput(model="claude-sonnet-4-5"))
+    everything = await get_usage_by_model(app_database(), UsageByModelInput())
+    one = await get_usage_by_model(app_database(), UsageByModelInput(model="claude-sonnet-4-5"))
 
     assert [m.model for m in everything.models] == ["claude-sonnet-4-5", "gpt-4o", "gemini-2.5-flash"]
     assert [(m.model, m.provider) for m in one.models] == [("claude-sonnet-4-5", "anthropic")]
@@ -362,8 +366,8 @@ async def test_usage_by_procedure_counts_errors_and_narrows_to_one_procedure() -
     ]
     summary = await record_call(at=T0, user_id=user, conversation_id=None, procedure="chat.summarizeEmail")
 
-    everything = await get_usage_by_procedure(UsageByProcedureInput())
-    one = await get_usage_by_procedure(UsageByProcedureInput(procedure="chat.summarizeEmail"))
+    everything = await get_usage_by_procedure(app_database(), UsageByProcedureInput())
+    one = await get_usage_by_procedure(app_database(), UsageByProcedureInput(procedure="chat.summarizeEmail"))
 
     procedures = {p.procedure: p for p in everything.procedures}
     _assert_figures(procedures["chat.sendMessage"], sent)
@@ -384,8 +388,8 @@ async def test_top_conversations_are_ranked_by_cost_with_their_owner() -> None:
     await record_call(at=T0, user_id=alice, conversation_id=middle, model="gpt-4o")
     await record_call(at=T0 + timedelta(days=2), user_id=alice, conversation_id=middle, model="gpt-4o")
 
-    top = await get_top_conversations_by_cost(TopConversationsInput(limit=2))
-    recent = await get_top_conversations_by_cost(TopConversationsInput(start=T0 + timedelta(hours=12)))
+    top = await get_top_conversations_by_cost(app_database(), TopConversationsInput(limit=2))
+    recent = await get_top_conversations_by_cost(app_database(), TopConversationsInput(start=T0 + timedelta(hours=12)))
 
     assert [c.conversation_id for c in top.conversations] == [dear, middle]
     assert top.conversations[0].owner_name == "bob"
@@ -406,7 +410,7 @@ async def test_top_conversations_break_ties_by_id() -> None:
     for conversation in conversations:
         await record_call(at=T0, user_id=user, conversation_id=conversation)
 
-    top = await get_top_conversations_by_cost(TopConversationsInput(limit=3))
+    top = await get_top_conversations_by_cost(app_database(), TopConversationsInput(limit=3))
 
     assert [c.conversation_id for c in top.conversations] == sorted(conversations)[:3]
 
@@ -424,7 +428,7 @@ async def test_unpriced_calls_are_listed_by_model_and_paged_newest_first() -> No
         for i in range(5)
     ]
 
-    first = await get_unpriced_calls(UnpricedCallsInput(limit=2))
+    first = await get_unpriced_calls(app_database(), UnpricedCallsInput(limit=2))
     assert first.calls == 5
     assert [(m.model, m.provider, m.calls) for m in first.models] == [(UNPRICED_MODEL, "openai", 5)]
     assert first.models[0].tokens.input == 500
@@ -432,12 +436,12 @@ async def test_unpriced_calls_are_listed_by_model_and_paged_newest_first() -> No
     seen = [row.call_id for row in first.rows]
     cursor = first.next_cursor
     while cursor is not None:
-        page = await get_unpriced_calls(UnpricedCallsInput(limit=2, cursor=cursor))
+        page = await get_unpriced_calls(app_database(), UnpricedCallsInput(limit=2, cursor=cursor))
         seen += [row.call_id for row in page.rows]
         cursor = page.next_cursor
     assert seen == [r.call_id for r in reversed(unpriced)]
 
-    windowed = await get_unpriced_calls(UnpricedCallsInput(start=T0 + timedelta(minutes=3)))
+    windowed = await get_unpriced_calls(app_database(), UnpricedCallsInput(start=T0 + timedelta(minutes=3)))
     assert windowed.calls == 2
     assert [row.call_id for row in windowed.rows] == [unpriced[4].call_id, unpriced[3].call_id]
 
@@ -454,11 +458,11 @@ async def test_dashboard_views_sum_the_usage_rows() -> None:
             at=T0 + timedelta(days=1), user_id=user, conversation_id=None, procedure="chat.summarizeEmail"
         ),
     ]
-    engine = database_engine()
+    database = app_database()
 
-    daily = await engine._run_in_pool("SELECT * FROM usage_daily_by_procedure ORDER BY day, procedure")
-    by_model = await engine._run_in_pool("SELECT * FROM usage_by_model ORDER BY model")
-    calls = await engine._run_in_pool("SELECT * FROM usage_daily_calls ORDER BY day")
+    daily = await database.fetch("SELECT * FROM usage_daily_by_procedure ORDER BY day, procedure")
+    by_model = await database.fetch("SELECT * FROM usage_by_model ORDER BY model")
+    calls = await database.fetch("SELECT * FROM usage_daily_calls ORDER BY day")
 
     assert [(r["day"].isoformat(), r["procedure"], r["calls"], r["unpriced_calls"]) for r in daily] == [
         ("2026-03-10", "chat.sendMessage", 2, 1),

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import httpx
 import msgspec
 import pytest
-from piccolo.engine.postgres import PostgresEngine
 
 from schemas.chat import (
     STREAM_MESSAGE_MAX_LENGTH,
@@ -28,8 +27,9 @@ from schemas.chat import (
     StreamMessageInput,
 )
 from server.admin.consistency import check_totals
+from server.database import Database
+from server.errors import LLMError, LLMFailure
 from server.llm.core import Attribution, LLMCore, LLMResult
-from server.llm.errors import LLMError
 from server.llm.providers import (
     ChatTurn,
     Completion,
@@ -40,10 +40,11 @@ from server.llm.providers import (
     TextDelta,
 )
 from server.llm.usage import estimate_usage
+from server.rpc.errors import to_trpc_error
 from server.settings import Settings
 from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import NewUser, create_user
-from tests.conftest import MakeServices, ServedApp, fetch_rows, serve_app, simulator_env
+from tests.conftest import MakeServices, ServedApp, app_database, fetch_rows, serve_app, simulator_env
 from tollbooth_client import TollboothClient, TRPCClientError
 
 REPLY = "Tokens are the word pieces a model reads and writes."
@@ -112,7 +113,7 @@ def _split(events: list[Event]) -> tuple[str, StreamMessageDone]:
 
 async def _assert_totals_are_the_sums_of_rows(conversation_id: uuid.UUID) -> dict[str, Any]:
     """`python -m server check-totals`: every conversation's totals (and the rollup) equal the sums of its rows."""
-    report = await check_totals()
+    report = await check_totals(app_database())
     assert report.consistent, (report.differences, report.rollup_differences)
     [conversation] = await fetch_rows("SELECT * FROM conversations WHERE id = $1", conversation_id)
     [sums] = await fetch_rows(
@@ -590,7 +591,8 @@ async def test_core_stream_broken_mid_way_is_a_billable_error_with_an_estimate(
     sim.state.enqueue(ScriptedResponse(provider="openai", reply="one two three", stream_break_after=2))
     with pytest.raises(LLMError) as raised:
         await _collect(make_services().llm.stream(_request("gpt-4o"), Attribution(user_id=alice.id, procedure="p")), [])
-    assert (raised.value.code, raised.value.error_type, raised.value.billable) == (
+    assert (raised.value.failure, to_trpc_error(raised.value).code, raised.value.error_type, raised.value.billable) == (
+        LLMFailure.UNREACHABLE,
         "BAD_GATEWAY",
         "APIConnectionError",
         True,
@@ -600,13 +602,12 @@ async def test_core_stream_broken_mid_way_is_a_billable_error_with_an_estimate(
 
 
 async def test_without_the_database_a_stream_fails_before_calling_the_model(
-    make_services: MakeServices, sim: RunningSimulator, alice: NewUser
+    make_services: MakeServices, sim: RunningSimulator, alice: NewUser, unreachable_database: Database
 ) -> None:
     """Its requestId cannot be claimed, so the stream could not be kept from running twice: it does not run."""
-    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
     ask = StreamMessageInput(request_id=uuid.uuid4(), message="hi", model="gpt-4o")
-    with pytest.raises(ValueError, match="pool"):  # the engine has no pool: it never reached a database
-        await _collect(make_services(engine=broken).chat.stream_message(alice.id, ask), [])
+    with pytest.raises(ConnectionRefusedError):
+        await _collect(make_services(unreachable_database).chat.stream_message(alice.id, ask), [])
     assert sim.state.requests_to("openai") == []
 
 
@@ -646,10 +647,9 @@ async def test_core_stream_that_ends_without_a_usage_report_is_an_estimated_erro
 
 
 async def test_core_stream_with_the_database_down_still_answers_and_spools_the_record(
-    make_services: MakeServices, sim: RunningSimulator, alice: NewUser
+    make_services: MakeServices, sim: RunningSimulator, alice: NewUser, unreachable_database: Database
 ) -> None:
-    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
-    down = make_services(engine=broken)
+    down = make_services(unreachable_database)
     sim.state.enqueue(
         ScriptedResponse(provider="openai", reply=REPLY, usage=ScriptedUsage(prompt=1000, cached=200, completion=100))
     )

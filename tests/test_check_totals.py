@@ -16,7 +16,7 @@ import pytest
 from schemas.admin import UsageByModelInput
 from server.admin.consistency import check_totals
 from server.admin.queries import get_usage_by_model
-from server.app import database_engine
+from tests.conftest import app_database
 from tests.usage_records import UNPRICED_MODEL, new_user, record_call, tokens
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -63,7 +63,7 @@ async def test_totals_written_by_the_recorder_are_consistent() -> None:
     await _conversation_with_several_models()
     await _conversation_with_several_models()
 
-    report = await check_totals()
+    report = await check_totals(app_database())
 
     assert report.consistent
     assert report.conversations == 2
@@ -83,8 +83,8 @@ async def test_concurrent_calls_of_one_model_keep_totals_and_rollup_exact() -> N
         )
     )
 
-    report = await check_totals()
-    usage = await get_usage_by_model(UsageByModelInput())
+    report = await check_totals(app_database())
+    usage = await get_usage_by_model(app_database(), UsageByModelInput())
 
     assert report.consistent, (report.differences, report.rollup_differences)
     assert report.conversations == 10
@@ -93,12 +93,12 @@ async def test_concurrent_calls_of_one_model_keep_totals_and_rollup_exact() -> N
 
 async def test_a_tampered_total_is_reported_with_both_values() -> None:
     conversation = await _conversation_with_several_models()
-    await database_engine()._run_in_pool(
+    await app_database().execute(
         "UPDATE conversations SET total_cost_usd = total_cost_usd + 0.000001, llm_calls = llm_calls - 1 WHERE id = $1",
-        [conversation],
+        conversation,
     )
 
-    report = await check_totals()
+    report = await check_totals(app_database())
 
     assert not report.consistent
     differences = {d.field: d for d in report.differences}
@@ -113,14 +113,14 @@ async def test_a_tampered_total_is_reported_with_both_values() -> None:
 
 async def test_a_tampered_model_distribution_is_reported_per_model() -> None:
     conversation = await _conversation_with_several_models()
-    await database_engine()._run_in_pool(
+    await app_database().execute(
         "UPDATE conversations SET model_distribution = model_distribution - 'claude-sonnet-4-5' "
         "|| jsonb_build_object('gpt-4o', jsonb_build_object('calls', 2, 'tokens', 1200, 'cost_usd', '0.0045'))"
         " WHERE id = $1",
-        [conversation],
+        conversation,
     )
 
-    report = await check_totals()
+    report = await check_totals(app_database())
 
     # gpt-4o was rewritten to what it already was; claude-sonnet-4-5 (100 x $3 + 900 x $0.30 + 50 x $6 + 40 x $15
     # per 1M) went missing.
@@ -137,9 +137,9 @@ async def test_a_tampered_model_distribution_is_reported_per_model() -> None:
 
 async def test_usage_rows_of_a_missing_conversation_are_reported() -> None:
     conversation = await _conversation_with_several_models()
-    await database_engine()._run_in_pool("DELETE FROM conversations WHERE id = $1", [conversation])
+    await app_database().execute("DELETE FROM conversations WHERE id = $1", conversation)
 
-    report = await check_totals()
+    report = await check_totals(app_database())
 
     assert [(d.conversation_id, d.field, d.stored) for d in report.differences] == [
         (conversation, "conversation", "absent")
@@ -148,15 +148,14 @@ async def test_usage_rows_of_a_missing_conversation_are_reported() -> None:
 
 async def test_the_rollup_follows_reprices_and_deletions_and_a_tampered_rollup_is_reported() -> None:
     await _conversation_with_several_models()
-    engine = database_engine()
+    database = app_database()
 
-    await engine._run_in_pool(
-        "UPDATE ai_usage_logs SET pricing_status = 'priced', estimated_cost_usd = 0.5 WHERE model = $1",
-        [UNPRICED_MODEL],
+    await database.execute(
+        "UPDATE ai_usage_logs SET pricing_status = 'priced', estimated_cost_usd = 0.5 WHERE model = $1", UNPRICED_MODEL
     )
-    await engine._run_in_pool("DELETE FROM ai_usage_logs WHERE status = 'error'")
-    report = await check_totals()
-    repriced = {m.model: m for m in (await get_usage_by_model(UsageByModelInput())).models}
+    await database.execute("DELETE FROM ai_usage_logs WHERE status = 'error'")
+    report = await check_totals(database)
+    repriced = {m.model: m for m in (await get_usage_by_model(database, UsageByModelInput())).models}
 
     assert report.rollup_differences == []
     assert repriced[UNPRICED_MODEL].cost_usd == Decimal("0.5")
@@ -165,8 +164,8 @@ async def test_the_rollup_follows_reprices_and_deletions_and_a_tampered_rollup_i
     # The conversation's totals were not repriced with its rows: that is exactly what check-totals is for.
     assert {d.field for d in report.differences} >= {"total_cost_usd", "llm_calls"}
 
-    await engine._run_in_pool("UPDATE ai_usage_rollup SET calls = calls + 1 WHERE model = 'gpt-4o'")
-    tampered = await check_totals()
+    await database.execute("UPDATE ai_usage_rollup SET calls = calls + 1 WHERE model = 'gpt-4o'")
+    tampered = await check_totals(database)
     assert [(d.model, d.field) for d in tampered.rollup_differences] == [("gpt-4o", "calls")]
 
 
@@ -181,8 +180,8 @@ async def test_the_cli_says_all_conversations_are_consistent() -> None:
 
 async def test_the_cli_lists_differences_and_exits_1() -> None:
     conversation = await _conversation_with_several_models()
-    await database_engine()._run_in_pool(
-        "UPDATE conversations SET total_tokens_used = total_tokens_used + 7 WHERE id = $1", [conversation]
+    await app_database().execute(
+        "UPDATE conversations SET total_tokens_used = total_tokens_used + 7 WHERE id = $1", conversation
     )
 
     result = _check_totals_cli()

@@ -11,8 +11,9 @@ import pytest
 
 from schemas.conversations import ConversationDetail, GetConversationInput, ListConversationsInput
 from schemas.validation import InvalidInput, Position, encode_cursor
-from server.chat.reads import get_conversation, list_conversations
-from server.chat.service import ConversationNotFoundError
+from server.conversations import get_conversation, list_conversations
+from server.errors import ConversationNotFoundError
+from tests.conftest import app_database
 from tests.usage_records import UNPRICED_MODEL, new_user, record_call
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -28,7 +29,7 @@ async def test_a_user_lists_only_their_conversations_most_recent_activity_first(
     await record_call(at=T0 + timedelta(hours=2), user_id=bob, conversation_id=uuid.uuid4(), title="bob's")
     await record_call(at=T0 + timedelta(hours=3), user_id=alice, conversation_id=old)
 
-    listed = await list_conversations(alice)
+    listed = await list_conversations(app_database(), alice)
 
     assert [(c.id, c.title) for c in listed.items] == [(old, "old"), (recent, "recent")]
     assert listed.items[0].last_activity_at == T0 + timedelta(hours=3)
@@ -36,7 +37,7 @@ async def test_a_user_lists_only_their_conversations_most_recent_activity_first(
     assert listed.items[0].totals.llm_calls == 2
     assert listed.items[0].totals.total_cost_usd == Decimal("0.009")
     assert listed.next_cursor is None
-    assert (await list_conversations(await new_user("carol"))).items == []
+    assert (await list_conversations(app_database(), await new_user("carol"))).items == []
 
 
 async def test_conversations_are_paged_by_cursor_without_gaps_or_repeats() -> None:
@@ -48,7 +49,7 @@ async def test_conversations_are_paged_by_cursor_without_gaps_or_repeats() -> No
     seen: list[uuid.UUID] = []
     cursor = None
     for _ in range(3):
-        page = await list_conversations(user, limit=2, cursor=cursor)
+        page = await list_conversations(app_database(), user, limit=2, cursor=cursor)
         seen += [c.id for c in page.items]
         cursor = page.next_cursor
     assert cursor is None
@@ -66,7 +67,7 @@ async def test_a_conversation_reads_with_its_messages_in_order_and_its_totals() 
         reply="second reply",
     )
 
-    detail = await get_conversation(user, conversation)
+    detail = await get_conversation(app_database(), user, conversation)
 
     assert [(m.role, m.content) for m in detail.messages] == [
         ("user", f"question at {T0.isoformat()}"),
@@ -89,9 +90,9 @@ async def test_earlier_messages_are_fetched_with_the_earlier_cursor() -> None:
     for minute in range(3):
         await record_call(at=T0 + timedelta(minutes=minute), user_id=user, conversation_id=conversation)
 
-    latest = await get_conversation(user, conversation, limit=4)
+    latest = await get_conversation(app_database(), user, conversation, limit=4)
     assert latest.earlier_cursor is not None
-    earlier = await get_conversation(user, conversation, limit=4, cursor=latest.earlier_cursor)
+    earlier = await get_conversation(app_database(), user, conversation, limit=4, cursor=latest.earlier_cursor)
 
     assert earlier.earlier_cursor is None
     everything = [*earlier.messages, *latest.messages]
@@ -107,22 +108,22 @@ async def test_another_users_conversation_reads_exactly_like_a_missing_one() -> 
     missing = uuid.uuid4()
 
     with pytest.raises(ConversationNotFoundError) as someone_elses:
-        await get_conversation(alice, bobs)
+        await get_conversation(app_database(), alice, bobs)
     with pytest.raises(ConversationNotFoundError) as nobodys:
-        await get_conversation(alice, missing)
+        await get_conversation(app_database(), alice, missing)
 
     assert str(someone_elses.value) == str(nobodys.value).replace(str(missing), str(bobs))
-    assert (await get_conversation(bob, bobs)).id == bobs
-    assert bobs not in [c.id for c in (await list_conversations(alice)).items]
+    assert (await get_conversation(app_database(), bob, bobs)).id == bobs
+    assert bobs not in [c.id for c in (await list_conversations(app_database(), alice)).items]
 
 
 async def test_limits_are_bounded() -> None:
     user = await new_user()
     with pytest.raises(InvalidInput) as raised:
-        await list_conversations(user, limit=0)
+        await list_conversations(app_database(), user, limit=0)
     assert raised.value.field == "limit"
     with pytest.raises(InvalidInput):
-        await get_conversation(user, uuid.uuid4(), limit=501)
+        await get_conversation(app_database(), user, uuid.uuid4(), limit=501)
     with pytest.raises(msgspec.ValidationError, match=r"\$.limit"):
         msgspec.json.decode(b'{"limit":101}', type=ListConversationsInput)
     with pytest.raises(msgspec.ValidationError, match="cursor"):
@@ -145,10 +146,10 @@ async def test_a_cursor_out_of_range_is_rejected_before_any_query(at: datetime) 
     await record_call(at=T0, user_id=user, conversation_id=conversation)
     cursor = encode_cursor(Position(at=at, id=uuid.uuid4()))
     with pytest.raises(InvalidInput) as raised:
-        await list_conversations(user, cursor=cursor)
+        await list_conversations(app_database(), user, cursor=cursor)
     assert raised.value.field == "cursor"
     with pytest.raises(InvalidInput) as raised:
-        await get_conversation(user, conversation, cursor=cursor)
+        await get_conversation(app_database(), user, conversation, cursor=cursor)
     assert raised.value.field == "cursor"
 
     inputs: list[tuple[type[ListConversationsInput | GetConversationInput], dict[str, str]]] = [

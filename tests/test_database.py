@@ -8,10 +8,10 @@ import uuid
 import asyncpg
 import pytest
 
-from server.app import database_engine
 from server.migrations import migrate_backwards_all, migrate_forwards
 from server.tables import AiUsageLog, StreamRequest
 from server.users import create_user
+from tests.conftest import app_database
 
 EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
     "users": {
@@ -162,19 +162,19 @@ async def test_a_stream_request_id_is_unique_per_user(db: None) -> None:
 
 
 async def test_migrations_run_backwards_and_forwards_from_empty(database_pool: None) -> None:
-    engine = database_engine()
+    database = app_database()
     await migrate_backwards_all()
-    remaining = await engine._run_in_pool(
+    remaining = await database.fetch(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
         "AND table_name = ANY($1::text[])",
-        [list(EXPECTED_COLUMNS)],
+        list(EXPECTED_COLUMNS),
     )
     assert remaining == []
     await migrate_forwards()
-    restored = await engine._run_in_pool(
+    restored = await database.fetch(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
         "AND table_name = ANY($1::text[])",
-        [list(EXPECTED_COLUMNS)],
+        list(EXPECTED_COLUMNS),
     )
     assert {row["table_name"] for row in restored} == set(EXPECTED_COLUMNS)
 

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from piccolo.engine.postgres import PostgresEngine
 
-from server.app import database_engine
+from server.database import Database
+from server.errors import LLMError, LLMFailure
 from server.llm.core import Attribution
-from server.llm.errors import LLMError
 from server.llm.providers import ChatTurn, CompletionRequest, provider_for_model
+from server.rpc.errors import to_trpc_error
 from server.settings import Settings
 from server.simulator import INVALID_API_KEY, RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import create_user
-from tests.conftest import MakeServices, serve_app, simulator_env
+from tests.conftest import MakeServices, app_database, serve_app, simulator_env
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def _request(model: str, text: str = "Hello there") -> CompletionRequest:
 
 async def _usage_rows(**where: Any) -> list[dict[str, Any]]:
     clauses = " AND ".join(f"{column} = ${i}" for i, column in enumerate(where, start=1)) or "true"
-    rows = await database_engine()._run_in_pool(
-        f"SELECT * FROM ai_usage_logs WHERE {clauses} ORDER BY created_at", list(where.values())
+    rows = await app_database().fetch(
+        f"SELECT * FROM ai_usage_logs WHERE {clauses} ORDER BY created_at", *where.values()
     )
     return list(rows)
 
@@ -49,7 +49,8 @@ def test_the_provider_is_picked_from_the_model_name(model: str, provider: str) -
 def test_an_unknown_model_family_is_a_bad_request() -> None:
     with pytest.raises(LLMError) as raised:
         provider_for_model("llama-3-70b")
-    assert raised.value.code == "BAD_REQUEST"
+    assert raised.value.failure is LLMFailure.UNKNOWN_MODEL
+    assert to_trpc_error(raised.value).code == "BAD_REQUEST"
 
 
 async def test_openai_cached_tokens_are_priced_at_the_cache_rate(
@@ -191,7 +192,7 @@ async def test_a_provider_failure_is_a_typed_error_and_an_error_row(
     services = make_services(PROVIDER_TIMEOUT_SECONDS="1")
     with pytest.raises(LLMError) as raised:
         await services.llm.invoke(_request(model), Attribution(user_id=user_id, procedure="chat.sendMessage"))
-    assert raised.value.code == code
+    assert to_trpc_error(raised.value).code == code
     [row] = await _usage_rows(user_id=user_id)
     assert row["status"] == "error"
     assert row["error_type"] == raised.value.error_type
@@ -205,7 +206,8 @@ async def test_a_rejected_key_is_an_internal_error_that_does_not_leak_the_key(
     services = make_services(OPENAI_API_KEY=INVALID_API_KEY)
     with pytest.raises(LLMError) as raised:
         await services.llm.invoke(_request("gpt-4o"), Attribution(user_id=user_id, procedure="chat.sendMessage"))
-    assert raised.value.code == "INTERNAL_SERVER_ERROR"
+    assert raised.value.failure is LLMFailure.CREDENTIALS_REJECTED
+    assert to_trpc_error(raised.value).code == "INTERNAL_SERVER_ERROR"
     assert INVALID_API_KEY not in str(raised.value)
     [row] = await _usage_rows(user_id=user_id)
     assert INVALID_API_KEY not in str(dict(row))
@@ -248,10 +250,13 @@ async def test_a_caller_that_goes_away_leaves_a_cancelled_row(
 
 
 async def test_a_database_outage_loses_nothing_and_replay_counts_once(
-    make_services: MakeServices, sim: RunningSimulator, user_id: uuid.UUID, tmp_path: Path
+    make_services: MakeServices,
+    sim: RunningSimulator,
+    user_id: uuid.UUID,
+    tmp_path: Path,
+    unreachable_database: Database,
 ) -> None:
-    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
-    down = make_services(engine=broken)
+    down = make_services(unreachable_database)
     conversation_id = uuid.uuid4()
     sim.state.enqueue(
         ScriptedResponse(
@@ -288,12 +293,12 @@ async def test_a_database_outage_loses_nothing_and_replay_counts_once(
     spooled.write_bytes(spooled_bytes)
     assert await up.llm.spool.replay(up.llm.recorder.write) == 1
     assert len(await _usage_rows(user_id=user_id)) == 1
-    totals = await database_engine()._run_in_pool(
-        "SELECT llm_calls, total_cost_usd FROM conversations WHERE id = $1", [conversation_id]
+    totals = await app_database().fetch(
+        "SELECT llm_calls, total_cost_usd FROM conversations WHERE id = $1", conversation_id
     )
     assert [(r["llm_calls"], r["total_cost_usd"]) for r in totals] == [(1, Decimal("0.00325"))]
-    messages = await database_engine()._run_in_pool(
-        "SELECT role FROM messages WHERE conversation = $1 ORDER BY created_at", [conversation_id]
+    messages = await app_database().fetch(
+        "SELECT role FROM messages WHERE conversation = $1 ORDER BY created_at", conversation_id
     )
     assert [m["role"] for m in messages] == ["user", "assistant"]
 
@@ -317,21 +322,22 @@ async def test_with_usage_logging_off_messages_are_kept_and_no_usage_is_written(
     )
     assert result.text
     assert await _usage_rows() == []
-    rows = await database_engine()._run_in_pool(
-        "SELECT llm_calls, total_cost_usd FROM conversations WHERE id = $1", [conversation_id]
+    rows = await app_database().fetch(
+        "SELECT llm_calls, total_cost_usd FROM conversations WHERE id = $1", conversation_id
     )
     assert [(r["llm_calls"], r["total_cost_usd"]) for r in rows] == [(0, 0)]
-    count = await database_engine()._run_in_pool(
-        "SELECT count(*) AS n FROM messages WHERE conversation = $1", [conversation_id]
-    )
+    count = await app_database().fetch("SELECT count(*) AS n FROM messages WHERE conversation = $1", conversation_id)
     assert count[0]["n"] == 2
 
 
 async def test_the_running_service_replays_the_spool_by_itself(
-    make_services: MakeServices, sim: RunningSimulator, user_id: uuid.UUID, tmp_path: Path
+    make_services: MakeServices,
+    sim: RunningSimulator,
+    user_id: uuid.UUID,
+    tmp_path: Path,
+    unreachable_database: Database,
 ) -> None:
-    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
-    result = await make_services(engine=broken).llm.invoke(
+    result = await make_services(unreachable_database).llm.invoke(
         _request("gpt-4o"), Attribution(user_id=user_id, procedure="chat.executeAction")
     )
     assert result.recorded is False
@@ -368,10 +374,9 @@ async def test_a_price_file_overrides_the_catalogue_from_its_effective_date(
 
 
 async def test_a_record_the_database_refuses_is_set_aside_and_does_not_block_the_spool(
-    make_services: MakeServices, user_id: uuid.UUID, tmp_path: Path
+    make_services: MakeServices, user_id: uuid.UUID, tmp_path: Path, unreachable_database: Database
 ) -> None:
-    broken = PostgresEngine(config={"dsn": "postgresql://postgres@127.0.0.1:1/nowhere", "timeout": 1})
-    down = make_services(engine=broken)
+    down = make_services(unreachable_database)
     poison = await down.llm.invoke(
         CompletionRequest(model="gpt-4o-" + "x" * 300, messages=(ChatTurn(role="user", content="hi"),)),
         Attribution(user_id=user_id, procedure="chat.executeAction"),
@@ -404,8 +409,8 @@ async def test_nul_characters_are_stored_replaced_and_the_call_is_recorded(
         store_reply=True,
     )
     assert result.recorded is True
-    messages = await database_engine()._run_in_pool(
-        "SELECT content FROM messages WHERE conversation = $1 ORDER BY created_at", [conversation_id]
+    messages = await app_database().fetch(
+        "SELECT content FROM messages WHERE conversation = $1 ORDER BY created_at", conversation_id
     )
     assert [m["content"] for m in messages] == ["hi\ufffdthere", "bad\ufffdreply"]
 

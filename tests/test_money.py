@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from server.app import database_engine
 from server.money import tidy
+from tests.conftest import app_database
 
 
 @pytest.mark.parametrize(
@@ -26,8 +26,8 @@ def test_tidy_drops_only_zeros(stored: str, wire: str) -> None:
 
 
 async def test_numeric_columns_read_back_tidy_and_exact(database_pool: None) -> None:
-    [row] = await database_engine()._run_in_pool(
+    [row] = await app_database().fetch(
         "SELECT 0.00325::numeric(38, 18) AS cost, 0::numeric(38, 18) AS zero, $1::numeric(38, 18) AS param",
-        [Decimal("0.00000005")],
+        Decimal("0.00000005"),
     )
     assert (str(row["cost"]), str(row["zero"]), row["param"]) == ("0.00325", "0", Decimal("0.00000005"))

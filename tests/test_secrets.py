@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from schemas.chat import Email, SummarizeEmailInput
-from server.app import database_engine
 from server.cli import QUIET_LOGGERS, configure_logging
 from server.database import redact
 from server.services import build_services
 from server.settings import Settings
 from server.simulator import RunningSimulator
 from server.users import create_user
-from tests.conftest import simulator_env
+from tests.conftest import app_database, simulator_env
 
 
 @pytest.mark.parametrize(
@@ -40,7 +39,7 @@ async def test_debug_logging_never_prints_the_email_sent_to_a_provider(
     configure_logging("DEBUG")
     assert all(logging.getLogger(name).level == logging.WARNING for name in QUIET_LOGGERS)
     settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), LOG_LEVEL="DEBUG"))
-    services = build_services(settings, database_engine())
+    services = build_services(settings, app_database())
     user = await create_user("logger")
     secret = f"merger-{uuid.uuid4()}"
     with caplog.at_level(logging.DEBUG):

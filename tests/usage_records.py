@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Final
 
-from server.app import database_engine
 from server.llm.pricing import PriceCatalogue
 from server.llm.recorder import CallStatus, StoredMessage, UsageRecord, UsageRecorder
 from server.llm.usage import TokenUsage
 from server.users import create_user
+from tests.conftest import app_database
 
 CATALOGUE: Final = PriceCatalogue()
 UNPRICED_MODEL: Final = "acme-finetune-v2"
@@ -89,5 +89,5 @@ async def record_call(
         error_type="RateLimitError" if status == "error" else None,
         messages=messages,
     )
-    await UsageRecorder(database_engine()).write(record)
+    await UsageRecorder(app_database()).write(record)
     return record

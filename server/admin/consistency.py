@@ -14,9 +14,9 @@ from typing import Final
 
 import asyncpg
 import msgspec
-from piccolo.engine.postgres import PostgresEngine
 
-from server.chat.reads import StoredShare, distribution_decoder, read_snapshot, resolve_engine
+from server.conversations import StoredShare, distribution_decoder
+from server.database import Database
 
 __all__ = ("ConsistencyReport", "RollupDifference", "TotalsDifference", "check_totals")
 
@@ -246,10 +246,10 @@ def _rollup_differences(row: asyncpg.Record) -> list[RollupDifference]:
     ]
 
 
-async def check_totals(*, engine: PostgresEngine | None = None, rollup: bool = True) -> ConsistencyReport:
+async def check_totals(db: Database, *, rollup: bool = True) -> ConsistencyReport:
     """Compare every conversation's six totals and model distribution with the sums over its usage rows, and (with
     ``rollup``) every period of ``ai_usage_rollup`` with the sums over the usage rows of that period."""
-    async with read_snapshot(resolve_engine(engine)) as connection:
+    async with db.snapshot() as connection:
         rows = await connection.fetch(_DIFFERENCES)
         count = rows[0]["conversations"] if rows else (await connection.fetchval(_COUNT))
         rollup_rows = await connection.fetch(_ROLLUP_DIFFERENCES) if rollup else []

@@ -1,7 +1,8 @@
 """The admin reads: what a conversation cost and why, and where the money goes over time, by model and by procedure.
 
 Plain async functions over hand-written SQL, usable from Python as well as behind the ``admin.*`` procedures. Each
-takes its procedure's input Struct (whose ``__post_init__`` has already validated it) and returns the output Struct.
+takes the ``Database`` and its procedure's input Struct (whose ``__post_init__`` has already validated it) and returns
+the output Struct.
 
 Aggregates over a window read whole 15-minute periods from ``ai_usage_rollup`` (kept exact by triggers, see the
 migration that creates it) and only the partial periods at the window's edges from ``ai_usage_logs``, so their cost
@@ -23,7 +24,6 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from piccolo.engine.postgres import PostgresEngine
 
 from schemas.admin import (
     BucketCosts,
@@ -50,9 +50,9 @@ from schemas.admin import (
     UsageRow,
 )
 from schemas.validation import Position, decode_cursor, encode_cursor
-from server.chat.reads import CONVERSATION_COLUMNS, model_shares, read_snapshot, resolve_engine
-from server.chat.service import ConversationNotFoundError
-from server.llm.recorder import totals_from_row
+from server.conversations import CONVERSATION_COLUMNS, model_shares, totals_from_row
+from server.database import Database
+from server.errors import ConversationNotFoundError
 
 __all__ = (
     "ROLLUP_PERIOD",
@@ -387,15 +387,13 @@ def _fixed_offsets(time_zone: str, *moments: datetime) -> bool:
     return True
 
 
-async def get_usage_by_conversation(
-    data: ConversationCostInput, *, engine: PostgresEngine | None = None
-) -> ConversationCost:
+async def get_usage_by_conversation(db: Database, data: ConversationCostInput) -> ConversationCost:
     """What a conversation cost, and why: its stored totals, the split by model and procedure, and its rows.
 
     Everything is read in one snapshot, so the split always adds up to the totals shown. Raises
     ``ConversationNotFoundError`` for an unknown id.
     """
-    async with read_snapshot(resolve_engine(engine)) as connection:
+    async with db.snapshot() as connection:
         conversation = await connection.fetchrow(_CONVERSATION, data.conversation_id)
         if conversation is None:
             raise ConversationNotFoundError(data.conversation_id)
@@ -421,9 +419,7 @@ async def get_usage_by_conversation(
     )
 
 
-async def get_usage_by_date_range(
-    data: UsageByDateRangeInput, *, engine: PostgresEngine | None = None
-) -> UsageByDateRange:
+async def get_usage_by_date_range(db: Database, data: UsageByDateRangeInput) -> UsageByDateRange:
     """Calls, tokens and cost per calendar bucket of ``[start, end)`` in ``data.time_zone``, empty buckets included.
 
     Buckets are computed on local wall-clock time and joined on it, so a day is the zone's calendar day across DST
@@ -454,7 +450,7 @@ async def get_usage_by_date_range(
         SELECT buckets.local_start AT TIME ZONE {zone}::text AS bucket_start, usage.*
         FROM buckets LEFT JOIN usage USING (local_start)
         ORDER BY buckets.local_start"""
-    rows = await resolve_engine(engine)._run_in_pool(statement, params.values)
+    rows = await db.fetch(statement, *params.values)
     local = ZoneInfo(data.time_zone)
     buckets = [
         DateBucket(
@@ -473,7 +469,7 @@ async def get_usage_by_date_range(
     )
 
 
-async def get_usage_by_model(data: UsageByModelInput, *, engine: PostgresEngine | None = None) -> UsageByModel:
+async def get_usage_by_model(db: Database, data: UsageByModelInput) -> UsageByModel:
     """Per reported model, most expensive first; unpriced models sort by calls among the zero-cost ones."""
     params = _Params()
     conditions = [f"model = {params(data.model)}"] if data.model is not None else []
@@ -484,9 +480,7 @@ async def get_usage_by_model(data: UsageByModelInput, *, engine: PostgresEngine 
         key_names=("model", "provider"),
         conditions=conditions,
     )
-    rows = await resolve_engine(engine)._run_in_pool(
-        f"{statement} ORDER BY cost_usd DESC, calls DESC, model", params.values
-    )
+    rows = await db.fetch(f"{statement} ORDER BY cost_usd DESC, calls DESC, model", *params.values)
     return UsageByModel(
         start=data.start,
         end=data.end,
@@ -494,9 +488,7 @@ async def get_usage_by_model(data: UsageByModelInput, *, engine: PostgresEngine 
     )
 
 
-async def get_usage_by_procedure(
-    data: UsageByProcedureInput, *, engine: PostgresEngine | None = None
-) -> UsageByProcedure:
+async def get_usage_by_procedure(db: Database, data: UsageByProcedureInput) -> UsageByProcedure:
     """Per procedure, most expensive first."""
     params = _Params()
     conditions = [f"procedure = {params(data.procedure)}"] if data.procedure is not None else []
@@ -507,9 +499,7 @@ async def get_usage_by_procedure(
         key_names=("procedure",),
         conditions=conditions,
     )
-    rows = await resolve_engine(engine)._run_in_pool(
-        f"{statement} ORDER BY cost_usd DESC, calls DESC, procedure", params.values
-    )
+    rows = await db.fetch(f"{statement} ORDER BY cost_usd DESC, calls DESC, procedure", *params.values)
     return UsageByProcedure(
         start=data.start,
         end=data.end,
@@ -517,20 +507,18 @@ async def get_usage_by_procedure(
     )
 
 
-async def get_top_conversations_by_cost(
-    data: TopConversationsInput, *, engine: PostgresEngine | None = None
-) -> TopConversations:
+async def get_top_conversations_by_cost(db: Database, data: TopConversationsInput) -> TopConversations:
     """The most expensive conversations: by stored totals without a window, by the calls inside it with one.
 
     Ties are broken by id, so the order is stable between calls.
     """
     if data.start is None and data.end is None:
-        rows = await resolve_engine(engine)._run_in_pool(_TOP_ALL_TIME, [data.limit])
+        rows = await db.fetch(_TOP_ALL_TIME, data.limit)
     else:
         params = _Params()
         params(data.limit)
         window = "".join(f" AND {c}" for c in _window("created_at", data.start, data.end, params))
-        rows = await resolve_engine(engine)._run_in_pool(_TOP_IN_WINDOW.format(window=window), params.values)
+        rows = await db.fetch(_TOP_IN_WINDOW.format(window=window), *params.values)
     return TopConversations(
         start=data.start,
         end=data.end,
@@ -549,7 +537,7 @@ async def get_top_conversations_by_cost(
     )
 
 
-async def get_unpriced_calls(data: UnpricedCallsInput, *, engine: PostgresEngine | None = None) -> UnpricedCalls:
+async def get_unpriced_calls(db: Database, data: UnpricedCallsInput) -> UnpricedCalls:
     """Calls that wait for a price: per model (with the period they span) and the rows, newest first."""
     summary = _Params()
     summary_window = "".join(f" AND {c}" for c in _window("created_at", data.start, data.end, summary))
@@ -560,7 +548,7 @@ async def get_unpriced_calls(data: UnpricedCallsInput, *, engine: PostgresEngine
         after = decode_cursor(data.cursor)
         page_conditions.append(f"(created_at, id) < ({page(after.at)}, {page(after.id)})")
     page_window = "".join(f" AND {c}" for c in page_conditions)
-    async with read_snapshot(resolve_engine(engine)) as connection:
+    async with db.snapshot() as connection:
         models = await connection.fetch(_UNPRICED_BY_MODEL.format(window=summary_window), *summary.values)
         rows = await connection.fetch(_UNPRICED_ROWS.format(window=page_window), *page.values)
     return UnpricedCalls(

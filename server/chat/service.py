@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 import msgspec
-from piccolo.engine.postgres import PostgresEngine
 
 from schemas.chat import (
     ExecuteActionInput,
@@ -23,54 +22,25 @@ from schemas.chat import (
     SummarizeEmailOutput,
     Usage,
 )
-from schemas.errors import ErrorCode
 from server.chat.actions import ACTIONS
+from server.conversations import ensure_owned, recent_messages
+from server.database import Database
+from server.errors import LLMError, LLMFailure, StreamRequestUsedError
 from server.llm.core import Attribution, LLMCore, LLMResult
-from server.llm.errors import LLMError
 from server.llm.providers import ChatTurn, CompletionRequest, TextDelta
 from server.llm.recorder import MetadataValue
 from server.llm.structured import object_schema, strip_code_fence
-from server.rpc.errors import TRPCError
 
 HISTORY_LIMIT: Final = 100
 """The most recent messages sent with ``chat.sendMessage``; older ones stay stored but are not sent."""
 TITLE_LENGTH: Final = 80
 SCHEMA_VERSION: Final = 1
 
-_HISTORY: Final = """
-SELECT m.role, m.content
-FROM conversations c
-LEFT JOIN LATERAL (
-    SELECT role, content, created_at FROM messages
-    WHERE conversation = c.id ORDER BY created_at DESC LIMIT $3
-) m ON true
-WHERE c.id = $1 AND c.owner = $2
-ORDER BY m.created_at
-"""
-_OWNED: Final = "SELECT 1 FROM conversations WHERE id = $1 AND owner = $2"
 _CLAIM_STREAM_REQUEST: Final = """
 INSERT INTO stream_requests (user_id, request_id) VALUES ($1, $2)
 ON CONFLICT (user_id, request_id) DO NOTHING
 RETURNING id
 """
-
-
-class ConversationNotFoundError(TRPCError):
-    """No conversation with this id belongs to the caller (whether it exists for someone else is not said)."""
-
-    def __init__(self, conversation_id: uuid.UUID) -> None:
-        super().__init__(ErrorCode.NOT_FOUND, f"conversation {conversation_id} not found")
-
-
-class StreamRequestUsedError(TRPCError):
-    """The caller already started a chat.streamMessage with this ``requestId``: it never runs twice."""
-
-    def __init__(self, request_id: uuid.UUID) -> None:
-        super().__init__(
-            ErrorCode.CONFLICT,
-            f"chat.streamMessage with requestId {request_id} already ran (or is running) and is never run again, so "
-            "that a reconnect cannot bill the message twice: send a new requestId to send it again",
-        )
 
 
 class _Summary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -87,7 +57,7 @@ ResultT = TypeVar("ResultT")
 @dataclass(slots=True)
 class ChatService:
     llm: LLMCore
-    engine: PostgresEngine
+    db: Database
     default_model: str
 
     async def send_message(self, user_id: uuid.UUID, data: SendMessageInput) -> SendMessageOutput:
@@ -104,7 +74,7 @@ class ChatService:
         anything else, and a request whose id was claimed before (an EventSource reconnect repeats the URL, hence the
         id) is refused with CONFLICT, before the model is called.
         """
-        if not await self.engine._run_in_pool(_CLAIM_STREAM_REQUEST, [user_id, data.request_id]):
+        if await self.db.fetchval(_CLAIM_STREAM_REQUEST, user_id, data.request_id) is None:
             raise StreamRequestUsedError(data.request_id)
         request, attribution = await self._chat_call(user_id, data, "chat.streamMessage")
         events = self.llm.stream(request, attribution, store=[("user", data.message)], store_reply=True)
@@ -144,7 +114,7 @@ class ChatService:
     async def execute_action(self, user_id: uuid.UUID, data: ExecuteActionInput) -> ExecuteActionOutput:
         action = ACTIONS[data.action]
         if data.conversation_id is not None:
-            await self._ensure_owned(data.conversation_id, user_id)
+            await ensure_owned(self.db, data.conversation_id, user_id)
         results, parsed = await self._structured(
             user_id,
             procedure="chat.executeAction",
@@ -162,7 +132,7 @@ class ChatService:
 
     async def summarize_email(self, user_id: uuid.UUID, data: SummarizeEmailInput) -> SummarizeEmailOutput:
         if data.conversation_id is not None:
-            await self._ensure_owned(data.conversation_id, user_id)
+            await ensure_owned(self.db, data.conversation_id, user_id)
         email = data.email
         headers = "".join(
             f"{name}: {value}\n" for name, value in (("From", email.from_), ("Subject", email.subject)) if value
@@ -229,20 +199,15 @@ class ChatService:
                 ),
             ]
         raise LLMError(
-            "BAD_GATEWAY",
+            LLMFailure.INVALID_OUTPUT,
             f"the model's answer did not match the expected format twice ({answer.problem})",
             error_type="InvalidModelOutput",
         )
 
     async def _history(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> list[ChatTurn]:
-        rows = await self.engine._run_in_pool(_HISTORY, [conversation_id, user_id, HISTORY_LIMIT])
-        if not rows:
-            raise ConversationNotFoundError(conversation_id)
-        return [ChatTurn(role=row["role"], content=row["content"]) for row in rows if row["role"] is not None]
-
-    async def _ensure_owned(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
-        if not await self.engine._run_in_pool(_OWNED, [conversation_id, user_id]):
-            raise ConversationNotFoundError(conversation_id)
+        turns = await recent_messages(self.db, conversation_id, user_id, limit=HISTORY_LIMIT)
+        # The chat procedures store no system message; were one stored, it is not a turn a provider accepts.
+        return [ChatTurn(role=role, content=content) for role, content in turns if role != "system"]
 
 
 class _StructuredAnswer(Generic[ResultT]):

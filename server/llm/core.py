@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from schemas.chat import ConversationTotals
-from server.llm.errors import LLMError
+from server.errors import LLMError, LLMFailure
 from server.llm.pricing import FREE, PriceCatalogue, PricedUsage
 from server.llm.providers import (
     Completion,
@@ -213,7 +213,7 @@ class LLMCore:
                         yield chunk
             if end is None:
                 message = f"{call.provider}'s stream ended without a usage report"
-                raise LLMError("BAD_GATEWAY", message, error_type="MissingUsage", billable=True)
+                raise LLMError(LLMFailure.BAD_RESPONSE, message, error_type="MissingUsage", billable=True)
         except LLMError as error:
             usage = call.estimate(sum(map(len, received))) if error.billable else _NO_USAGE
             await asyncio.shield(self._record_failure(call, "error", error.error_type, usage))

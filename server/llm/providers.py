@@ -22,8 +22,7 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionStreamOp
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 from openai.types.shared_params import ResponseFormatJSONSchema
 
-from schemas.errors import ErrorCode
-from server.llm.errors import LLMError
+from server.errors import LLMError, LLMFailure
 from server.llm.usage import (
     AnthropicStreamUsage,
     TokenUsage,
@@ -50,7 +49,7 @@ def provider_for_model(model: str) -> ProviderName:
     if _OPENAI_MODEL.match(name):
         return "openai"
     raise LLMError(
-        "BAD_REQUEST",
+        LLMFailure.UNKNOWN_MODEL,
         f"unknown model family for {model!r}: expected gpt-*/o*, claude-* or gemini-*",
         error_type="UnknownModel",
     )
@@ -135,7 +134,7 @@ class OpenAIChatAdapter:
         except (openai.OpenAIError, ValueError) as error:
             raise _translate(self.name, error) from None
         if response.usage is None:
-            raise LLMError("BAD_GATEWAY", f"{self.name} returned no usage report", error_type="MissingUsage")
+            raise LLMError(LLMFailure.BAD_RESPONSE, f"{self.name} returned no usage report", error_type="MissingUsage")
         text = "".join(choice.message.content or "" for choice in response.choices[:1])
         return Completion(
             text=text,
@@ -315,7 +314,7 @@ class ProviderSet:
         if adapter is None:
             key = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}[provider]
             raise LLMError(
-                "PRECONDITION_FAILED",
+                LLMFailure.NOT_CONFIGURED,
                 f"{provider} is not configured on this server (set {key})",
                 error_type="ProviderNotConfigured",
             )
@@ -345,7 +344,7 @@ def _normalised(
 def _impossible_usage(provider: str, error: UsageReportError, *, billable: bool) -> LLMError:
     # Pricing an impossible report would mis-bill silently; the call fails loudly instead.
     message = f"{provider} reported impossible usage: {error}"
-    return LLMError("BAD_GATEWAY", message, error_type="BadUsage", billable=billable)
+    return LLMError(LLMFailure.BAD_RESPONSE, message, error_type="BadUsage", billable=billable)
 
 
 def _translate(
@@ -354,37 +353,37 @@ def _translate(
     *,
     billable: bool = False,
 ) -> LLMError:
-    """The tRPC error a caller sees for a provider failure. Credentials problems never reveal the key.
+    """The error a caller sees for a provider failure. Credentials problems never reveal the key.
 
     ``billable`` when the failure came after the provider had begun to answer (see ``LLMError``).
     """
-    code, message = _classify(provider, error)
-    return LLMError(code, message, error_type=type(error).__name__, billable=billable)
+    failure, message = _classify(provider, error)
+    return LLMError(failure, message, error_type=type(error).__name__, billable=billable)
 
 
 def _classify(
     provider: str, error: openai.OpenAIError | anthropic.AnthropicError | httpx2.TransportError | ValueError
-) -> tuple[ErrorCode, str]:
+) -> tuple[LLMFailure, str]:
     if isinstance(error, ValueError):
         # Neither SDK wraps a 200 response whose body is not JSON: json.JSONDecodeError escapes as it is.
-        return ErrorCode.BAD_GATEWAY, f"{provider} sent a malformed response"
+        return LLMFailure.BAD_RESPONSE, f"{provider} sent a malformed response"
     if isinstance(error, openai.APITimeoutError | anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ErrorCode.GATEWAY_TIMEOUT, f"{provider} did not answer in time"
+        return LLMFailure.TIMEOUT, f"{provider} did not answer in time"
     if isinstance(error, openai.APIConnectionError | anthropic.APIConnectionError | httpx2.TransportError):
-        return ErrorCode.BAD_GATEWAY, f"could not reach {provider}"
+        return LLMFailure.UNREACHABLE, f"could not reach {provider}"
     if isinstance(error, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
-        return ErrorCode.BAD_GATEWAY, f"{provider} sent a malformed response"
+        return LLMFailure.BAD_RESPONSE, f"{provider} sent a malformed response"
     status = getattr(error, "status_code", None)
     detail = getattr(error, "message", "") or str(error)
     # Gemini answers a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID, not with 401.
     if status in (401, 403) or (status == 400 and "API_KEY_INVALID" in detail):
-        return ErrorCode.INTERNAL_SERVER_ERROR, f"the server's {provider} credentials were rejected"
+        return LLMFailure.CREDENTIALS_REJECTED, f"the server's {provider} credentials were rejected"
     if status == 429:
-        return ErrorCode.TOO_MANY_REQUESTS, f"{provider} rate limit reached, retry later"
+        return LLMFailure.RATE_LIMITED, f"{provider} rate limit reached, retry later"
     if status in (400, 404, 413, 422):
-        return ErrorCode.BAD_REQUEST, f"{provider} rejected the request: {_sanitise(detail)}"
+        return LLMFailure.INVALID_REQUEST, f"{provider} rejected the request: {_sanitise(detail)}"
     if status in (503, 529):
-        return ErrorCode.SERVICE_UNAVAILABLE, f"{provider} is overloaded, retry later"
+        return LLMFailure.OVERLOADED, f"{provider} is overloaded, retry later"
     if status is not None and status >= 500:
-        return ErrorCode.BAD_GATEWAY, f"{provider} failed with HTTP {status}"
-    return ErrorCode.BAD_GATEWAY, f"{provider} call failed"
+        return LLMFailure.UPSTREAM_ERROR, f"{provider} failed with HTTP {status}"
+    return LLMFailure.UPSTREAM_ERROR, f"{provider} call failed"

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Any, Final, Literal
+from decimal import Decimal
+from typing import Final, Literal
 
-import asyncpg
 import msgspec
-from piccolo.engine.postgres import PostgresEngine
 
 from schemas.chat import ConversationTotals
+from server.conversations import totals_from_row
+from server.database import Database, NamedStatement
 from server.llm.pricing import PricedUsage
 from server.llm.usage import TokenUsage
 
@@ -61,18 +62,69 @@ _TOTALS: Final = (
     "total_prompt_tokens, total_completion_tokens, total_tokens_used, total_cost_usd, llm_calls, unpriced_calls"
 )
 
-
-def _store_messages(conversation: str, first: int) -> str:
-    """Insert the messages passed as four arrays, parameters ``$first`` to ``$first+3``, into ``conversation``."""
-    ids, roles, contents, times = (f"${first + i}" for i in range(4))
-    return f"""
+# The messages, passed as four arrays, into the conversation ``:conversation_id``.
+_STORE_MESSAGES: Final = """
     INSERT INTO messages (id, conversation, role, content, created_at)
-    SELECT m.id, {conversation}::uuid, m.role, m.content, m.created_at
-    FROM unnest({ids}::uuid[], {roles}::text[], {contents}::text[], {times}::timestamptz[])
+    SELECT m.id, :conversation_id::uuid, m.role, m.content, m.created_at
+    FROM unnest(:message_ids::uuid[], :message_roles::text[], :message_contents::text[], :message_times::timestamptz[])
          AS m(id, role, content, created_at)"""
 
 
-RECORD_CALL: Final = f"""
+class _CallParameters(msgspec.Struct, frozen=True, kw_only=True):
+    """The parameters of ``RECORD_CALL``, by placeholder name."""
+
+    row_id: uuid.UUID
+    call_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    user_id: uuid.UUID | None
+    conversation_title: str
+    created_at: datetime.datetime
+    procedure: str
+    provider: str
+    requested_model: str
+    model: str
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    usage_estimated: bool
+    rate_input: Decimal | None
+    rate_cache_read: Decimal | None
+    rate_cache_write_5m: Decimal | None
+    rate_cache_write_1h: Decimal | None
+    rate_output: Decimal | None
+    price_source: str | None
+    price_tier: str | None
+    cost_input: Decimal | None
+    cost_cache_read: Decimal | None
+    cost_cache_write_5m: Decimal | None
+    cost_cache_write_1h: Decimal | None
+    cost_output: Decimal | None
+    estimated_cost_usd: Decimal | None
+    pricing_status: str
+    latency_ms: int
+    status: CallStatus
+    error_type: str | None
+    metadata: str
+    """The metadata as JSON text."""
+    prompt_total: int
+    """All prompt buckets, cached ones included: what the conversation's ``total_prompt_tokens`` grows by."""
+    unpriced_call: int
+    """1 for an unpriced call, else 0: what the conversation's ``unpriced_calls`` grows by."""
+    message_ids: list[uuid.UUID]
+    message_roles: list[str]
+    message_contents: list[str]
+    message_times: list[datetime.datetime]
+
+
+RECORD_CALL: Final = NamedStatement(
+    f"""
 WITH log AS (
     INSERT INTO ai_usage_logs (
         id, call_id, conversation_id, message_id, user_id, procedure, provider, requested_model, model,
@@ -82,11 +134,13 @@ WITH log AS (
         cost_input, cost_cache_read, cost_cache_write_5m, cost_cache_write_1h, cost_output, estimated_cost_usd,
         pricing_status, latency_ms, status, error_type, metadata, created_at
     ) VALUES (
-        $43, $1, $2, $38, $3, $6, $7, $8, $9,
-        $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-        $20, $21, $22, $23, $24, $25, $26,
-        $27, $28, $29, $30, $31, $32,
-        $33, $34, $35, $36, $37::jsonb, $5
+        :row_id, :call_id, :conversation_id, :message_id, :user_id, :procedure, :provider, :requested_model, :model,
+        :input_tokens, :cache_read_tokens, :cache_write_5m_tokens, :cache_write_1h_tokens, :output_tokens,
+        :reasoning_tokens, :prompt_tokens, :completion_tokens, :total_tokens, :usage_estimated,
+        :rate_input, :rate_cache_read, :rate_cache_write_5m, :rate_cache_write_1h, :rate_output, :price_source,
+        :price_tier,
+        :cost_input, :cost_cache_read, :cost_cache_write_5m, :cost_cache_write_1h, :cost_output, :estimated_cost_usd,
+        :pricing_status, :latency_ms, :status, :error_type, :metadata::jsonb, :created_at
     )
     ON CONFLICT (call_id) DO NOTHING
     RETURNING call_id
@@ -95,11 +149,13 @@ WITH log AS (
         id, owner, title, created_at, updated_at, total_prompt_tokens, total_completion_tokens, total_tokens_used,
         total_cost_usd, llm_calls, unpriced_calls, model_distribution
     )
-    SELECT $2, $3, $4, $5, $5, $44, $14, $44 + $14, coalesce($32, 0), 1, $45,
-           jsonb_build_object($9::text, jsonb_build_object(
-               'calls', 1, 'tokens', $44 + $14, 'cost_usd', coalesce($32, 0)::text))
+    SELECT :conversation_id, :user_id, :conversation_title, :created_at, :created_at, :prompt_total, :output_tokens,
+           :prompt_total + :output_tokens, coalesce(:estimated_cost_usd, 0), 1, :unpriced_call,
+           jsonb_build_object(:model::text, jsonb_build_object(
+               'calls', 1, 'tokens', :prompt_total + :output_tokens,
+               'cost_usd', coalesce(:estimated_cost_usd, 0)::text))
     FROM log
-    WHERE $2::uuid IS NOT NULL
+    WHERE :conversation_id::uuid IS NOT NULL
     ON CONFLICT (id) DO UPDATE SET
         updated_at = greatest(c.updated_at, excluded.updated_at),
         total_prompt_tokens = c.total_prompt_tokens + excluded.total_prompt_tokens,
@@ -108,128 +164,136 @@ WITH log AS (
         total_cost_usd = c.total_cost_usd + excluded.total_cost_usd,
         llm_calls = c.llm_calls + 1,
         unpriced_calls = c.unpriced_calls + excluded.unpriced_calls,
-        model_distribution = c.model_distribution || jsonb_build_object($9::text, jsonb_build_object(
-            'calls', coalesce((c.model_distribution -> $9::text ->> 'calls')::bigint, 0) + 1,
-            'tokens', coalesce((c.model_distribution -> $9::text ->> 'tokens')::bigint, 0)
+        model_distribution = c.model_distribution || jsonb_build_object(:model::text, jsonb_build_object(
+            'calls', coalesce((c.model_distribution -> :model::text ->> 'calls')::bigint, 0) + 1,
+            'tokens', coalesce((c.model_distribution -> :model::text ->> 'tokens')::bigint, 0)
                       + excluded.total_tokens_used,
-            'cost_usd', (coalesce((c.model_distribution -> $9::text ->> 'cost_usd')::numeric, 0)
+            'cost_usd', (coalesce((c.model_distribution -> :model::text ->> 'cost_usd')::numeric, 0)
                          + excluded.total_cost_usd)::text))
     RETURNING {_TOTALS}
 ), stored AS (
-    {_store_messages("$2", 39)}
-    WHERE $2::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM log)
+    {_STORE_MESSAGES}
+    WHERE :conversation_id::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM log)
 )
 SELECT {_TOTALS} FROM conversation
-"""
+""",
+    _CallParameters,
+)
+
+
+class _MessagesParameters(msgspec.Struct, frozen=True, kw_only=True):
+    """The parameters of ``STORE_MESSAGES_ONLY``, by placeholder name."""
+
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID | None
+    conversation_title: str
+    created_at: datetime.datetime
+    message_ids: list[uuid.UUID]
+    message_roles: list[str]
+    message_contents: list[str]
+    message_times: list[datetime.datetime]
+
 
 # With usage logging switched off the conversation and its messages are still kept, but no totals move: the totals
 # are by definition the sums over the usage rows.
-STORE_MESSAGES_ONLY: Final = f"""
+STORE_MESSAGES_ONLY: Final = NamedStatement(
+    f"""
 WITH conversation AS (
     INSERT INTO conversations AS c (id, owner, title, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $4)
+    VALUES (:conversation_id, :user_id, :conversation_title, :created_at, :created_at)
     ON CONFLICT (id) DO UPDATE SET updated_at = greatest(c.updated_at, excluded.updated_at)
     RETURNING {_TOTALS}
 ), stored AS (
-    {_store_messages("$1", 5)}
+    {_STORE_MESSAGES}
     ON CONFLICT (id) DO NOTHING
 )
 SELECT {_TOTALS} FROM conversation
-"""
+""",
+    _MessagesParameters,
+)
 
 
-def _record_arguments(record: UsageRecord) -> tuple[Any, ...]:
+def _call_parameters(record: UsageRecord) -> _CallParameters:
     usage, priced = record.usage, record.priced
     rates = priced.rates
-    return (
-        record.call_id,
-        record.conversation_id,
-        record.user_id,
-        record.conversation_title,
-        record.created_at,
-        record.procedure,
-        record.provider,
-        record.requested_model,
-        record.model,
-        usage.input,
-        usage.cache_read,
-        usage.cache_write_5m,
-        usage.cache_write_1h,
-        usage.output,
-        usage.reasoning,
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.total_tokens,
-        usage.estimated,
-        rates.input if rates else None,
-        rates.cache_read if rates else None,
-        rates.cache_write_5m if rates else None,
-        rates.cache_write_1h if rates else None,
-        rates.output if rates else None,
-        priced.source,
-        priced.tier,
-        priced.cost_input,
-        priced.cost_cache_read,
-        priced.cost_cache_write_5m,
-        priced.cost_cache_write_1h,
-        priced.cost_output,
-        priced.total_cost,
-        priced.status,
-        record.latency_ms,
-        record.status,
-        record.error_type,
-        msgspec.json.encode(record.metadata).decode(),
-        record.message_id,
-        *_message_columns(record.messages),
-        uuid.uuid4(),
-        usage.prompt_total,
-        1 if priced.status == "unpriced" else 0,
+    return _CallParameters(
+        row_id=uuid.uuid4(),
+        call_id=record.call_id,
+        conversation_id=record.conversation_id,
+        message_id=record.message_id,
+        user_id=record.user_id,
+        conversation_title=record.conversation_title,
+        created_at=record.created_at,
+        procedure=record.procedure,
+        provider=record.provider,
+        requested_model=record.requested_model,
+        model=record.model,
+        input_tokens=usage.input,
+        cache_read_tokens=usage.cache_read,
+        cache_write_5m_tokens=usage.cache_write_5m,
+        cache_write_1h_tokens=usage.cache_write_1h,
+        output_tokens=usage.output,
+        reasoning_tokens=usage.reasoning,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        usage_estimated=usage.estimated,
+        rate_input=rates.input if rates else None,
+        rate_cache_read=rates.cache_read if rates else None,
+        rate_cache_write_5m=rates.cache_write_5m if rates else None,
+        rate_cache_write_1h=rates.cache_write_1h if rates else None,
+        rate_output=rates.output if rates else None,
+        price_source=priced.source,
+        price_tier=priced.tier,
+        cost_input=priced.cost_input,
+        cost_cache_read=priced.cost_cache_read,
+        cost_cache_write_5m=priced.cost_cache_write_5m,
+        cost_cache_write_1h=priced.cost_cache_write_1h,
+        cost_output=priced.cost_output,
+        estimated_cost_usd=priced.total_cost,
+        pricing_status=priced.status,
+        latency_ms=record.latency_ms,
+        status=record.status,
+        error_type=record.error_type,
+        metadata=msgspec.json.encode(record.metadata).decode(),
+        prompt_total=usage.prompt_total,
+        unpriced_call=1 if priced.status == "unpriced" else 0,
+        message_ids=[m.id for m in record.messages],
+        message_roles=[m.role for m in record.messages],
+        message_contents=[m.content for m in record.messages],
+        message_times=[m.created_at for m in record.messages],
     )
 
 
-def _message_columns(messages: tuple[StoredMessage, ...]) -> tuple[list[Any], ...]:
-    return (
-        [m.id for m in messages],
-        [m.role for m in messages],
-        [m.content for m in messages],
-        [m.created_at for m in messages],
-    )
-
-
-def totals_from_row(row: asyncpg.Record) -> ConversationTotals:
-    """A conversation's totals from a row holding its ``conversations`` columns."""
-    return ConversationTotals(
-        total_prompt_tokens=row["total_prompt_tokens"],
-        total_completion_tokens=row["total_completion_tokens"],
-        total_tokens_used=row["total_tokens_used"],
-        total_cost_usd=row["total_cost_usd"],
-        llm_calls=row["llm_calls"],
-        unpriced_calls=row["unpriced_calls"],
+def _messages_parameters(record: UsageRecord, conversation_id: uuid.UUID) -> _MessagesParameters:
+    return _MessagesParameters(
+        conversation_id=conversation_id,
+        user_id=record.user_id,
+        conversation_title=record.conversation_title,
+        created_at=record.created_at,
+        message_ids=[m.id for m in record.messages],
+        message_roles=[m.role for m in record.messages],
+        message_contents=[m.content for m in record.messages],
+        message_times=[m.created_at for m in record.messages],
     )
 
 
 class UsageRecorder:
     """Writes call records in one transaction; ``enabled=False`` keeps conversations and messages only."""
 
-    def __init__(self, engine: PostgresEngine, *, enabled: bool = True) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, *, enabled: bool = True) -> None:
+        self._db = db
         self.enabled = enabled
 
     async def write(self, record: UsageRecord) -> ConversationTotals | None:
         """Store ``record``; return the conversation's new totals (None outside a conversation or on a replay)."""
-        async with self._engine.transaction() as transaction:
-            connection = transaction.connection
-            if self.enabled:
-                row = await connection.fetchrow(RECORD_CALL, *_record_arguments(record))
-            elif record.conversation_id is not None and record.messages:
-                row = await connection.fetchrow(
-                    STORE_MESSAGES_ONLY,
-                    record.conversation_id,
-                    record.user_id,
-                    record.conversation_title,
-                    record.created_at,
-                    *_message_columns(record.messages),
-                )
-            else:
-                return None
+        if self.enabled:
+            statement, arguments = RECORD_CALL.sql, RECORD_CALL.arguments(_call_parameters(record))
+        elif record.conversation_id is not None and record.messages:
+            parameters = _messages_parameters(record, record.conversation_id)
+            statement, arguments = STORE_MESSAGES_ONLY.sql, STORE_MESSAGES_ONLY.arguments(parameters)
+        else:
+            return None
+        async with self._db.transaction() as connection:
+            row = await connection.fetchrow(statement, *arguments)
         return None if row is None else totals_from_row(row)

@@ -1,5 +1,5 @@
-"""The ``chat`` namespace. Thin: the logic lives in ``ChatService`` and ``reads``; the caller comes from the protocol;
-another user's conversation is NOT_FOUND, never FORBIDDEN."""
+"""The ``chat`` namespace. Thin: the logic lives in ``ChatService`` and the ``server.conversations`` repository; the
+caller comes from the protocol; another user's conversation is NOT_FOUND, never FORBIDDEN."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from schemas.chat import (
     SummarizeEmailOutput,
 )
 from schemas.conversations import ConversationDetail, ConversationList, GetConversationInput, ListConversationsInput
-from server.chat import reads
+from server import conversations as repository
 from server.rpc import CallContext, ProcedureController, implements
 from server.services import Services
 
@@ -51,12 +51,12 @@ class ChatController(ProcedureController):
 
     @implements(conversations.LIST_CONVERSATIONS)
     async def list_conversations(self, ctx: CallContext[Services], input: ListConversationsInput) -> ConversationList:
-        return await reads.list_conversations(
-            ctx.user.user_id, limit=input.limit, cursor=input.cursor, engine=ctx.services.engine
+        return await repository.list_conversations(
+            ctx.services.db, ctx.user.user_id, limit=input.limit, cursor=input.cursor
         )
 
     @implements(conversations.GET_CONVERSATION)
     async def get_conversation(self, ctx: CallContext[Services], input: GetConversationInput) -> ConversationDetail:
-        return await reads.get_conversation(
-            ctx.user.user_id, input.conversation_id, limit=input.limit, cursor=input.cursor, engine=ctx.services.engine
+        return await repository.get_conversation(
+            ctx.services.db, ctx.user.user_id, input.conversation_id, limit=input.limit, cursor=input.cursor
         )

@@ -22,8 +22,9 @@ Mounting it (the app's factory)::
 The protocol enforces each procedure's ``Access`` (UNAUTHORIZED without a valid key, FORBIDDEN for a non-admin on
 an ADMIN procedure) using the ``Authenticator`` given to ``rpc_router``; the key comes from ``Authorization: Bearer``
 or, for EventSource clients, from ``connectionParams`` (``{"apiKey": key}`` or ``{"authorization": "Bearer key"}``).
-A handler raises ``TRPCError(ErrorCode.X, message)`` to answer with an error; any other exception becomes a generic
-INTERNAL_SERVER_ERROR, logged with its traceback.
+A handler raises a domain error (``server.errors``, classified by ``server.rpc.errors.CODES``) or, for a protocol
+matter, ``TRPCError(ErrorCode.X, message)``; any other exception becomes a generic INTERNAL_SERVER_ERROR, logged with
+its traceback.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import (
     ClassVar,
     Final,
     Generic,
+    Protocol,
     TypeVar,
     get_args,
     get_origin,
@@ -34,8 +35,6 @@ from server.rpc.tracked import Tracked
 
 if TYPE_CHECKING:
     from litestar.router import Router
-
-    from server.rpc.dispatch import Dispatcher
 
 __all__ = ("ProcedureController", "implements")
 
@@ -57,6 +56,15 @@ PROCEDURE_METHOD: Final = {
     ProcedureKind.MUTATION: HttpMethod.POST,
     ProcedureKind.SUBSCRIPTION: HttpMethod.GET,
 }
+
+
+class ProcedureHost(Protocol):
+    """What a controller needs of the protocol that serves it (``Dispatcher``), so that it need not import it."""
+
+    async def handle(self, request: Request[Any, Any, Any], raw_path: str) -> Response[Any]: ...
+
+    def bind_controller(self, controller: ProcedureController) -> None: ...
+
 
 SelfT = TypeVar("SelfT")
 ServicesT = TypeVar("ServicesT")
@@ -138,7 +146,7 @@ class ProcedureController(Controller):
         dispatcher = owner.opt.get(DISPATCHER_OPT_KEY)
         if dispatcher is None:
             raise RuntimeError(f"{type(self).__qualname__} must be mounted with server.rpc.rpc_router()")
-        self.dispatcher: Dispatcher = dispatcher
+        self.dispatcher: ProcedureHost = dispatcher
         dispatcher.bind_controller(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ProcedureController:

@@ -21,7 +21,7 @@ from schemas.registry import Access, ProcedureKind, Registry
 from server.rpc.binding import Binding, build_bindings
 from server.rpc.config import RpcConfig
 from server.rpc.context import Authenticator, CallContext, Caller
-from server.rpc.controller import PROCEDURE_METHOD
+from server.rpc.controller import PROCEDURE_METHOD, ProcedureHost
 from server.rpc.errors import ErrorCode, TRPCError, error_envelope, to_trpc_error
 from server.rpc.inputs import (
     RequestInputs,
@@ -82,7 +82,7 @@ class _Call:
     is_batch: bool
 
 
-class Dispatcher:
+class Dispatcher(ProcedureHost):
     """Serves every procedure of a registry; built once by ``rpc_router`` and shared by all its routes."""
 
     def __init__(

@@ -1,25 +1,50 @@
 """tRPC errors, and the one place where any exception becomes the error shape a client receives.
 
-Unknown exceptions become INTERNAL_SERVER_ERROR with a generic message: their text may hold internals or secrets, so
-it goes to the server log only.
+The domain raises ``server.errors`` (and wire types ``InvalidInput``); ``CODES`` is the one table that gives each its
+tRPC code. Unknown exceptions become INTERNAL_SERVER_ERROR with a generic message: their text may hold internals or
+secrets, so it goes to the server log only.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 from litestar.exceptions import HTTPException
 
 from schemas.errors import ERROR_CODES, ErrorCode, ErrorData, ErrorEnvelope, ErrorShape, code_for_http_status
 from schemas.validation import InvalidInput
+from server.errors import ConflictError, LLMError, LLMFailure, NotFoundError
 
-__all__ = ("ErrorCode", "TRPCError", "error_shape", "to_trpc_error")
+__all__ = ("CODES", "ErrorCode", "TRPCError", "error_shape", "to_trpc_error")
 
 logger: Final = logging.getLogger("tollbooth.rpc")
 
 GENERIC_INTERNAL_MESSAGE: Final = "Internal server error"
+
+CODES: Final[Mapping[type[Exception] | LLMFailure, ErrorCode]] = MappingProxyType(
+    {
+        InvalidInput: ErrorCode.BAD_REQUEST,
+        NotFoundError: ErrorCode.NOT_FOUND,
+        ConflictError: ErrorCode.CONFLICT,
+        # An LLMError by its failure: what the caller can do about it, and whether @trpc/client retries (5xx).
+        LLMFailure.UNKNOWN_MODEL: ErrorCode.BAD_REQUEST,
+        LLMFailure.NOT_CONFIGURED: ErrorCode.PRECONDITION_FAILED,
+        LLMFailure.INVALID_REQUEST: ErrorCode.BAD_REQUEST,
+        LLMFailure.CREDENTIALS_REJECTED: ErrorCode.INTERNAL_SERVER_ERROR,
+        LLMFailure.RATE_LIMITED: ErrorCode.TOO_MANY_REQUESTS,
+        LLMFailure.TIMEOUT: ErrorCode.GATEWAY_TIMEOUT,
+        LLMFailure.OVERLOADED: ErrorCode.SERVICE_UNAVAILABLE,
+        LLMFailure.UNREACHABLE: ErrorCode.BAD_GATEWAY,
+        LLMFailure.UPSTREAM_ERROR: ErrorCode.BAD_GATEWAY,
+        LLMFailure.BAD_RESPONSE: ErrorCode.BAD_GATEWAY,
+        LLMFailure.INVALID_OUTPUT: ErrorCode.BAD_GATEWAY,
+    }
+)
+"""The tRPC code of every domain error: by class (the nearest mapped base), and of an ``LLMError`` by its failure."""
 
 
 class TRPCError(Exception):
@@ -49,15 +74,29 @@ class TRPCError(Exception):
 def to_trpc_error(exc: BaseException, path: str | None = None) -> TRPCError:
     """Classify any exception; unknown ones are logged with their traceback and hidden behind a generic message."""
     if isinstance(exc, TRPCError):
-        if exc.http_status >= 500 and exc.__cause__ is not None:
-            logger.error("procedure %s failed with %s", path, exc.code.value, exc_info=exc)
+        _log_server_fault(exc, exc, path)
         return exc
-    if isinstance(exc, InvalidInput):
-        return TRPCError(ErrorCode.BAD_REQUEST, str(exc), cause=exc)
+    code = _domain_code(exc)
+    if code is not None:
+        error = TRPCError(code, str(exc), cause=exc)
+        _log_server_fault(error, exc, path)
+        return error
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         return TRPCError(code_for_http_status(exc.status_code), exc.detail, cause=exc)
     logger.error("procedure %s raised an unexpected exception", path, exc_info=exc)
     return TRPCError(ErrorCode.INTERNAL_SERVER_ERROR, GENERIC_INTERNAL_MESSAGE, cause=exc)
+
+
+def _domain_code(exc: BaseException) -> ErrorCode | None:
+    if isinstance(exc, LLMError):
+        return CODES[exc.failure]
+    return next((CODES[base] for base in type(exc).__mro__ if base in CODES), None)
+
+
+def _log_server_fault(error: TRPCError, raised: BaseException, path: str | None) -> None:
+    """A 5xx whose cause is known is logged with it; one without a cause says all there is to say in its message."""
+    if error.http_status >= 500 and raised.__cause__ is not None:
+        logger.error("procedure %s failed with %s", path, error.code.value, exc_info=raised)
 
 
 def error_shape(error: TRPCError, path: str | None, *, debug: bool) -> ErrorShape:

@@ -1,23 +1,22 @@
-"""The caller's own conversations: the list, and one conversation with its messages and totals.
+"""The conversations repository: every read of ``conversations`` and ``messages`` that chat and admin share.
 
-Every statement filters by owner, so a conversation of another user reads exactly like a missing one
-(``ConversationNotFoundError`` either way) and an id reveals nothing. The totals come from the conversation row, which
-the recorder keeps equal to the sums over its usage rows; nothing is re-aggregated per request.
+It sits below both domains (and below the recorder, which builds its totals with ``totals_from_row``), so neither
+imports the other. Every statement here that takes an owner filters by it, so a conversation of another user reads
+exactly like a missing one (``ConversationNotFoundError`` either way) and an id reveals nothing. The totals come from
+the conversation row, which the recorder keeps equal to the sums over its usage rows; nothing is re-aggregated per
+request.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Final
+from typing import Final, Literal
 
 import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
-from piccolo.engine.postgres import PostgresEngine
 
+from schemas.chat import ConversationTotals
 from schemas.conversations import (
     ConversationDetail,
     ConversationList,
@@ -26,18 +25,20 @@ from schemas.conversations import (
     ModelShare,
 )
 from schemas.validation import InvalidInput, Position, decode_cursor, encode_cursor
-from server.chat.service import ConversationNotFoundError
-from server.llm.recorder import totals_from_row
+from server.database import Database
+from server.errors import ConversationNotFoundError
 from server.money import tidy
 
 __all__ = (
+    "CONVERSATION_COLUMNS",
     "StoredShare",
     "distribution_decoder",
+    "ensure_owned",
     "get_conversation",
     "list_conversations",
     "model_shares",
-    "read_snapshot",
-    "resolve_engine",
+    "recent_messages",
+    "totals_from_row",
 )
 
 DEFAULT_CONVERSATIONS: Final = 20
@@ -48,6 +49,7 @@ MAX_MESSAGES: Final = 500
 CONVERSATION_COLUMNS: Final = """
     c.id, c.owner, c.title, c.created_at, c.updated_at, c.total_prompt_tokens, c.total_completion_tokens,
     c.total_tokens_used, c.total_cost_usd, c.llm_calls, c.unpriced_calls"""
+"""The ``conversations`` columns of a summary and its totals (``totals_from_row``), for a table aliased ``c``."""
 
 _LIST: Final = f"""
 SELECT {CONVERSATION_COLUMNS}
@@ -82,6 +84,20 @@ WHERE conversation = $1 AND (created_at, id) < ($3, $4)
 ORDER BY created_at DESC, id DESC
 LIMIT $2
 """
+# One row with NULLs for an owned conversation without messages, none for a missing or foreign one.
+_HISTORY: Final = """
+SELECT m.role, m.content
+FROM conversations c
+LEFT JOIN LATERAL (
+    SELECT role, content, created_at FROM messages
+    WHERE conversation = c.id ORDER BY created_at DESC LIMIT $3
+) m ON true
+WHERE c.id = $1 AND c.owner = $2
+ORDER BY m.created_at
+"""
+_OWNED: Final = "SELECT 1 FROM conversations WHERE id = $1 AND owner = $2"
+
+Role = Literal["user", "assistant", "system"]
 
 
 class StoredShare(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,43 +121,35 @@ def model_shares(model_distribution: str) -> list[ModelShare]:
     return shares
 
 
-@asynccontextmanager
-async def read_snapshot(engine: PostgresEngine) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
-    """A pooled connection in a read-only REPEATABLE READ transaction.
-
-    A read made of several statements then sees one state of the database: totals and the rows they sum can never
-    disagree because a call was recorded between two statements.
-    """
-    if engine.pool is None:
-        raise RuntimeError("the database connection pool is not running")
-    async with engine.pool.acquire() as connection, connection.transaction(isolation="repeatable_read", readonly=True):
-        yield connection
-
-
-def resolve_engine(engine: PostgresEngine | None) -> PostgresEngine:
-    """``engine``, or the application's (``piccolo_conf.DB``) when None."""
-    if engine is not None:
-        return engine
-    from server.app import database_engine  # here: server.app imports the procedures that import this module
-
-    return database_engine()
+def totals_from_row(row: asyncpg.Record) -> ConversationTotals:
+    """A conversation's totals from a row holding its ``conversations`` columns."""
+    return ConversationTotals(
+        total_prompt_tokens=row["total_prompt_tokens"],
+        total_completion_tokens=row["total_completion_tokens"],
+        total_tokens_used=row["total_tokens_used"],
+        total_cost_usd=row["total_cost_usd"],
+        llm_calls=row["llm_calls"],
+        unpriced_calls=row["unpriced_calls"],
+    )
 
 
 async def list_conversations(
+    db: Database,
     user_id: uuid.UUID,
     *,
     limit: int = DEFAULT_CONVERSATIONS,
     cursor: str | None = None,
-    engine: PostgresEngine | None = None,
 ) -> ConversationList:
-    """The caller's conversations, most recent activity first; pass ``nextCursor`` back as ``cursor`` for more."""
+    """The caller's conversations, most recent activity first; pass ``nextCursor`` back as ``cursor`` for more.
+
+    Raises ``InvalidInput`` for a ``limit`` outside 1 to ``MAX_CONVERSATIONS`` or a cursor this server did not issue.
+    """
     _check_limit(limit, MAX_CONVERSATIONS)
-    pool_engine = resolve_engine(engine)
     if cursor is None:
-        rows = await pool_engine._run_in_pool(_LIST, [user_id, limit + 1])
+        rows = await db.fetch(_LIST, user_id, limit + 1)
     else:
         after = decode_cursor(cursor)
-        rows = await pool_engine._run_in_pool(_LIST_AFTER, [user_id, limit + 1, after.at, after.id])
+        rows = await db.fetch(_LIST_AFTER, user_id, limit + 1, after.at, after.id)
     page = rows[:limit]
     items = [
         ConversationSummary(
@@ -159,19 +167,20 @@ async def list_conversations(
 
 
 async def get_conversation(
+    db: Database,
     user_id: uuid.UUID,
     conversation_id: uuid.UUID,
     *,
     limit: int = DEFAULT_MESSAGES,
     cursor: str | None = None,
-    engine: PostgresEngine | None = None,
 ) -> ConversationDetail:
-    """One of the caller's conversations with its latest ``limit`` messages, oldest first.
+    """One of the caller's conversations with its latest ``limit`` messages, oldest first, read in one snapshot.
 
-    Raises ``ConversationNotFoundError`` when no conversation with this id belongs to ``user_id``.
+    Raises ``ConversationNotFoundError`` when no conversation with this id belongs to ``user_id``, ``InvalidInput``
+    for a ``limit`` outside 1 to ``MAX_MESSAGES`` or a cursor this server did not issue.
     """
     _check_limit(limit, MAX_MESSAGES)
-    async with read_snapshot(resolve_engine(engine)) as connection:
+    async with db.snapshot() as connection:
         conversation = await connection.fetchrow(_CONVERSATION, conversation_id, user_id)
         if conversation is None:
             raise ConversationNotFoundError(conversation_id)
@@ -195,6 +204,26 @@ async def get_conversation(
         ],
         earlier_cursor=encode_cursor(Position(at=page[-1]["created_at"], id=page[-1]["id"])) if earlier else None,
     )
+
+
+async def recent_messages(
+    db: Database, conversation_id: uuid.UUID, user_id: uuid.UUID, *, limit: int
+) -> list[tuple[Role, str]]:
+    """The latest ``limit`` messages of one of the caller's conversations as ``(role, content)``, oldest first.
+
+    One statement checks the owner and reads the messages. Raises ``ConversationNotFoundError`` when no conversation
+    with this id belongs to ``user_id``.
+    """
+    rows = await db.fetch(_HISTORY, conversation_id, user_id, limit)
+    if not rows:
+        raise ConversationNotFoundError(conversation_id)
+    return [(row["role"], row["content"]) for row in rows if row["role"] is not None]
+
+
+async def ensure_owned(db: Database, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Raise ``ConversationNotFoundError`` unless a conversation with this id belongs to ``user_id``."""
+    if await db.fetchval(_OWNED, conversation_id, user_id) is None:
+        raise ConversationNotFoundError(conversation_id)
 
 
 def _check_limit(limit: int, most: int) -> None:
