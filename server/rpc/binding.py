@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from schemas import codec
 from schemas.registry import Procedure, Registry
 from server.rpc.controller import ProcedureController, check_handler_signature, implemented_procedure
 
@@ -58,7 +59,7 @@ def build_bindings(registry: Registry, controllers: Sequence[type[ProcedureContr
                 procedure=procedure,
                 controller=controller,
                 method_name=method_name,
-                decoder=None if procedure.input is None else msgspec.json.Decoder(procedure.input),
+                decoder=None if procedure.input is None else codec.decoder(procedure.input),
                 resumable=procedure.resumable,
             )
     missing = [p.path for p in registry if p.path not in bindings]

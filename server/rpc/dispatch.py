@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 
+from schemas import codec
 from schemas.registry import Access, ProcedureKind, Registry
 from server.rpc.binding import Binding, build_bindings
 from server.rpc.config import RpcConfig
@@ -95,7 +96,7 @@ class Dispatcher:
         self._bindings = build_bindings(registry, controllers)
         self._authenticator = authenticator
         self._config = config
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = codec.encoder()
         connected: dict[str, int] = {}
         if config.sse_reconnect_after_inactivity_seconds is not None:
             connected["reconnectAfterInactivityMs"] = round(config.sse_reconnect_after_inactivity_seconds * 1000)

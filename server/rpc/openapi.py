@@ -23,6 +23,7 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from schemas import codec
 from schemas.errors import ErrorEnvelope
 from schemas.registry import Procedure, ProcedureKind
 
@@ -42,7 +43,7 @@ class _RawSchema(Schema):
 
 def inline_json_schema(type_: Any) -> dict[str, Any]:
     """msgspec's JSON schema of ``type_`` with every ``$ref`` replaced by its definition."""
-    schema = msgspec.json.schema(type_)
+    schema = codec.json_schema(type_)
     definitions = schema.pop("$defs", {})
     return _inline(schema, definitions, ())  # type: ignore[no-any-return]
 
