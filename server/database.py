@@ -56,7 +56,7 @@ def embedded_database_url(pgdata: Path, database: str = EMBEDDED_DATABASE) -> st
 
 
 async def start_pool(engine: PostgresEngine, *, min_size: int, max_size: int) -> None:
-    """Start ``engine``'s connection pool; its connections read NUMERIC as tidy ``Decimal`` (see ``server.money``)."""
+    """Start ``engine``'s connection pool; its connections read NUMERIC as ``Money`` (see ``server.money``)."""
     await engine.start_connection_pool(min_size=min_size, max_size=max_size, init=_init_connection)
 
 

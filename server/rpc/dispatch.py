@@ -212,7 +212,7 @@ class Dispatcher:
         """One query or mutation: its HTTP status and its envelope. Never raises."""
         try:
             bound, ctx = self._prepare(call, path, binding)
-            value = decode_input(path, bound.decoder, call.inputs.get(index))
+            value = decode_input(path, bound.decoder, call.inputs.get(index), bound.default_input)
             assert bound.handler is not None
             output = await bound.handler(ctx, value)
             if not isinstance(output, bound.procedure.output):
@@ -244,7 +244,7 @@ class Dispatcher:
             last_event_id = _last_event_id(call.request) if bound.resumable else None
             if last_event_id:
                 raw = with_last_event_id(raw, last_event_id)
-            value = decode_input(path, bound.decoder, raw)
+            value = decode_input(path, bound.decoder, raw, bound.default_input)
             assert bound.handler is not None
             events = bound.handler(ctx, value)
         except Exception as exc:

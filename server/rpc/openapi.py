@@ -25,7 +25,7 @@ from litestar.openapi.spec import (
 
 from schemas import codec
 from schemas.errors import ErrorEnvelope
-from schemas.registry import Procedure, ProcedureKind
+from schemas.registry import Procedure, ProcedureKind, all_optional
 
 __all__ = ("inline_json_schema", "operation_class_for")
 
@@ -79,15 +79,18 @@ def _describe(procedure: Procedure[Any, Any]) -> _Description:
     )
     parameters: list[Parameter | Reference] | None = None
     request_body = None
+    required = not all_optional(procedure)
     if input_schema is not None and procedure.kind is ProcedureKind.MUTATION:
-        request_body = RequestBody(required=True, content={"application/json": OpenAPIMediaType(schema=input_schema)})
+        request_body = RequestBody(
+            required=required, content={"application/json": OpenAPIMediaType(schema=input_schema)}
+        )
     elif input_schema is not None:
         parameters = [
             Parameter(
                 name="input",
                 param_in="query",
-                required=True,
-                description="The input, JSON-encoded.",
+                required=required,
+                description="The input, JSON-encoded." + ("" if required else " Optional: every field has a default."),
                 content={"application/json": OpenAPIMediaType(schema=input_schema)},
             )
         ]
