@@ -4,23 +4,31 @@ Conventions shared by every figure here:
 
 - a time window is ``[start, end)``; ``start`` and ``end`` carry an offset (a naive time is rejected);
 - ``costUsd`` is the exact sum over *priced* calls. A call whose model has no known price is never counted as free:
-  it adds to ``calls``, ``unpricedCalls`` and the tokens, and nothing to ``costUsd``;
-- ``calls`` counts every recorded call, failed and cancelled ones included (a failed call may still have cost).
+  it adds to ``llmCalls``, ``unpricedCalls`` and the tokens, and nothing to ``costUsd``;
+- ``llmCalls`` counts every recorded call, failed and cancelled ones included (a failed call may still have cost).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Annotated, Final, Literal
 
 import msgspec
 
 from schemas.base import WireInput, WireOutput
-from schemas.chat import ConversationTotals, ModelName, PricingStatus
-from schemas.conversations import ModelShare
+from schemas.money import Money
 from schemas.registry import Access, query
+from schemas.usage import (
+    CallStatus,
+    ConversationTotals,
+    ModelName,
+    ModelShare,
+    PricingStatus,
+    Provider,
+    TokenCounts,
+    Usage,
+)
 from schemas.validation import (
     AwareDatetime,
     Cursor,
@@ -42,7 +50,6 @@ __all__ = (
     "InvalidInput",
     "ModelUsage",
     "ProcedureUsage",
-    "TokenTotals",
     "TopConversation",
     "TopConversations",
     "TopConversationsInput",
@@ -61,7 +68,6 @@ __all__ = (
 
 Granularity = Literal["day", "week", "month"]
 """Calendar buckets in the requested time zone; weeks start on Monday (ISO 8601)."""
-CallStatus = Literal["ok", "error", "cancelled"]
 ProcedureName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
 
@@ -76,68 +82,58 @@ LONGEST_RANGE: Final[dict[Granularity, timedelta]] = {
 # --- figures ------------------------------------------------------------------------------------------------------
 
 
-class TokenTotals(WireOutput, frozen=True, kw_only=True):
-    """Tokens in the canonical disjoint buckets; ``prompt`` is every prompt bucket, ``total`` is prompt + output."""
-
-    input: int
-    cache_read: int
-    cache_write_5m: int
-    cache_write_1h: int
-    output: int
-    reasoning: int
-    prompt: int
-    total: int
-
-
 class UsageFigures(WireOutput, frozen=True, kw_only=True):
-    calls: int
+    """Aggregates over recorded calls: ``llmCalls`` counts them all, failed and cancelled ones included."""
+
+    llm_calls: int
     error_calls: int
     cancelled_calls: int
     unpriced_calls: int
-    tokens: TokenTotals
-    cost_usd: Decimal
+    tokens: TokenCounts
+    cost_usd: Annotated[Money, msgspec.Meta(description="Sum over the priced calls, USD.")]
 
 
 class BucketRates(WireOutput, frozen=True, kw_only=True):
-    """USD per 1,000,000 tokens, as the call was priced."""
+    """USD per 1,000,000 tokens of each bucket, as the call was priced."""
 
-    input: Decimal
-    cache_read: Decimal
-    cache_write_5m: Decimal
-    cache_write_1h: Decimal
-    output: Decimal
+    input: Money
+    cache_read: Money
+    cache_write_5m: Money = msgspec.field(name="cacheWrite5m")
+    cache_write_1h: Money = msgspec.field(name="cacheWrite1h")
+    output: Money
 
 
 class BucketCosts(WireOutput, frozen=True, kw_only=True):
-    input: Decimal
-    cache_read: Decimal
-    cache_write_5m: Decimal
-    cache_write_1h: Decimal
-    output: Decimal
+    """USD charged for each bucket; they add up to the call's ``costUsd``."""
+
+    input: Money
+    cache_read: Money
+    cache_write_5m: Money = msgspec.field(name="cacheWrite5m")
+    cache_write_1h: Money = msgspec.field(name="cacheWrite1h")
+    output: Money
 
 
 class UsageRow(WireOutput, frozen=True, kw_only=True):
-    """One recorded provider call. ``costUsd``, ``costs`` and ``rates`` are null when the call is unpriced."""
+    """One recorded model call. ``costUsd``, ``costsUsd`` and ``ratesUsdPerMillionTokens`` are null when the call is
+    unpriced."""
 
-    id: uuid.UUID
     call_id: uuid.UUID
     created_at: datetime
     user_id: uuid.UUID | None
     conversation_id: uuid.UUID | None
     message_id: uuid.UUID | None
     procedure: str
-    provider: str
+    provider: Provider
     requested_model: str
     model: str
     status: CallStatus
     error_type: str | None
     latency_ms: int
-    tokens: TokenTotals
-    usage_estimated: bool
+    usage: Usage
     pricing_status: PricingStatus
-    cost_usd: Decimal | None
-    costs: BucketCosts | None
-    rates: BucketRates | None
+    cost_usd: Money | None
+    costs_usd: BucketCosts | None
+    rates_usd_per_million_tokens: BucketRates | None
     price_source: str | None
     price_tier: str | None
 
@@ -182,7 +178,7 @@ class ConversationCost(WireOutput, frozen=True, kw_only=True):
     totals: ConversationTotals
     model_distribution: list[ModelShare]
     by_procedure: list[ProcedureUsage]
-    usage: list[UsageRow]
+    rows: list[UsageRow]
     next_cursor: str | None
 
 
@@ -210,14 +206,14 @@ class DateBucket(UsageFigures, frozen=True, kw_only=True):
 
 
 class UsageByDateRange(WireOutput, frozen=True, kw_only=True):
-    """Every bucket of the window, empty ones included (with zeros), oldest first; ``total`` sums them."""
+    """Every bucket of the window, empty ones included (with zeros), oldest first; ``overall`` sums them."""
 
     start: datetime
     end: datetime
     granularity: Granularity
     time_zone: str
     buckets: list[DateBucket]
-    total: UsageFigures
+    overall: UsageFigures
 
 
 # --- admin.usageByModel / admin.usageByProcedure ------------------------------------------------------------------
@@ -231,7 +227,7 @@ class UsageByModelInput(_Window, frozen=True, kw_only=True):
 
 class ModelUsage(UsageFigures, frozen=True, kw_only=True):
     model: str
-    provider: str
+    provider: Provider
 
 
 class UsageByModel(WireOutput, frozen=True, kw_only=True):
@@ -300,9 +296,9 @@ class UnpricedModel(WireOutput, frozen=True, kw_only=True):
     """A model that needs a price: how many calls wait for one, and over which period."""
 
     model: str
-    provider: str
-    calls: int
-    tokens: TokenTotals
+    provider: Provider
+    llm_calls: int
+    tokens: TokenCounts
     first_at: datetime
     last_at: datetime
 
@@ -312,7 +308,7 @@ class UnpricedCalls(WireOutput, frozen=True, kw_only=True):
 
     start: datetime | None
     end: datetime | None
-    calls: int
+    unpriced_calls: int
     models: list[UnpricedModel]
     rows: list[UsageRow]
     next_cursor: str | None

@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Annotated, Final, Literal
 
 import msgspec
 
 from schemas.base import WireInput, WireOutput
+from schemas.money import Money
 from schemas.registry import Access, mutation, one_of, subscription
+from schemas.usage import ConversationTotals, ModelName, PricingStatus, Provider, Usage
 
-ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=65_536)]
 Temperature = Annotated[float, msgspec.Meta(ge=0.0, le=2.0)]
-PricingStatus = Literal["priced", "unpriced"]
-Provider = Literal["openai", "anthropic", "gemini"]
-
-
-class Usage(WireOutput, frozen=True, kw_only=True):
-    """Tokens of one call in disjoint buckets, plus the provider's own counts.
-
-    ``input + cacheRead + cacheWrite5m + cacheWrite1h`` is everything the prompt consumed; ``output`` includes
-    ``reasoning``. ``estimated`` is true when the provider never reported usage (a broken stream).
-    """
-
-    input: int
-    cache_read: int
-    cache_write_5m: int = msgspec.field(name="cacheWrite5m")
-    cache_write_1h: int = msgspec.field(name="cacheWrite1h")
-    output: int
-    reasoning: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    estimated: bool = False
-
-
-class ConversationTotals(WireOutput, frozen=True, kw_only=True):
-    """A conversation's running totals, equal to the sums over its usage records."""
-
-    total_prompt_tokens: int
-    total_completion_tokens: int
-    total_tokens_used: int
-    total_cost_usd: Decimal
-    llm_calls: int
-    unpriced_calls: int
 
 
 class LLMCallOutput(WireOutput, frozen=True, kw_only=True):
@@ -59,7 +27,7 @@ class LLMCallOutput(WireOutput, frozen=True, kw_only=True):
     model: str
     provider: Provider
     usage: Usage
-    cost_usd: Decimal | None
+    cost_usd: Money | None
     pricing_status: PricingStatus
     llm_calls: int = 1
     conversation_id: uuid.UUID | None = None
@@ -145,12 +113,12 @@ ActionName = Literal["draft_reply", "extract_tasks", "classify_intent"]
 
 class ExecuteActionInput(WireInput, frozen=True, kw_only=True):
     action: ActionName
-    input: Annotated[str, msgspec.Meta(min_length=1, max_length=50_000)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=50_000, description="The text to act on.")]
     conversation_id: uuid.UUID | None = None
     model: ModelName | None = None
 
 
-class DraftReplyResult(WireOutput, frozen=True, kw_only=True, tag="draft_reply", tag_field="action"):
+class DraftReplyResult(WireOutput, frozen=True, kw_only=True, tag="draft_reply", tag_field="type"):
     subject: str | None
     body: str
     tone: Literal["formal", "neutral", "friendly"]
@@ -163,11 +131,11 @@ class ExtractedTask(WireOutput, frozen=True, kw_only=True):
     priority: Literal["low", "medium", "high"]
 
 
-class ExtractTasksResult(WireOutput, frozen=True, kw_only=True, tag="extract_tasks", tag_field="action"):
+class ExtractTasksResult(WireOutput, frozen=True, kw_only=True, tag="extract_tasks", tag_field="type"):
     tasks: list[ExtractedTask]
 
 
-class ClassifyIntentResult(WireOutput, frozen=True, kw_only=True, tag="classify_intent", tag_field="action"):
+class ClassifyIntentResult(WireOutput, frozen=True, kw_only=True, tag="classify_intent", tag_field="type"):
     intent: Literal["question", "request", "complaint", "feedback", "scheduling", "other"]
     confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     rationale: str

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
 
 from schemas.base import WireInput, WireOutput
-from schemas.chat import ConversationTotals
 from schemas.registry import Access, query
+from schemas.usage import ConversationTotals, ModelShare
 from schemas.validation import Cursor, decode_cursor
 
 __all__ = (
@@ -27,18 +26,7 @@ __all__ = (
     "ConversationSummary",
     "GetConversationInput",
     "ListConversationsInput",
-    "ModelShare",
 )
-
-
-class ModelShare(WireOutput, frozen=True, kw_only=True):
-    """One model's part of a conversation. ``costUsd`` counts priced calls only: an unpriced call adds calls and
-    tokens but no cost."""
-
-    model: str
-    calls: int
-    tokens: int
-    cost_usd: Decimal
 
 
 class ListConversationsInput(WireInput, frozen=True, kw_only=True):
@@ -51,7 +39,7 @@ class ListConversationsInput(WireInput, frozen=True, kw_only=True):
 
 
 class ConversationSummary(WireOutput, frozen=True, kw_only=True):
-    id: uuid.UUID
+    conversation_id: uuid.UUID
     title: str
     created_at: datetime
     last_activity_at: datetime
@@ -61,7 +49,7 @@ class ConversationSummary(WireOutput, frozen=True, kw_only=True):
 class ConversationList(WireOutput, frozen=True, kw_only=True):
     """The caller's conversations, most recent activity first; ``nextCursor`` is null on the last page."""
 
-    items: list[ConversationSummary]
+    conversations: list[ConversationSummary]
     next_cursor: str | None
 
 
@@ -79,7 +67,7 @@ class GetConversationInput(WireInput, frozen=True, kw_only=True):
 
 
 class ConversationMessage(WireOutput, frozen=True, kw_only=True):
-    id: uuid.UUID
+    message_id: uuid.UUID
     role: Literal["user", "assistant", "system"]
     content: str
     created_at: datetime
@@ -88,7 +76,7 @@ class ConversationMessage(WireOutput, frozen=True, kw_only=True):
 class ConversationDetail(WireOutput, frozen=True, kw_only=True):
     """A conversation with its messages oldest first; ``earlierCursor`` is null when no older message remains."""
 
-    id: uuid.UUID
+    conversation_id: uuid.UUID
     title: str
     created_at: datetime
     last_activity_at: datetime

@@ -73,6 +73,12 @@ class Procedure(Generic[InputT, OutputT]):
         )
 
 
+def all_optional(procedure: Procedure[Any, Any]) -> bool:
+    """Whether ``procedure`` takes an input whose fields all have defaults: a caller may then send no input at all."""
+    input_type = procedure.input
+    return input_type is not None and not any(f.required for f in msgspec.structs.fields(input_type))
+
+
 def one_of(first: type[_FirstT], second: type[_SecondT]) -> type[_FirstT | _SecondT]:
     """Events of two kinds, told apart on the wire by their msgspec tag (both Structs set ``tag`` and ``tag_field``).
 

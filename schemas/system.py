@@ -22,7 +22,7 @@ class HealthOutput(WireOutput, frozen=True, kw_only=True):
 
 
 class WhoAmIOutput(WireOutput, frozen=True, kw_only=True):
-    id: uuid.UUID
+    user_id: uuid.UUID
     name: str
     is_admin: bool
 

@@ -104,7 +104,7 @@ class Database:
     """PostgreSQL through the connection pool of a Piccolo ``PostgresEngine``.
 
     The pool is the engine's own (``engine.pool``), so Piccolo's ORM queries and these statements share it. Every
-    connection reads NUMERIC as a tidy ``Decimal`` (see ``server.money``). Arguments bind to ``$1``, ``$2``... in
+    connection reads NUMERIC as ``Money`` (see ``server.money``). Arguments bind to ``$1``, ``$2``... in
     order; rows come back as ``asyncpg.Record`` (read by column name).
 
     Inside ``transaction()`` (or any Piccolo ``engine.transaction()`` of this engine in the same task), ``fetch``,

@@ -1,14 +1,16 @@
-"""Money as it leaves the service: exact ``Decimal`` without trailing zeros.
+"""Exact amounts inside the service: ``tidy`` for computed prices, ``decode_numeric`` for what PostgreSQL returns.
 
-NUMERIC(38, 18) columns hand back ``0.003250000000000000`` and ``0E-18``; the same values read ``0.00325`` and ``0``
-on the wire. Only zeros are dropped, so no value changes. Amounts below 0.000001 keep Python's exponent form
-(``5E-8``), which every decimal library parses.
+NUMERIC(38, 18) columns hand back ``0.003250000000000000`` and ``0E-18``: they are read as ``schemas.money.Money``,
+the same exact values, which reach the wire as ``"0.00325"`` and ``"0"`` (``schemas.money`` spells every amount).
+Prices computed here are ``tidy``: without trailing zeros, so that rates and costs stored per usage row stay short.
 """
 
 from __future__ import annotations
 
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Final
+
+from schemas.money import Money
 
 _EXACT: Final = Context(prec=38, traps=[Inexact, InvalidOperation])
 _ONE: Final = Decimal(1)
@@ -23,6 +25,6 @@ def tidy(value: Decimal) -> Decimal:
     return value
 
 
-def decode_numeric(text: str) -> Decimal:
-    """asyncpg's decoder for NUMERIC in text format: the value, tidied."""
-    return tidy(Decimal(text))
+def decode_numeric(text: str) -> Money:
+    """asyncpg's decoder for NUMERIC in text format: the exact value, as ``Money``."""
+    return Money(text)

@@ -6,6 +6,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from schemas import codec
 from schemas.errors import ErrorShape
 from tollbooth_client.errors import TRPCClientError
 
@@ -25,7 +26,7 @@ class EnvelopeDecoder(Generic[OutputT]):
     """Built once per procedure: decodes ``{"result":{"data":...}}`` or raises the ``{"error":...}`` it holds."""
 
     def __init__(self, output: type[OutputT], path: str) -> None:
-        self._decoder = msgspec.json.Decoder(_Envelope[output])  # type: ignore[valid-type]
+        self._decoder = codec.decoder(_Envelope[output])  # type: ignore[valid-type]
         self._path = path
 
     def decode(self, body: bytes | msgspec.Raw, http_status: int) -> OutputT:

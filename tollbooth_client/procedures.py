@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Final, Generic, Self, TypeVar, overload
 
 import msgspec
 
+from schemas import codec
 from schemas.registry import Procedure, ProcedureKind
 from tollbooth_client._envelope import EnvelopeDecoder
 from tollbooth_client._transport import Transport
@@ -25,7 +26,7 @@ __all__ = ("Namespace", "mutation", "query", "subscription")
 InputT = TypeVar("InputT", bound=msgspec.Struct)
 OutputT = TypeVar("OutputT", bound=msgspec.Struct)
 
-_encoder: Final = msgspec.json.Encoder()
+_encoder: Final = codec.encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class _Method:
             raise TypeError(f"{procedure.path} is a {procedure.kind.value}, not a {self.kind.value}")
         self.procedure = procedure
         self._envelope = EnvelopeDecoder(procedure.output, procedure.path)
-        self._event = msgspec.json.Decoder(procedure.output)
+        self._event = codec.decoder(procedure.output)
 
     def check_name(self, owner: type[Namespace], name: str) -> None:
         namespace = getattr(owner, "namespace", None)

@@ -55,7 +55,7 @@ class SystemController(ProcedureController):
     @implements(system.WHOAMI)
     async def whoami(self, ctx: CallContext[object], input: None) -> WhoAmIOutput:
         user = ctx.user
-        return WhoAmIOutput(id=user.user_id, name=user.name, is_admin=user.is_admin)
+        return WhoAmIOutput(user_id=user.user_id, name=user.name, is_admin=user.is_admin)
 
     @implements(system.CLOCK)
     async def clock(self, ctx: CallContext[object], input: ClockInput) -> AsyncIterator[Tracked[ClockEvent]]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from schemas.registry import Procedure, Registry
+from schemas import codec
+from schemas.registry import Procedure, Registry, all_optional
 from server.rpc.controller import ProcedureController, check_handler_signature, implemented_procedure
 
 __all__ = ("Binding", "build_bindings")
@@ -24,6 +25,8 @@ class Binding:
     controller: type[ProcedureController]
     method_name: str
     decoder: msgspec.json.Decoder[Any] | None
+    default_input: msgspec.Struct | None
+    """The input of a call that sends none, for a procedure whose input fields all have defaults; else None."""
     resumable: bool
     """A subscription whose ``lastEventId`` input is filled from ``Last-Event-ID`` and whose events carry ids."""
     handler: Callable[..., Any] | None = field(default=None)
@@ -54,11 +57,13 @@ def build_bindings(registry: Registry, controllers: Sequence[type[ProcedureContr
             except TypeError as exc:
                 problems.append(str(exc))
                 continue
+            decoder = None if procedure.input is None else codec.decoder(procedure.input)
             bindings[path] = Binding(
                 procedure=procedure,
                 controller=controller,
                 method_name=method_name,
-                decoder=None if procedure.input is None else msgspec.json.Decoder(procedure.input),
+                decoder=decoder,
+                default_input=decoder.decode(b"{}") if decoder is not None and all_optional(procedure) else None,
                 resumable=procedure.resumable,
             )
     missing = [p.path for p in registry if p.path not in bindings]

@@ -17,6 +17,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.response import Stream
 
+from schemas import codec
 from schemas.registry import Access, ProcedureKind, Registry
 from server.rpc.binding import Binding, build_bindings
 from server.rpc.config import RpcConfig
@@ -95,7 +96,7 @@ class Dispatcher(ProcedureHost):
         self._bindings = build_bindings(registry, controllers)
         self._authenticator = authenticator
         self._config = config
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = codec.encoder()
         connected: dict[str, int] = {}
         if config.sse_reconnect_after_inactivity_seconds is not None:
             connected["reconnectAfterInactivityMs"] = round(config.sse_reconnect_after_inactivity_seconds * 1000)
@@ -211,7 +212,7 @@ class Dispatcher(ProcedureHost):
         """One query or mutation: its HTTP status and its envelope. Never raises."""
         try:
             bound, ctx = self._prepare(call, path, binding)
-            value = decode_input(path, bound.decoder, call.inputs.get(index))
+            value = decode_input(path, bound.decoder, call.inputs.get(index), bound.default_input)
             assert bound.handler is not None
             output = await bound.handler(ctx, value)
             if not isinstance(output, bound.procedure.output):
@@ -243,7 +244,7 @@ class Dispatcher(ProcedureHost):
             last_event_id = _last_event_id(call.request) if bound.resumable else None
             if last_event_id:
                 raw = with_last_event_id(raw, last_event_id)
-            value = decode_input(path, bound.decoder, raw)
+            value = decode_input(path, bound.decoder, raw, bound.default_input)
             assert bound.handler is not None
             events = bound.handler(ctx, value)
         except Exception as exc:

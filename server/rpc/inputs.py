@@ -73,17 +73,27 @@ async def read_inputs(request: Request[Any, Any, Any], *, is_batch: bool) -> Req
     return RequestInputs(error=error)
 
 
-def decode_input(path: str, decoder: msgspec.json.Decoder[Any] | None, raw: RawInput | None) -> Any:
-    """The typed input of a call; None for a procedure without input (which accepts an absent or null input)."""
+def decode_input(
+    path: str, decoder: msgspec.json.Decoder[Any] | None, raw: RawInput | None, default: Any = None
+) -> Any:
+    """The typed input of a call; None for a procedure without input (which accepts an absent or null input).
+
+    ``default`` is the input of a call that sends none (absent or null), for a procedure whose input fields all have
+    defaults (``Binding.default_input``); without it such a call is BAD_REQUEST.
+    """
     if decoder is None:
         if raw is None or _decode_any(raw) is None:
             return None
         raise TRPCError(ErrorCode.BAD_REQUEST, f'Procedure "{path}" takes no input')
     if raw is None:
+        if default is not None:
+            return default
         raise TRPCError(ErrorCode.BAD_REQUEST, f'Procedure "{path}" needs an input, and none was sent')
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
+        if default is not None and bytes(raw).strip() == b"null":
+            return default
         raise TRPCError(ErrorCode.BAD_REQUEST, str(exc), exc) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise _not_json(exc) from None

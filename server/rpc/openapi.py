@@ -23,8 +23,9 @@ from litestar.openapi.spec import (
     Schema,
 )
 
+from schemas import codec
 from schemas.errors import ErrorEnvelope
-from schemas.registry import Procedure, ProcedureKind
+from schemas.registry import Procedure, ProcedureKind, all_optional
 
 __all__ = ("inline_json_schema", "operation_class_for")
 
@@ -42,7 +43,7 @@ class _RawSchema(Schema):
 
 def inline_json_schema(type_: Any) -> dict[str, Any]:
     """msgspec's JSON schema of ``type_`` with every ``$ref`` replaced by its definition."""
-    schema = msgspec.json.schema(type_)
+    schema = codec.json_schema(type_)
     definitions = schema.pop("$defs", {})
     return _inline(schema, definitions, ())  # type: ignore[no-any-return]
 
@@ -78,15 +79,18 @@ def _describe(procedure: Procedure[Any, Any]) -> _Description:
     )
     parameters: list[Parameter | Reference] | None = None
     request_body = None
+    required = not all_optional(procedure)
     if input_schema is not None and procedure.kind is ProcedureKind.MUTATION:
-        request_body = RequestBody(required=True, content={"application/json": OpenAPIMediaType(schema=input_schema)})
+        request_body = RequestBody(
+            required=required, content={"application/json": OpenAPIMediaType(schema=input_schema)}
+        )
     elif input_schema is not None:
         parameters = [
             Parameter(
                 name="input",
                 param_in="query",
-                required=True,
-                description="The input, JSON-encoded.",
+                required=required,
+                description="The input, JSON-encoded." + ("" if required else " Optional: every field has a default."),
                 content={"application/json": OpenAPIMediaType(schema=input_schema)},
             )
         ]

@@ -1,10 +1,12 @@
 // The real @trpc/client against a live Tollbooth server, through every HTTP link: httpLink, httpBatchLink,
 // httpBatchStreamLink and httpSubscriptionLink. Success calls, error codes, batching and subscriptions.
 //
-//   node dist/interop.js --url http://127.0.0.1:8000 --key tb_... [--name Ada] [--other-key tb_...]
+//   node dist/interop.js --url http://127.0.0.1:8000 --key tb_... [--name Ada] [--other-key tb_...] --admin-key tb_...
 //
-// (or TOLLBOOTH_URL, TOLLBOOTH_API_KEY, TOLLBOOTH_USER_NAME, TOLLBOOTH_OTHER_API_KEY). Prints a JSON report on
-// stdout and exits 1 when any check fails.
+// (or TOLLBOOTH_URL, TOLLBOOTH_API_KEY, TOLLBOOTH_USER_NAME, TOLLBOOTH_OTHER_API_KEY, TOLLBOOTH_ADMIN_API_KEY).
+// `--key` must be a user's key (not an admin's); `--admin-key` an admin's, for the admin.* procedures: without it
+// the checks that need it fail. Every amount of money received is held to the wire's one spelling (a plain decimal
+// string: no exponent, no trailing zeros). Prints a JSON report on stdout and exits 1 when any check fails.
 
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -54,13 +56,16 @@ function option(name: string, env: string): string | undefined {
 const urlOption = option('url', 'TOLLBOOTH_URL');
 const keyOption = option('key', 'TOLLBOOTH_API_KEY');
 if (!urlOption || !keyOption) {
-  console.error('usage: node dist/interop.js --url BASE_URL --key API_KEY [--name NAME] [--other-key API_KEY]');
+  console.error(
+    'usage: node dist/interop.js --url BASE_URL --key API_KEY [--name NAME] [--other-key API_KEY] --admin-key API_KEY',
+  );
   process.exit(2);
 }
 const baseUrl: string = urlOption.replace(/\/$/, '');
 const apiKey: string = keyOption;
 const userName = option('name', 'TOLLBOOTH_USER_NAME');
 const otherKey = option('other-key', 'TOLLBOOTH_OTHER_API_KEY');
+const adminKey = option('admin-key', 'TOLLBOOTH_ADMIN_API_KEY');
 const url = `${baseUrl}/trpc`;
 
 // --- recording what goes over the wire --------------------------------------------------------------------------
@@ -177,11 +182,13 @@ function expectEqual<T>(actual: T, expected: T, what: string): void {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const DECIMAL = /^(-)?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
+/** Money's one spelling on the wire (`@pattern` in app-router.d.ts): no exponent, no trailing zeros, "0" for zero. */
+const DECIMAL = /^(-)?(0|[1-9][0-9]*)(?:\.([0-9]*[1-9]))?$/;
 
 const JSON_RPC_CODES = {
   BAD_REQUEST: -32600,
   UNAUTHORIZED: -32001,
+  FORBIDDEN: -32003,
   NOT_FOUND: -32004,
   METHOD_NOT_SUPPORTED: -32005,
   CONFLICT: -32009,
@@ -239,12 +246,50 @@ function rejected(result: PromiseSettledResult<unknown> | undefined, what: strin
 
 type Decimal = { units: bigint; exponent: number };
 
-function decimal(text: string): Decimal {
+/** An amount as the server must spell it; anything else (`1.5E-7`, `0.10`, `-0`, `.5`) is a Mismatch. */
+function decimal(text: string, what = 'amount'): Decimal {
+  expect(typeof text === 'string', `${what}: money is not a string: ${JSON.stringify(text)}`);
   const match = DECIMAL.exec(text);
-  expect(match !== null, `not a decimal string: ${JSON.stringify(text)}`);
-  const [, sign, whole, fraction = '', exponent = '0'] = match;
+  expect(
+    match !== null && text !== '-0',
+    `${what}: not a plain decimal string (no exponent, no trailing zeros): ${JSON.stringify(text)}`,
+  );
+  const [, sign, whole, fraction = ''] = match;
   const units = BigInt(`${sign ?? ''}${whole}${fraction}`);
-  return { units, exponent: Number(exponent) - fraction.length };
+  return { units, exponent: -fraction.length };
+}
+
+function sumDecimals(texts: string[]): Decimal {
+  return texts.reduce<Decimal>((sum, text) => {
+    const [x, y, exponent] = align(sum, decimal(text));
+    return { units: x + y, exponent };
+  }, { units: 0n, exponent: 0 });
+}
+
+/**
+ * Every amount in an output, wherever it is: the fields whose name says USD (`costUsd`, `totalCostUsd`, and the
+ * buckets of `costsUsd` and `ratesUsdPerMillionTokens`) must each be null or a plain decimal string. Returns how many
+ * amounts it checked.
+ */
+function expectMoney(value: unknown, what: string): number {
+  if (Array.isArray(value)) return value.reduce<number>((n, item, i) => n + expectMoney(item, `${what}[${i}]`), 0);
+  if (value === null || typeof value !== 'object') return 0;
+  let amounts = 0;
+  for (const [key, field] of Object.entries(value)) {
+    const path = `${what}.${key}`;
+    if (!key.includes('Usd')) {
+      amounts += expectMoney(field, path);
+    } else if (field !== null && typeof field === 'object') {
+      for (const [bucket, amount] of Object.entries(field)) {
+        decimal(amount as string, `${path}.${bucket}`);
+        amounts += 1;
+      }
+    } else if (field !== null) {
+      decimal(field as string, path);
+      amounts += 1;
+    }
+  }
+  return amounts;
 }
 
 function align(a: Decimal, b: Decimal): [bigint, bigint, number] {

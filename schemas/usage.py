@@ -1,0 +1,98 @@
+"""The usage vocabulary every procedure shares: tokens, calls, money and their one spelling on the wire.
+
+- Tokens are counted in canonical, disjoint buckets (``input``, ``cacheRead``, ``cacheWrite5m``, ``cacheWrite1h``,
+  ``output``; ``reasoning`` is the part of ``output`` spent thinking). ``prompt`` is every prompt bucket and
+  ``total`` is ``prompt + output``: wherever a token figure appears it is a ``TokenCounts`` (or, in a conversation's
+  running totals, ``totalPromptTokens`` / ``totalOutputTokens`` / ``totalTokensUsed``, the same sums).
+- What the provider itself reported (``promptTokens``, ``completionTokens``, ``totalTokens``, in its own terms) is
+  kept apart under ``usage.reported``: for a Gemini thinking call ``completionTokens`` may leave out the thoughts
+  that ``output`` counts.
+- ``llmCalls`` counts model calls; ``errorCalls``, ``cancelledCalls`` and ``unpricedCalls`` count the ones that
+  failed, were abandoned, or had no known price.
+- ``estimated`` is true when a figure is an estimate because the provider never reported usage.
+- Money is ``Money`` (``schemas.money``), in fields ending in ``Usd``; ids end in ``Id``; a tagged union's tag is
+  ``type``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.base import WireOutput
+from schemas.money import Money
+
+__all__ = (
+    "CallStatus",
+    "ConversationTotals",
+    "ModelName",
+    "ModelShare",
+    "PricingStatus",
+    "Provider",
+    "ReportedTokens",
+    "TokenCounts",
+    "Usage",
+)
+
+Provider = Literal["openai", "anthropic", "gemini"]
+PricingStatus = Literal["priced", "unpriced"]
+"""``unpriced``: the model had no known price when the call was made; its cost is null, never zero."""
+CallStatus = Literal["ok", "error", "cancelled"]
+"""``ok``: the model answered; ``error``: it failed (it may still have billed); ``cancelled``: the caller left."""
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+
+
+class TokenCounts(WireOutput, frozen=True, kw_only=True):
+    """Tokens in the canonical disjoint buckets, and their sums ``prompt`` and ``total``."""
+
+    input: Annotated[int, msgspec.Meta(description="Prompt tokens neither read from nor written to a cache.")]
+    cache_read: Annotated[int, msgspec.Meta(description="Prompt tokens read from the provider's cache.")]
+    cache_write_5m: Annotated[int, msgspec.Meta(description="Prompt tokens written to a 5-minute cache.")] = (
+        msgspec.field(name="cacheWrite5m")
+    )
+    cache_write_1h: Annotated[int, msgspec.Meta(description="Prompt tokens written to a 1-hour cache.")] = (
+        msgspec.field(name="cacheWrite1h")
+    )
+    output: Annotated[int, msgspec.Meta(description="Generated tokens, reasoning included.")]
+    reasoning: Annotated[int, msgspec.Meta(description="The part of output spent on reasoning (thinking).")]
+    prompt: Annotated[int, msgspec.Meta(description="input + cacheRead + cacheWrite5m + cacheWrite1h.")]
+    total: Annotated[int, msgspec.Meta(description="prompt + output.")]
+
+
+class ReportedTokens(WireOutput, frozen=True, kw_only=True):
+    """The token counts exactly as the provider reported them, in its own terms (for reconciling with its bill)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Usage(TokenCounts, frozen=True, kw_only=True):
+    """What one model call (or the calls of one procedure, summed) consumed."""
+
+    reported: ReportedTokens
+    estimated: Annotated[
+        bool, msgspec.Meta(description="True when the provider never reported usage (a broken stream): estimated.")
+    ] = False
+
+
+class ConversationTotals(WireOutput, frozen=True, kw_only=True):
+    """A conversation's running totals, always equal to the sums over its usage records."""
+
+    total_prompt_tokens: Annotated[int, msgspec.Meta(description="Sum of the calls' `prompt` tokens.")]
+    total_output_tokens: Annotated[int, msgspec.Meta(description="Sum of the calls' `output` tokens.")]
+    total_tokens_used: Annotated[int, msgspec.Meta(description="totalPromptTokens + totalOutputTokens.")]
+    total_cost_usd: Annotated[Money, msgspec.Meta(description="Sum of the priced calls' costs, USD.")]
+    llm_calls: int
+    unpriced_calls: int
+
+
+class ModelShare(WireOutput, frozen=True, kw_only=True):
+    """One model's part of a conversation's totals. ``totalCostUsd`` counts priced calls only: an unpriced call adds
+    calls and tokens but no cost."""
+
+    model: str
+    llm_calls: int
+    total_tokens_used: Annotated[int, msgspec.Meta(description="prompt + output tokens of this model's calls.")]
+    total_cost_usd: Money
