@@ -16,18 +16,17 @@ from typing import Final, Literal
 import asyncpg
 import msgspec
 
-from schemas.chat import ConversationTotals
 from schemas.conversations import (
     ConversationDetail,
     ConversationList,
     ConversationMessage,
     ConversationSummary,
-    ModelShare,
 )
+from schemas.money import Money
+from schemas.usage import ConversationTotals, ModelShare
 from schemas.validation import InvalidInput, Position, decode_cursor, encode_cursor
 from server.database import Database
 from server.errors import ConversationNotFoundError
-from server.money import tidy
 
 __all__ = (
     "CONVERSATION_COLUMNS",
@@ -114,10 +113,15 @@ distribution_decoder: Final = msgspec.json.Decoder(dict[str, StoredShare])
 def model_shares(model_distribution: str) -> list[ModelShare]:
     """The stored ``model_distribution`` JSON as wire Structs, most expensive model first."""
     shares = [
-        ModelShare(model=model, calls=share.calls, tokens=share.tokens, cost_usd=tidy(share.cost_usd))
+        ModelShare(
+            model=model,
+            llm_calls=share.calls,
+            total_tokens_used=share.tokens,
+            total_cost_usd=Money(share.cost_usd),
+        )
         for model, share in distribution_decoder.decode(model_distribution).items()
     ]
-    shares.sort(key=lambda s: (-s.cost_usd, -s.calls, s.model))
+    shares.sort(key=lambda s: (-s.total_cost_usd, -s.llm_calls, s.model))
     return shares
 
 
@@ -125,7 +129,7 @@ def totals_from_row(row: asyncpg.Record) -> ConversationTotals:
     """A conversation's totals from a row holding its ``conversations`` columns."""
     return ConversationTotals(
         total_prompt_tokens=row["total_prompt_tokens"],
-        total_completion_tokens=row["total_completion_tokens"],
+        total_output_tokens=row["total_completion_tokens"],  # the column sums the output bucket (DESIGN's name)
         total_tokens_used=row["total_tokens_used"],
         total_cost_usd=row["total_cost_usd"],
         llm_calls=row["llm_calls"],
@@ -151,9 +155,9 @@ async def list_conversations(
         after = decode_cursor(cursor)
         rows = await db.fetch(_LIST_AFTER, user_id, limit + 1, after.at, after.id)
     page = rows[:limit]
-    items = [
+    conversations = [
         ConversationSummary(
-            id=row["id"],
+            conversation_id=row["id"],
             title=row["title"],
             created_at=row["created_at"],
             last_activity_at=row["updated_at"],
@@ -163,7 +167,7 @@ async def list_conversations(
     ]
     more = len(rows) > limit
     next_cursor = encode_cursor(Position(at=page[-1]["updated_at"], id=page[-1]["id"])) if more else None
-    return ConversationList(items=items, next_cursor=next_cursor)
+    return ConversationList(conversations=conversations, next_cursor=next_cursor)
 
 
 async def get_conversation(
@@ -192,14 +196,14 @@ async def get_conversation(
     page = messages[:limit]
     earlier = len(messages) > limit
     return ConversationDetail(
-        id=conversation["id"],
+        conversation_id=conversation["id"],
         title=conversation["title"],
         created_at=conversation["created_at"],
         last_activity_at=conversation["updated_at"],
         totals=totals_from_row(conversation),
         model_distribution=model_shares(conversation["model_distribution"]),
         messages=[
-            ConversationMessage(id=m["id"], role=m["role"], content=m["content"], created_at=m["created_at"])
+            ConversationMessage(message_id=m["id"], role=m["role"], content=m["content"], created_at=m["created_at"])
             for m in reversed(page)
         ],
         earlier_cursor=encode_cursor(Position(at=page[-1]["created_at"], id=page[-1]["id"])) if earlier else None,

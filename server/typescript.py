@@ -393,7 +393,6 @@ class _Generator:
             output_type = f"AsyncIterable<{event}, void, any>"
         return f"{_PROCEDURE_TYPES[procedure.kind]}<{{ input: {input_type}; output: {output_type}; meta: object }}>"
 
-
     def _all_optional(self, root: dict[str, Any]) -> bool:
         """Whether an input (a Struct) has no required field: the server then accepts no input at all."""
         schema = self.components[_ref_name(root["$ref"])].schema if "$ref" in root else root

@@ -136,12 +136,12 @@ async def test_every_admin_procedure_answers_an_admin(app_server: ServedApp, use
         top = await admin.admin.top_conversations_by_cost(TopConversationsInput(limit=5))
         unpriced = await admin.admin.unpriced_calls(UnpricedCallsInput())
     assert cost.totals.total_cost_usd == sent.cost_usd
-    assert [row.cost_usd for row in cost.usage] == [sent.cost_usd]
-    assert sum(bucket.cost_usd for bucket in by_day.buckets) == by_day.total.cost_usd == sent.cost_usd
+    assert [row.cost_usd for row in cost.rows] == [sent.cost_usd]
+    assert sum(bucket.cost_usd for bucket in by_day.buckets) == by_day.overall.cost_usd == sent.cost_usd
     assert [(m.model, m.cost_usd) for m in by_model.models] == [("gpt-4o", sent.cost_usd)]
     assert [p.procedure for p in by_procedure.procedures] == ["chat.sendMessage"]
     assert [(t.conversation_id, t.owner_name) for t in top.conversations] == [(sent.conversation_id, "alice")]
-    assert unpriced.calls == 0
+    assert unpriced.unpriced_calls == 0
 
 
 async def test_conversations_are_read_by_their_owner_only(app_server: ServedApp, users: dict[str, NewUser]) -> None:
@@ -150,11 +150,11 @@ async def test_conversations_are_read_by_their_owner_only(app_server: ServedApp,
         assert sent.conversation_id is not None
         listed = await alice.chat.list_conversations(ListConversationsInput())
         detail = await alice.chat.get_conversation(GetConversationInput(conversation_id=sent.conversation_id))
-    assert [c.id for c in listed.items] == [sent.conversation_id]
+    assert [c.conversation_id for c in listed.conversations] == [sent.conversation_id]
     assert [m.role for m in detail.messages] == ["user", "assistant"]
     assert detail.totals.total_cost_usd == sent.cost_usd
     async with TollboothClient(app_server.url, api_key=users["bob"].api_key) as bob:
-        assert (await bob.chat.list_conversations(ListConversationsInput())).items == []
+        assert (await bob.chat.list_conversations(ListConversationsInput())).conversations == []
         for conversation_id in (sent.conversation_id, uuid.uuid4()):
             with pytest.raises(TRPCClientError) as raised:
                 await bob.chat.get_conversation(GetConversationInput(conversation_id=conversation_id))

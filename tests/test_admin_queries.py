@@ -49,7 +49,7 @@ def _cost(records: Sequence[UsageRecord]) -> Decimal:
 
 def _assert_figures(figures: UsageFigures, records: Sequence[UsageRecord]) -> None:
     """``figures`` are exactly what ``records`` add up to, bucket by bucket."""
-    assert figures.calls == len(records)
+    assert figures.llm_calls == len(records)
     assert figures.error_calls == sum(r.status == "error" for r in records)
     assert figures.cancelled_calls == sum(r.status == "cancelled" for r in records)
     assert figures.unpriced_calls == sum(r.priced.status == "unpriced" for r in records)
@@ -101,28 +101,32 @@ async def test_conversation_cost_explains_its_totals_by_model_and_procedure() ->
     # + 100 x $6 + 300 x $15 per 1M; the unpriced call adds nothing; the error call had no tokens.
     assert cost.totals.total_cost_usd == _cost(records) == Decimal("0.0045") + Decimal("0.01095")
     assert cost.totals.total_prompt_tokens == sum(r.usage.prompt_total for r in records)
-    assert cost.totals.total_completion_tokens == sum(r.usage.output for r in records)
+    assert cost.totals.total_output_tokens == sum(r.usage.output for r in records)
     shares = {share.model: share for share in cost.model_distribution}
     assert [share.model for share in cost.model_distribution] == ["claude-sonnet-4-5", "gpt-4o", UNPRICED_MODEL]
-    assert shares["gpt-4o"].calls == 2
-    assert shares["gpt-4o"].cost_usd == Decimal("0.0045")
-    assert shares["claude-sonnet-4-5"].tokens == 3_900
-    assert shares[UNPRICED_MODEL].calls == 1
-    assert shares[UNPRICED_MODEL].cost_usd == 0
+    assert shares["gpt-4o"].llm_calls == 2
+    assert shares["gpt-4o"].total_cost_usd == Decimal("0.0045")
+    assert shares["claude-sonnet-4-5"].total_tokens_used == 3_900
+    assert shares[UNPRICED_MODEL].llm_calls == 1
+    assert shares[UNPRICED_MODEL].total_cost_usd == 0
     by_procedure = {usage.procedure: usage for usage in cost.by_procedure}
     _assert_figures(by_procedure["chat.sendMessage"], [records[0], *records[2:]])
     _assert_figures(by_procedure["chat.executeAction"], [records[1]])
-    assert [row.call_id for row in cost.usage] == [r.call_id for r in reversed(records)]
-    unpriced_row = cost.usage[1]
+    assert [row.call_id for row in cost.rows] == [r.call_id for r in reversed(records)]
+    unpriced_row = cost.rows[1]
     assert unpriced_row.pricing_status == "unpriced"
-    assert (unpriced_row.cost_usd, unpriced_row.costs, unpriced_row.rates) == (None, None, None)
-    claude_row = cost.usage[2]
-    assert claude_row.costs is not None
-    assert claude_row.rates is not None
-    assert claude_row.rates.cache_write_1h == Decimal(6)
-    assert claude_row.costs.cache_write_1h == Decimal("0.0006")
-    assert cost.usage[0].status == "error"
-    assert cost.usage[0].error_type == "RateLimitError"
+    assert (unpriced_row.cost_usd, unpriced_row.costs_usd, unpriced_row.rates_usd_per_million_tokens) == (
+        None,
+        None,
+        None,
+    )
+    claude_row = cost.rows[2]
+    assert claude_row.costs_usd is not None
+    assert claude_row.rates_usd_per_million_tokens is not None
+    assert claude_row.rates_usd_per_million_tokens.cache_write_1h == Decimal(6)
+    assert claude_row.costs_usd.cache_write_1h == Decimal("0.0006")
+    assert cost.rows[0].status == "error"
+    assert cost.rows[0].error_type == "RateLimitError"
     assert cost.next_cursor is None
 
 
@@ -138,7 +142,7 @@ async def test_conversation_cost_pages_its_usage_rows_newest_first() -> None:
         page = await get_usage_by_conversation(
             app_database(), ConversationCostInput(conversation_id=conversation, limit=3, cursor=cursor)
         )
-        seen += [row.call_id for row in page.usage]
+        seen += [row.call_id for row in page.rows]
         pages += 1
         assert page.totals.llm_calls == 7
         if page.next_cursor is None:
@@ -169,12 +173,12 @@ async def test_a_call_at_23_30_utc_falls_on_the_next_day_in_berlin() -> None:
     )
 
     assert [b.start for b in in_utc.buckets] == [datetime(2026, 3, d, tzinfo=UTC) for d in (9, 10, 11, 12)]
-    assert [b.calls for b in in_utc.buckets] == [0, 1, 0, 0]
+    assert [b.llm_calls for b in in_utc.buckets] == [0, 1, 0, 0]
     # Berlin is UTC+1 in March: the window starts at 01:00 local on the 9th, in the bucket of the 9th.
     assert [b.start for b in in_berlin.buckets] == [datetime(2026, 3, d, tzinfo=BERLIN) for d in (9, 10, 11, 12, 13)]
-    assert [b.calls for b in in_berlin.buckets] == [0, 0, 1, 0, 0]
+    assert [b.llm_calls for b in in_berlin.buckets] == [0, 0, 1, 0, 0]
     _assert_figures(in_berlin.buckets[2], [late])
-    _assert_figures(in_berlin.total, [late])
+    _assert_figures(in_berlin.overall, [late])
 
 
 async def test_an_empty_range_has_every_bucket_at_zero() -> None:
@@ -192,9 +196,9 @@ async def test_an_empty_range_has_every_bucket_at_zero() -> None:
     )
 
     assert len(report.buckets) == 7
-    assert all(b.calls == 0 and b.cost_usd == 0 and b.tokens.total == 0 for b in report.buckets)
-    assert report.total.calls == 0
-    assert report.total.cost_usd == 0
+    assert all(b.llm_calls == 0 and b.cost_usd == 0 and b.tokens.total == 0 for b in report.buckets)
+    assert report.overall.llm_calls == 0
+    assert report.overall.cost_usd == 0
 
 
 async def test_week_buckets_start_on_monday_and_month_buckets_follow_daylight_saving_time() -> None:
@@ -218,7 +222,7 @@ async def test_week_buckets_start_on_monday_and_month_buckets_follow_daylight_sa
         datetime(2026, 3, 30, tzinfo=BERLIN),
         datetime(2026, 4, 6, tzinfo=BERLIN),
     ]
-    assert [b.calls for b in weeks.buckets] == [0, 1, 2, 0]
+    assert [b.llm_calls for b in weeks.buckets] == [0, 1, 2, 0]
     _assert_figures(weeks.buckets[2], [monday, april])
     assert [(b.start, b.start.utcoffset()) for b in months.buckets] == [
         (datetime(2026, 3, 1, tzinfo=BERLIN), timedelta(hours=1)),
@@ -238,10 +242,10 @@ async def test_unpriced_calls_are_counted_apart_and_never_as_zero_cost() -> None
     )
     by_model = await get_usage_by_model(app_database(), UsageByModelInput(start=T0, end=T0 + timedelta(days=1)))
 
-    assert report.total.calls == 2
-    assert report.total.unpriced_calls == 1
-    assert report.total.cost_usd == priced.priced.total_cost
-    assert report.total.tokens.total == 2 * 1_200
+    assert report.overall.llm_calls == 2
+    assert report.overall.unpriced_calls == 1
+    assert report.overall.cost_usd == priced.priced.total_cost
+    assert report.overall.tokens.total == 2 * 1_200
     models = {m.model: m for m in by_model.models}
     assert models[UNPRICED_MODEL].unpriced_calls == 1
     assert models[UNPRICED_MODEL].cost_usd == 0
@@ -266,7 +270,7 @@ async def test_a_zone_with_a_half_hour_offset_buckets_exactly() -> None:
     )
 
     # Midnight in Kolkata is 18:30 UTC.
-    assert [b.calls for b in report.buckets] == [0, 1, 1, 0]
+    assert [b.llm_calls for b in report.buckets] == [0, 1, 1, 0]
     _assert_figures(report.buckets[1], [before])
     _assert_figures(report.buckets[2], [after])
 
@@ -329,16 +333,16 @@ async def test_any_window_sums_exactly_what_its_rows_add_up_to() -> None:
         by_procedure = await get_usage_by_procedure(app_database(), UsageByProcedureInput(start=start, end=end))
         for usage in by_model.models:
             _assert_figures(usage, [r for r in inside if r.model == usage.model])
-        assert sum(m.calls for m in by_model.models) == len(inside)
+        assert sum(m.llm_calls for m in by_model.models) == len(inside)
         for procedure_usage in by_procedure.procedures:
             _assert_figures(procedure_usage, [r for r in inside if r.procedure == procedure_usage.procedure])
-        assert sum(p.calls for p in by_procedure.procedures) == len(inside)
+        assert sum(p.llm_calls for p in by_procedure.procedures) == len(inside)
         if start is not None and end is not None:
             report = await get_usage_by_date_range(
                 app_database(),
                 UsageByDateRangeInput(start=start, end=end, granularity="day", time_zone="America/St_Johns"),
             )
-            _assert_figures(report.total, inside)
+            _assert_figures(report.overall, inside)
 
 
 # --- admin.usageByModel / admin.usageByProcedure ------------------------------------------------------------------
@@ -429,8 +433,8 @@ async def test_unpriced_calls_are_listed_by_model_and_paged_newest_first() -> No
     ]
 
     first = await get_unpriced_calls(app_database(), UnpricedCallsInput(limit=2))
-    assert first.calls == 5
-    assert [(m.model, m.provider, m.calls) for m in first.models] == [(UNPRICED_MODEL, "openai", 5)]
+    assert first.unpriced_calls == 5
+    assert [(m.model, m.provider, m.llm_calls) for m in first.models] == [(UNPRICED_MODEL, "openai", 5)]
     assert first.models[0].tokens.input == 500
     assert (first.models[0].first_at, first.models[0].last_at) == (T0, T0 + timedelta(minutes=4))
     seen = [row.call_id for row in first.rows]
@@ -442,7 +446,7 @@ async def test_unpriced_calls_are_listed_by_model_and_paged_newest_first() -> No
     assert seen == [r.call_id for r in reversed(unpriced)]
 
     windowed = await get_unpriced_calls(app_database(), UnpricedCallsInput(start=T0 + timedelta(minutes=3)))
-    assert windowed.calls == 2
+    assert windowed.unpriced_calls == 2
     assert [row.call_id for row in windowed.rows] == [unpriced[4].call_id, unpriced[3].call_id]
 
 

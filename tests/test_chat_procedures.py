@@ -8,9 +8,9 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import pytest
 
+from schemas import codec
 from schemas.chat import (
     ClassifyIntentResult,
     Email,
@@ -101,7 +101,7 @@ async def test_execute_action_returns_a_typed_result_and_logs_the_action(
     reply = {"action": "classify_intent", "intent": "scheduling", "confidence": 0.9, "rationale": "asks for a time"}
     sim.state.enqueue(ScriptedResponse(provider=provider, reply=json.dumps(reply)))
     out = await client.chat.execute_action(
-        ExecuteActionInput(action="classify_intent", input="Can we meet on Tuesday?", model=model)
+        ExecuteActionInput(action="classify_intent", text="Can we meet on Tuesday?", model=model)
     )
     assert out.result == ClassifyIntentResult(intent="scheduling", confidence=0.9, rationale="asks for a time")
     assert out.conversation is None
@@ -131,11 +131,11 @@ async def test_an_invalid_answer_is_asked_again_once_and_both_attempts_are_coste
         ),
     )
     out = await client.chat.execute_action(
-        ExecuteActionInput(action="extract_tasks", input="Nothing to do today.", model="gpt-4o")
+        ExecuteActionInput(action="extract_tasks", text="Nothing to do today.", model="gpt-4o")
     )
     assert out.result == ExtractTasksResult(tasks=[])
     assert out.llm_calls == 2
-    assert out.usage.prompt_tokens == 250
+    assert out.usage.reported.prompt_tokens == 250
     rows = await fetch_rows("SELECT estimated_cost_usd, metadata FROM ai_usage_logs ORDER BY created_at")
     labels = [json.loads(r["metadata"]) for r in rows]
     assert [(m["attempt"], m["output_valid"]) for m in labels] == [(1, False), (2, True)]
@@ -147,7 +147,7 @@ async def test_two_invalid_answers_are_a_bad_gateway_and_both_are_recorded(
 ) -> None:
     sim.state.enqueue(*[ScriptedResponse(provider="openai", reply="not json")] * 2)
     with pytest.raises(TRPCClientError) as raised:
-        await client.chat.execute_action(ExecuteActionInput(action="draft_reply", input="Hi!", model="gpt-4o"))
+        await client.chat.execute_action(ExecuteActionInput(action="draft_reply", text="Hi!", model="gpt-4o"))
     assert raised.value.code == "BAD_GATEWAY"
     assert len(await fetch_rows("SELECT 1 FROM ai_usage_logs")) == 2
 
@@ -185,7 +185,7 @@ async def test_another_users_conversation_is_not_found(app_server: ServedApp, cl
         for call in (
             as_bob.chat.send_message(SendMessageInput(message="peek", conversation_id=mine.conversation_id)),
             as_bob.chat.execute_action(
-                ExecuteActionInput(action="draft_reply", input="x", conversation_id=mine.conversation_id)
+                ExecuteActionInput(action="draft_reply", text="x", conversation_id=mine.conversation_id)
             ),
             as_bob.chat.send_message(SendMessageInput(message="peek", conversation_id=uuid.uuid4())),
         ):
@@ -294,4 +294,4 @@ async def test_concurrent_messages_on_one_conversation_lose_no_update(
     assert max(o.conversation.llm_calls for o in outputs if o.conversation) == calls + 1
     [messages] = await fetch_rows("SELECT count(*) AS n FROM messages WHERE conversation = $1", conversation_id)
     assert messages["n"] == 2 * (calls + 1)
-    assert msgspec.json.encode(first)  # outputs encode back to the wire
+    assert codec.encoder().encode(first)  # outputs encode back to the wire

@@ -143,7 +143,7 @@ async def test_deltas_make_the_reply_and_done_reports_exactly_what_was_recorded(
     assert text == done.reply == REPLY
     usage = done.usage
     assert {key: getattr(usage, field) for key, field in _USAGE_FIELDS.items()} == buckets
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+    assert (usage.reported.prompt_tokens, usage.reported.completion_tokens, usage.reported.total_tokens) == (
         prompt_tokens,
         completion_tokens,
         total_tokens,

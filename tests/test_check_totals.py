@@ -88,7 +88,7 @@ async def test_concurrent_calls_of_one_model_keep_totals_and_rollup_exact() -> N
 
     assert report.consistent, (report.differences, report.rollup_differences)
     assert report.conversations == 10
-    assert [(m.model, m.calls, m.cost_usd) for m in usage.models] == [("gpt-4o", 60, Decimal("0.0045") * 60)]
+    assert [(m.model, m.llm_calls, m.cost_usd) for m in usage.models] == [("gpt-4o", 60, Decimal("0.0045") * 60)]
 
 
 async def test_a_tampered_total_is_reported_with_both_values() -> None:
@@ -160,7 +160,7 @@ async def test_the_rollup_follows_reprices_and_deletions_and_a_tampered_rollup_i
     assert report.rollup_differences == []
     assert repriced[UNPRICED_MODEL].cost_usd == Decimal("0.5")
     assert repriced[UNPRICED_MODEL].unpriced_calls == 0
-    assert repriced["gpt-4o"].calls == 2
+    assert repriced["gpt-4o"].llm_calls == 2
     # The conversation's totals were not repriced with its rows: that is exactly what check-totals is for.
     assert {d.field for d in report.differences} >= {"total_cost_usd", "llm_calls"}
 

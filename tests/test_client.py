@@ -85,7 +85,7 @@ async def test_query_returns_the_typed_output(client: ProbeClient) -> None:
     health = await client.system.health()
     assert health == HealthOutput(status="ok", version="0.1.0", database="ok")
     whoami = await client.system.whoami()
-    assert (whoami.id, whoami.name, whoami.is_admin) == (USER.user_id, USER.name, False)
+    assert (whoami.user_id, whoami.name, whoami.is_admin) == (USER.user_id, USER.name, False)
 
 
 async def test_mutation_round_trips_decimals_datetimes_and_uuids(client: ProbeClient) -> None:

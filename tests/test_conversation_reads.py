@@ -9,6 +9,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from schemas import codec
 from schemas.conversations import ConversationDetail, GetConversationInput, ListConversationsInput
 from schemas.validation import InvalidInput, Position, encode_cursor
 from server.conversations import get_conversation, list_conversations
@@ -31,13 +32,13 @@ async def test_a_user_lists_only_their_conversations_most_recent_activity_first(
 
     listed = await list_conversations(app_database(), alice)
 
-    assert [(c.id, c.title) for c in listed.items] == [(old, "old"), (recent, "recent")]
-    assert listed.items[0].last_activity_at == T0 + timedelta(hours=3)
-    assert listed.items[0].created_at == T0
-    assert listed.items[0].totals.llm_calls == 2
-    assert listed.items[0].totals.total_cost_usd == Decimal("0.009")
+    assert [(c.conversation_id, c.title) for c in listed.conversations] == [(old, "old"), (recent, "recent")]
+    assert listed.conversations[0].last_activity_at == T0 + timedelta(hours=3)
+    assert listed.conversations[0].created_at == T0
+    assert listed.conversations[0].totals.llm_calls == 2
+    assert listed.conversations[0].totals.total_cost_usd == Decimal("0.009")
     assert listed.next_cursor is None
-    assert (await list_conversations(app_database(), await new_user("carol"))).items == []
+    assert (await list_conversations(app_database(), await new_user("carol"))).conversations == []
 
 
 async def test_conversations_are_paged_by_cursor_without_gaps_or_repeats() -> None:
@@ -50,7 +51,7 @@ async def test_conversations_are_paged_by_cursor_without_gaps_or_repeats() -> No
     cursor = None
     for _ in range(3):
         page = await list_conversations(app_database(), user, limit=2, cursor=cursor)
-        seen += [c.id for c in page.items]
+        seen += [c.conversation_id for c in page.conversations]
         cursor = page.next_cursor
     assert cursor is None
     assert seen == list(reversed(conversations))
@@ -78,11 +79,11 @@ async def test_a_conversation_reads_with_its_messages_in_order_and_its_totals() 
     assert detail.totals.llm_calls == 2
     assert detail.totals.unpriced_calls == 1
     assert detail.totals.total_cost_usd == first.priced.total_cost
-    assert [(s.model, s.calls) for s in detail.model_distribution] == [("gpt-4o", 1), (UNPRICED_MODEL, 1)]
+    assert [(s.model, s.llm_calls) for s in detail.model_distribution] == [("gpt-4o", 1), (UNPRICED_MODEL, 1)]
     assert detail.earlier_cursor is None
-    wire = msgspec.json.decode(msgspec.json.encode(detail))
-    assert wire["totals"]["totalCostUsd"] == "0.0045"
-    assert msgspec.json.decode(msgspec.json.encode(detail), type=ConversationDetail) == detail
+    wire = codec.encoder().encode(detail)
+    assert msgspec.json.decode(wire)["totals"]["totalCostUsd"] == "0.0045"
+    assert codec.decoder(ConversationDetail).decode(wire) == detail
 
 
 async def test_earlier_messages_are_fetched_with_the_earlier_cursor() -> None:
@@ -113,8 +114,8 @@ async def test_another_users_conversation_reads_exactly_like_a_missing_one() -> 
         await get_conversation(app_database(), alice, missing)
 
     assert str(someone_elses.value) == str(nobodys.value).replace(str(missing), str(bobs))
-    assert (await get_conversation(app_database(), bob, bobs)).id == bobs
-    assert bobs not in [c.id for c in (await list_conversations(app_database(), alice)).items]
+    assert (await get_conversation(app_database(), bob, bobs)).conversation_id == bobs
+    assert bobs not in [c.conversation_id for c in (await list_conversations(app_database(), alice)).conversations]
 
 
 async def test_limits_are_bounded() -> None:

@@ -97,7 +97,7 @@ async def test_openai_cached_tokens_are_priced_at_the_cache_rate(
     assert row["message_id"] == result.message_id
     assert result.totals is not None
     assert result.totals.total_cost_usd == Decimal("0.00325")
-    assert (result.totals.total_prompt_tokens, result.totals.total_completion_tokens) == (1000, 100)
+    assert (result.totals.total_prompt_tokens, result.totals.total_output_tokens) == (1000, 100)
 
 
 async def test_anthropic_cache_tokens_are_not_counted_twice(

@@ -27,7 +27,7 @@ def _amounts(value: Any, path: str = "") -> list[tuple[str, str]]:
     if isinstance(value, dict):
         for key, item in value.items():
             where = f"{path}.{key}"
-            if key.endswith("Usd") or key.endswith("UsdPerMillionTokens"):
+            if key.endswith(("Usd", "UsdPerMillionTokens")):
                 if isinstance(item, str):
                     found.append((where, item))
                 elif isinstance(item, dict):

@@ -31,7 +31,7 @@ async def http(base_url: str, authenticator: InMemoryAuthenticator) -> AsyncIter
 
 async def test_user_procedure_sees_the_authenticated_caller(http: httpx.AsyncClient) -> None:
     response = await http.get("system.whoami", headers={"authorization": f"Bearer {USER_KEY}"})
-    assert response.json() == {"result": {"data": {"id": str(USER.user_id), "name": USER.name, "isAdmin": False}}}
+    assert response.json() == {"result": {"data": {"userId": str(USER.user_id), "name": USER.name, "isAdmin": False}}}
 
 
 async def test_bearer_scheme_is_case_insensitive(http: httpx.AsyncClient) -> None:

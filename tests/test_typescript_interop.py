@@ -235,6 +235,7 @@ async def test_trpc_client_calls_the_server_through_every_link(
 ) -> None:
     ada = await create_user("Ada Lovelace")
     grace = await create_user("Grace Hopper")
+    root = await create_user("Root", is_admin=True)
     # The program's first two messages: OpenAI with a cache read, then Anthropic with a cache write.
     sim.state.enqueue(
         ScriptedResponse(
@@ -252,6 +253,7 @@ async def test_trpc_client_calls_the_server_through_every_link(
         shutil.which("node") or "node",
         str(interop_program),
         *("--url", app_server.url, "--key", ada.api_key, "--name", ada.name, "--other-key", grace.api_key),
+        *("--admin-key", root.api_key),
         cwd=CLIENT_DIR,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -175,11 +175,9 @@ def test_token_figures_are_integers() -> None:
 
 
 def test_every_tagged_union_is_tagged_by_type() -> None:
-    tags = {
-        struct.cls.__name__: struct.tag_field for _, struct in _structs() if struct.tag_field is not None
-    }
+    tags = {struct.cls.__name__: struct.tag_field for _, struct in _structs() if struct.tag_field is not None}
     assert tags, "the registry has tagged unions (stream events, action results)"
-    assert {field for field in tags.values()} == {"type"}, tags
+    assert set(tags.values()) == {"type"}, tags
 
 
 def test_the_typescript_types_spell_each_concept_once() -> None:

@@ -36,7 +36,7 @@ WITH per_model AS (
            count(*) AS calls,
            count(*) FILTER (WHERE pricing_status = 'unpriced') AS unpriced_calls,
            sum(input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens) AS prompt_tokens,
-           sum(output_tokens) AS completion_tokens,
+           sum(output_tokens) AS output_tokens,
            coalesce(sum(estimated_cost_usd), 0) AS cost_usd
     FROM ai_usage_logs
     WHERE conversation_id IS NOT NULL
@@ -44,13 +44,13 @@ WITH per_model AS (
 ), actual AS (
     SELECT conversation_id,
            sum(prompt_tokens)::bigint AS total_prompt_tokens,
-           sum(completion_tokens)::bigint AS total_completion_tokens,
-           sum(prompt_tokens + completion_tokens)::bigint AS total_tokens_used,
+           sum(output_tokens)::bigint AS total_output_tokens,
+           sum(prompt_tokens + output_tokens)::bigint AS total_tokens_used,
            sum(cost_usd) AS total_cost_usd,
            sum(calls)::bigint AS llm_calls,
            sum(unpriced_calls)::bigint AS unpriced_calls,
            jsonb_object_agg(model, jsonb_build_object(
-               'calls', calls, 'tokens', prompt_tokens + completion_tokens, 'cost_usd', cost_usd)) AS distribution
+               'calls', calls, 'tokens', prompt_tokens + output_tokens, 'cost_usd', cost_usd)) AS distribution
     FROM per_model
     GROUP BY conversation_id
 ), compared AS (
@@ -64,7 +64,7 @@ WITH per_model AS (
                 'cost_usd', (value ->> 'cost_usd')::numeric))
             FROM jsonb_each(c.model_distribution)) AS stored_distribution,
            coalesce(a.total_prompt_tokens, 0) AS actual_prompt_tokens,
-           coalesce(a.total_completion_tokens, 0) AS actual_completion_tokens,
+           coalesce(a.total_output_tokens, 0) AS actual_output_tokens,
            coalesce(a.total_tokens_used, 0) AS actual_tokens_used,
            coalesce(a.total_cost_usd, 0) AS actual_cost_usd,
            coalesce(a.llm_calls, 0) AS actual_llm_calls,
@@ -78,7 +78,7 @@ SELECT *, actual_distribution::text AS actual_distribution_text,
 FROM compared
 WHERE NOT stored
    OR total_prompt_tokens <> actual_prompt_tokens
-   OR total_completion_tokens <> actual_completion_tokens
+   OR total_completion_tokens <> actual_output_tokens
    OR total_tokens_used <> actual_tokens_used
    OR total_cost_usd <> actual_cost_usd
    OR llm_calls <> actual_llm_calls
@@ -211,7 +211,7 @@ def _row_differences(row: asyncpg.Record) -> list[TotalsDifference]:
         ]
     actual_columns = {
         "total_prompt_tokens": "actual_prompt_tokens",
-        "total_completion_tokens": "actual_completion_tokens",
+        "total_completion_tokens": "actual_output_tokens",  # the column sums the output bucket (DESIGN's name)
         "total_tokens_used": "actual_tokens_used",
         "total_cost_usd": "actual_cost_usd",
         "llm_calls": "actual_llm_calls",

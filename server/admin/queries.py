@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 
 from schemas.admin import (
     BucketCosts,
@@ -33,7 +34,6 @@ from schemas.admin import (
     DateBucket,
     ModelUsage,
     ProcedureUsage,
-    TokenTotals,
     TopConversation,
     TopConversations,
     TopConversationsInput,
@@ -49,6 +49,8 @@ from schemas.admin import (
     UsageFigures,
     UsageRow,
 )
+from schemas.money import Money
+from schemas.usage import ReportedTokens, TokenCounts, Usage
 from schemas.validation import Position, decode_cursor, encode_cursor
 from server.conversations import CONVERSATION_COLUMNS, model_shares, totals_from_row
 from server.database import Database
@@ -102,9 +104,9 @@ _SUMMED_FIGURES: Final = """
 _ROW_COLUMNS: Final = """
     id, call_id, created_at, user_id, conversation_id, message_id, procedure, provider, requested_model, model,
     status, error_type, latency_ms, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
-    output_tokens, reasoning_tokens, usage_estimated, pricing_status, estimated_cost_usd, cost_input, cost_cache_read,
-    cost_cache_write_5m, cost_cache_write_1h, cost_output, rate_input, rate_cache_read, rate_cache_write_5m,
-    rate_cache_write_1h, rate_output, price_source, price_tier"""
+    output_tokens, reasoning_tokens, prompt_tokens, completion_tokens, total_tokens, usage_estimated, pricing_status,
+    estimated_cost_usd, cost_input, cost_cache_read, cost_cache_write_5m, cost_cache_write_1h, cost_output,
+    rate_input, rate_cache_read, rate_cache_write_5m, rate_cache_write_1h, rate_output, price_source, price_tier"""
 
 _CONVERSATION: Final = f"""
 SELECT {CONVERSATION_COLUMNS}, c.model_distribution::text AS model_distribution
@@ -180,11 +182,11 @@ LIMIT $1
 """
 
 
-def _tokens(row: asyncpg.Record) -> TokenTotals:
+def _tokens(row: asyncpg.Record) -> TokenCounts:
     prompt = (
         row["input_tokens"] + row["cache_read_tokens"] + row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"]
     )
-    return TokenTotals(
+    return TokenCounts(
         input=row["input_tokens"],
         cache_read=row["cache_read_tokens"],
         cache_write_5m=row["cache_write_5m_tokens"],
@@ -196,10 +198,21 @@ def _tokens(row: asyncpg.Record) -> TokenTotals:
     )
 
 
-def _figures(row: asyncpg.Record) -> dict[str, Any]:
-    """The ``UsageFigures`` fields of an aggregate row, to build any of its subclasses."""
+class _Figures(TypedDict):
+    """The ``UsageFigures`` fields, to build any of its subclasses; typed so that mypy checks ``**`` unpacking."""
+
+    llm_calls: int
+    error_calls: int
+    cancelled_calls: int
+    unpriced_calls: int
+    tokens: TokenCounts
+    cost_usd: Money
+
+
+def _figures(row: asyncpg.Record) -> _Figures:
+    """The figures of an aggregate row (``calls`` is the SQL alias of ``llmCalls``)."""
     return {
-        "calls": row["calls"],
+        "llm_calls": row["calls"],
         "error_calls": row["error_calls"],
         "cancelled_calls": row["cancelled_calls"],
         "unpriced_calls": row["unpriced_calls"],
@@ -208,16 +221,16 @@ def _figures(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-_ZERO_TOKENS: Final = TokenTotals(
+_ZERO_TOKENS: Final = TokenCounts(
     input=0, cache_read=0, cache_write_5m=0, cache_write_1h=0, output=0, reasoning=0, prompt=0, total=0
 )
-_NO_FIGURES: Final[dict[str, Any]] = {
-    "calls": 0,
+_NO_FIGURES: Final[_Figures] = {
+    "llm_calls": 0,
     "error_calls": 0,
     "cancelled_calls": 0,
     "unpriced_calls": 0,
     "tokens": _ZERO_TOKENS,
-    "cost_usd": Decimal(0),
+    "cost_usd": Money(0),
 }
 
 
@@ -226,12 +239,12 @@ def _sum_figures(parts: Sequence[UsageFigures]) -> UsageFigures:
         return sum(getattr(p.tokens, field) for p in parts)
 
     return UsageFigures(
-        calls=sum(p.calls for p in parts),
+        llm_calls=sum(p.llm_calls for p in parts),
         error_calls=sum(p.error_calls for p in parts),
         cancelled_calls=sum(p.cancelled_calls for p in parts),
         unpriced_calls=sum(p.unpriced_calls for p in parts),
-        tokens=TokenTotals(**{field: total(field) for field in TokenTotals.__struct_fields__}),
-        cost_usd=sum((p.cost_usd for p in parts), Decimal(0)),
+        tokens=TokenCounts(**{field: total(field) for field in TokenCounts.__struct_fields__}),
+        cost_usd=Money(sum((p.cost_usd for p in parts), Decimal(0))),
     )
 
 
@@ -259,8 +272,17 @@ def _usage_row(row: asyncpg.Record) -> UsageRow:
         if priced and row["rate_input"] is not None
         else None
     )
+    tokens = _tokens(row)
+    usage = Usage(
+        **msgspec.structs.asdict(tokens),
+        reported=ReportedTokens(
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            total_tokens=row["total_tokens"],
+        ),
+        estimated=row["usage_estimated"],
+    )
     return UsageRow(
-        id=row["id"],
         call_id=row["call_id"],
         created_at=row["created_at"],
         user_id=row["user_id"],
@@ -273,12 +295,11 @@ def _usage_row(row: asyncpg.Record) -> UsageRow:
         status=row["status"],
         error_type=row["error_type"],
         latency_ms=row["latency_ms"],
-        tokens=_tokens(row),
-        usage_estimated=row["usage_estimated"],
+        usage=usage,
         pricing_status=row["pricing_status"],
         cost_usd=row["estimated_cost_usd"],
-        costs=costs,
-        rates=rates,
+        costs_usd=costs,
+        rates_usd_per_million_tokens=rates,
         price_source=row["price_source"],
         price_tier=row["price_tier"],
     )
@@ -414,7 +435,7 @@ async def get_usage_by_conversation(db: Database, data: ConversationCostInput) -
         totals=totals_from_row(conversation),
         model_distribution=model_shares(conversation["model_distribution"]),
         by_procedure=[ProcedureUsage(procedure=row["procedure"], **_figures(row)) for row in by_procedure],
-        usage=[_usage_row(row) for row in rows[: data.limit]],
+        rows=[_usage_row(row) for row in rows[: data.limit]],
         next_cursor=_next_cursor(rows, data.limit),
     )
 
@@ -465,7 +486,7 @@ async def get_usage_by_date_range(db: Database, data: UsageByDateRangeInput) -> 
         granularity=data.granularity,
         time_zone=data.time_zone,
         buckets=buckets,
-        total=_sum_figures(buckets),
+        overall=_sum_figures(buckets),
     )
 
 
@@ -554,12 +575,12 @@ async def get_unpriced_calls(db: Database, data: UnpricedCallsInput) -> Unpriced
     return UnpricedCalls(
         start=data.start,
         end=data.end,
-        calls=sum(row["calls"] for row in models),
+        unpriced_calls=sum(row["calls"] for row in models),
         models=[
             UnpricedModel(
                 model=row["model"],
                 provider=row["provider"],
-                calls=row["calls"],
+                llm_calls=row["calls"],
                 tokens=_tokens(row),
                 first_at=row["first_at"],
                 last_at=row["last_at"],

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypedDict, TypeVar
 
 import msgspec
 
@@ -20,8 +20,9 @@ from schemas.chat import (
     StreamMessageInput,
     SummarizeEmailInput,
     SummarizeEmailOutput,
-    Usage,
 )
+from schemas.money import Money
+from schemas.usage import ConversationTotals, PricingStatus, Provider, ReportedTokens, Usage
 from server.chat.actions import ACTIONS
 from server.conversations import ensure_owned, recent_messages
 from server.database import Database
@@ -30,6 +31,7 @@ from server.llm.core import Attribution, LLMCore, LLMResult
 from server.llm.providers import ChatTurn, CompletionRequest, TextDelta
 from server.llm.recorder import MetadataValue
 from server.llm.structured import object_schema, strip_code_fence
+from server.llm.usage import TokenUsage
 
 HISTORY_LIMIT: Final = 100
 """The most recent messages sent with ``chat.sendMessage``; older ones stay stored but are not sent."""
@@ -121,7 +123,7 @@ class ChatService:
             conversation_id=data.conversation_id,
             model=data.model or self.default_model,
             system=action.instructions,
-            content=data.input,
+            content=data.text,
             schema=action.json_schema,
             schema_name=action.name,
             decoder=action.decoder,
@@ -235,7 +237,7 @@ def _title(message: str) -> str:
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1] + "…"
 
 
-def _sent_fields(result: LLMResult, attribution: Attribution) -> dict[str, Any]:
+def _sent_fields(result: LLMResult, attribution: Attribution) -> _SentReport:
     """The fields of a sent message's output: the stored reply and the call report."""
     assert result.message_id is not None  # store_reply always stores the reply
     return {
@@ -245,15 +247,33 @@ def _sent_fields(result: LLMResult, attribution: Attribution) -> dict[str, Any]:
     }
 
 
-def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None) -> dict[str, Any]:
+class _CallReport(TypedDict):
+    """The fields every chat output shares (``LLMCallOutput``), typed so that mypy checks them at ``**`` unpacking."""
+
+    model: str
+    provider: Provider
+    usage: Usage
+    cost_usd: Money | None
+    pricing_status: PricingStatus
+    llm_calls: int
+    conversation_id: uuid.UUID | None
+    conversation: ConversationTotals | None
+
+
+class _SentReport(_CallReport):
+    message_id: uuid.UUID
+    reply: str
+
+
+def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None) -> _CallReport:
     """The fields every chat output shares, summed over the calls a procedure made."""
     last = results[-1]
     costs = [result.priced.total_cost for result in results]
     return {
         "model": last.model,
         "provider": last.provider,
-        "usage": _usage_sum(results),
-        "cost_usd": None if any(cost is None for cost in costs) else sum(cost for cost in costs if cost is not None),
+        "usage": wire_usage([result.usage for result in results]),
+        "cost_usd": None if any(cost is None for cost in costs) else Money(sum(c for c in costs if c is not None)),
         "pricing_status": "unpriced" if any(r.priced.status == "unpriced" for r in results) else "priced",
         "llm_calls": len(results),
         "conversation_id": conversation_id,
@@ -261,7 +281,26 @@ def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None
     }
 
 
-def _usage_sum(results: Sequence[LLMResult]) -> Usage:
-    fields = msgspec.structs.fields(Usage)
-    summed = {f.name: sum(getattr(r.usage, f.name) for r in results) for f in fields if f.name != "estimated"}
-    return Usage(**summed, estimated=any(r.usage.estimated for r in results))
+def wire_usage(usages: Sequence[TokenUsage]) -> Usage:
+    """The wire form of one call's usage, or of several calls' summed (``estimated`` if any one was)."""
+
+    def total(field: str) -> int:
+        return sum(getattr(usage, field) for usage in usages)
+
+    prompt, output = sum(usage.prompt_total for usage in usages), total("output")
+    return Usage(
+        input=total("input"),
+        cache_read=total("cache_read"),
+        cache_write_5m=total("cache_write_5m"),
+        cache_write_1h=total("cache_write_1h"),
+        output=output,
+        reasoning=total("reasoning"),
+        prompt=prompt,
+        total=prompt + output,
+        reported=ReportedTokens(
+            prompt_tokens=total("prompt_tokens"),
+            completion_tokens=total("completion_tokens"),
+            total_tokens=total("total_tokens"),
+        ),
+        estimated=any(usage.estimated for usage in usages),
+    )

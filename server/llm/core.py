@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from schemas.chat import ConversationTotals
+from schemas.usage import ConversationTotals
 from server.errors import LLMError, LLMFailure
 from server.llm.pricing import FREE, PriceCatalogue, PricedUsage
 from server.llm.providers import (
@@ -87,7 +87,7 @@ class LLMResult:
         return self.record.call_id
 
     @property
-    def provider(self) -> str:
+    def provider(self) -> ProviderName:
         return self.record.provider
 
     @property

@@ -22,6 +22,7 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionStreamOp
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 from openai.types.shared_params import ResponseFormatJSONSchema
 
+from schemas.usage import Provider
 from server.errors import LLMError, LLMFailure
 from server.llm.usage import (
     AnthropicStreamUsage,
@@ -33,7 +34,7 @@ from server.llm.usage import (
 )
 from server.settings import ProviderSettings, Settings
 
-ProviderName = Literal["openai", "anthropic", "gemini"]
+ProviderName = Provider
 
 DEFAULT_MAX_TOKENS: Final = 1024
 _OPENAI_MODEL: Final = re.compile(r"^(gpt-|o\d|chatgpt-|ft:gpt-)")

@@ -15,7 +15,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from schemas.chat import ConversationTotals
+from schemas.usage import ConversationTotals, Provider
 from server.conversations import totals_from_row
 from server.database import Database, NamedStatement
 from server.llm.pricing import PricedUsage
@@ -41,7 +41,7 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     conversation_id: uuid.UUID | None
     conversation_title: str
     procedure: str
-    provider: str
+    provider: Provider
     requested_model: str
     model: str
     usage: TokenUsage

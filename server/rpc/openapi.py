@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import msgspec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,

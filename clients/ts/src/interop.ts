@@ -31,10 +31,16 @@ import { EventSource } from 'eventsource';
 import type {
   AppRouter,
   ClockEvent,
+  ConversationSummary,
+  ConversationTotals,
   SendMessageOutput,
   StreamMessageDelta,
   StreamMessageDone,
+  TokenCounts,
   Tracked,
+  Usage,
+  UsageFigures,
+  UsageRow,
 } from './app-router.js';
 
 type Inputs = inferRouterInputs<AppRouter>;
@@ -259,11 +265,13 @@ function decimal(text: string, what = 'amount'): Decimal {
   return { units, exponent: -fraction.length };
 }
 
-function sumDecimals(texts: string[]): Decimal {
-  return texts.reduce<Decimal>((sum, text) => {
-    const [x, y, exponent] = align(sum, decimal(text));
-    return { units: x + y, exponent };
-  }, { units: 0n, exponent: 0 });
+function sumDecimals(texts: string[], what = 'amount'): Decimal {
+  let sum: Decimal = { units: 0n, exponent: 0 };
+  for (const text of texts) {
+    const [x, y, exponent] = align(sum, decimal(text, what));
+    sum = { units: x + y, exponent };
+  }
+  return sum;
 }
 
 /**
@@ -307,31 +315,302 @@ function decimalEquals(a: Decimal, b: Decimal): boolean {
   return x === y;
 }
 
+function decimalAtLeast(a: Decimal, b: Decimal): boolean {
+  const [x, y] = align(a, b);
+  return x >= y;
+}
+
 // --- the checks ---------------------------------------------------------------------------------------------------
+
+type Provider = Outputs['chat']['sendMessage']['provider'];
+const PROVIDERS: readonly string[] = ['openai', 'anthropic', 'gemini'] satisfies Provider[];
+
+function expectCount(value: unknown, what: string): void {
+  expect(
+    typeof value === 'number' && Number.isInteger(value) && value >= 0,
+    `${what} is not a count: ${JSON.stringify(value)}`,
+  );
+}
+
+function expectTime(value: string, what: string): void {
+  expect(
+    typeof value === 'string' && !Number.isNaN(Date.parse(value)),
+    `${what} is not a time: ${JSON.stringify(value)}`,
+  );
+}
+
+const TOKEN_FIELDS = [
+  'input',
+  'cacheRead',
+  'cacheWrite5m',
+  'cacheWrite1h',
+  'output',
+  'reasoning',
+  'prompt',
+  'total',
+] as const satisfies readonly (keyof TokenCounts)[];
+
+/** The canonical buckets and their sums: `prompt` is every prompt bucket, `total` is `prompt + output`. */
+function checkTokenCounts(t: TokenCounts, what: string): void {
+  for (const bucket of TOKEN_FIELDS) expectCount(t[bucket], `${what}.${bucket}`);
+  const prompt = t.input + t.cacheRead + t.cacheWrite5m + t.cacheWrite1h;
+  expectEqual(t.prompt, prompt, `${what}.prompt (the prompt buckets' sum)`);
+  expectEqual(t.total, t.prompt + t.output, `${what}.total (prompt + output)`);
+  expect(t.output >= t.reasoning, `${what}: reasoning exceeds output`);
+}
+
+/** A call's usage: the buckets, and the provider's own counts apart under `reported`. */
+function checkUsage(u: Usage, what: string): void {
+  checkTokenCounts(u, what);
+  expect(u.reported !== null && typeof u.reported === 'object', `${what}.reported is missing`);
+  const reportedFields = Object.keys(u.reported).sort();
+  expectEqual(reportedFields, ['completionTokens', 'promptTokens', 'totalTokens'], `${what}.reported fields`);
+  for (const [name, value] of Object.entries(u.reported)) expectCount(value, `${what}.reported.${name}`);
+  expect(typeof u.estimated === 'boolean', `${what}.estimated is not a boolean`);
+}
+
+function checkTotals(t: ConversationTotals, what: string): void {
+  const counts = ['totalPromptTokens', 'totalOutputTokens', 'totalTokensUsed', 'llmCalls', 'unpricedCalls'] as const;
+  for (const name of counts) expectCount(t[name], `${what}.${name}`);
+  expectEqual(t.totalTokensUsed, t.totalPromptTokens + t.totalOutputTokens, `${what}.totalTokensUsed`);
+  expect(t.unpricedCalls <= t.llmCalls, `${what}: more unpricedCalls than llmCalls`);
+  decimal(t.totalCostUsd, `${what}.totalCostUsd`);
+}
+
+/** The admin aggregates: every call counted in `llmCalls`, the tokens as TokenCounts, the priced calls' cost. */
+function checkFigures(f: UsageFigures, what: string): void {
+  for (const name of ['llmCalls', 'errorCalls', 'cancelledCalls', 'unpricedCalls'] as const) {
+    expectCount(f[name], `${what}.${name}`);
+  }
+  expect(f.errorCalls + f.cancelledCalls <= f.llmCalls, `${what}: more failed and cancelled calls than llmCalls`);
+  expect(f.unpricedCalls <= f.llmCalls, `${what}: more unpricedCalls than llmCalls`);
+  checkTokenCounts(f.tokens, `${what}.tokens`);
+  decimal(f.costUsd, `${what}.costUsd`);
+}
+
+/** A recorded call: priced, its bucket costs add up to `costUsd`; unpriced, no cost at all (never zero). */
+function checkUsageRow(row: UsageRow, what: string): void {
+  expect(UUID.test(row.callId), `${what}.callId is not a UUID: ${row.callId}`);
+  expect(!('id' in row), `${what} still has \`id\` (now callId)`);
+  expect(PROVIDERS.includes(row.provider), `${what}.provider: ${row.provider}`);
+  expectTime(row.createdAt, `${what}.createdAt`);
+  expectCount(row.latencyMs, `${what}.latencyMs`);
+  checkUsage(row.usage, `${what}.usage`);
+  if (row.pricingStatus === 'priced') {
+    expect(
+      row.costUsd !== null && row.costsUsd !== null && row.ratesUsdPerMillionTokens !== null,
+      `${what}: priced, without a cost`,
+    );
+    const buckets = Object.values(row.costsUsd);
+    expectEqual(buckets.length, 5, `${what}.costsUsd buckets`);
+    expect(
+      decimalEquals(sumDecimals(buckets, `${what}.costsUsd`), decimal(row.costUsd, `${what}.costUsd`)),
+      `${what}: costsUsd ${JSON.stringify(row.costsUsd)} do not add up to costUsd ${row.costUsd}`,
+    );
+    for (const rate of Object.values(row.ratesUsdPerMillionTokens)) decimal(rate, `${what}.ratesUsdPerMillionTokens`);
+  } else {
+    expectEqual(
+      [row.costUsd, row.costsUsd, row.ratesUsdPerMillionTokens],
+      [null, null, null],
+      `${what}: an unpriced call's costUsd, costsUsd, ratesUsdPerMillionTokens`,
+    );
+  }
+}
+
+function checkSummary(c: ConversationSummary, what: string): void {
+  expect(UUID.test(c.conversationId), `${what}.conversationId is not a UUID: ${c.conversationId}`);
+  expect(!('id' in c), `${what} still has \`id\` (now conversationId)`);
+  expect(typeof c.title === 'string', `${what}.title`);
+  expectTime(c.createdAt, `${what}.createdAt`);
+  expectTime(c.lastActivityAt, `${what}.lastActivityAt`);
+  checkTotals(c.totals, `${what}.totals`);
+}
+
+function checkConversationList(list: Outputs['chat']['listConversations'], what: string): void {
+  expect(Array.isArray(list.conversations), `${what}.conversations is not an array: ${JSON.stringify(list)}`);
+  expect(list.conversations.length <= 20, `${what}: more conversations than the default limit (20)`);
+  list.conversations.forEach((c, i) => checkSummary(c, `${what}.conversations[${i}]`));
+  expect(list.nextCursor === null || typeof list.nextCursor === 'string', `${what}.nextCursor`);
+}
+
+/** Most expensive first: each amount at least the next one. */
+function expectDescending(amounts: string[], what: string): void {
+  for (let i = 1; i < amounts.length; i++) {
+    expect(
+      decimalAtLeast(decimal(amounts[i - 1]!), decimal(amounts[i]!)),
+      `${what} not most expensive first: ${amounts.join(', ')}`,
+    );
+  }
+}
+
+/** TokenCounts added up bucket by bucket. */
+function sumTokens(counts: TokenCounts[]): TokenCounts {
+  const sum = Object.fromEntries(TOKEN_FIELDS.map((bucket) => [bucket, 0])) as TokenCounts;
+  for (const t of counts) for (const bucket of TOKEN_FIELDS) sum[bucket] += t[bucket];
+  return sum;
+}
 
 function checkSendMessage(result: SendMessageOutput, what: string): { costUsd: string; conversationId: string } {
   // Typed access: these assignments are compile-time checks of the generated types.
   const cacheRead: number = result.usage.cacheRead;
+  const reportedPrompt: number = result.usage.reported.promptTokens;
   const costUsd: string | null = result.costUsd;
   const reply: string = result.reply;
   expect(typeof cacheRead === 'number' && Number.isInteger(cacheRead), `${what}: usage.cacheRead is not an integer`);
+  expect(Number.isInteger(reportedPrompt), `${what}: usage.reported.promptTokens is not an integer`);
   expect(typeof costUsd === 'string', `${what}: costUsd is not a string: ${JSON.stringify(costUsd)}`);
-  decimal(costUsd);
+  expectMoney(result, what);
   expectEqual(result.pricingStatus, 'priced', `${what}: pricingStatus`);
   expect(reply.length > 0, `${what}: empty reply`);
   expect(UUID.test(result.messageId), `${what}: messageId is not a UUID: ${result.messageId}`);
   const conversationId = result.conversationId;
   expect(conversationId !== null && UUID.test(conversationId), `${what}: conversationId is not a UUID`);
-  const u = result.usage;
-  for (const [name, value] of Object.entries(u)) {
-    if (name !== 'estimated') expect(Number.isInteger(value) && (value as number) >= 0, `${what}: usage.${name}`);
-  }
-  expectEqual(u.estimated, false, `${what}: usage.estimated`);
-  expect(u.output >= u.reasoning, `${what}: reasoning exceeds output`);
+  checkUsage(result.usage, `${what}: usage`);
+  expectEqual(result.usage.estimated, false, `${what}: usage.estimated`);
+  expect(!('totalTokens' in result.usage), `${what}: usage.totalTokens (now usage.reported.totalTokens)`);
   expect(result.conversation !== null, `${what}: no conversation totals`);
-  decimal(result.conversation.totalCostUsd);
+  checkTotals(result.conversation, `${what}: conversation`);
   return { costUsd, conversationId };
 }
+
+// --- queries whose input fields are all optional: called with no input at all -------------------------------------
+
+type NoInputAnswers = {
+  top: Outputs['admin']['topConversationsByCost'];
+  unpriced: Outputs['admin']['unpricedCalls'];
+  byModel: Outputs['admin']['usageByModel'];
+  byProcedure: Outputs['admin']['usageByProcedure'];
+  list: Outputs['chat']['listConversations'];
+};
+
+/** Every query the types let call with `.query()` and nothing else, at once (a single batch on a batching link). */
+async function noInputQueries(client: Client): Promise<NoInputAnswers> {
+  const [top, unpriced, byModel, byProcedure, list] = await Promise.all([
+    client.admin.topConversationsByCost.query(),
+    client.admin.unpricedCalls.query(),
+    client.admin.usageByModel.query(),
+    client.admin.usageByProcedure.query(),
+    client.chat.listConversations.query(),
+  ]);
+  return { top, unpriced, byModel, byProcedure, list };
+}
+
+const NO_INPUT_PATHS = [
+  'admin.topConversationsByCost',
+  'admin.unpricedCalls',
+  'admin.usageByModel',
+  'admin.usageByProcedure',
+  'chat.listConversations',
+] as const;
+
+/** The answers without input are the defaults': no window, the default limits, all of it consistent. */
+function checkNoInputAnswers(a: NoInputAnswers, what: string) {
+  const { top, unpriced, byModel, byProcedure, list } = a;
+
+  expectEqual([top.start, top.end], [null, null], `${what} topConversationsByCost window`);
+  expect(top.conversations.length <= 10, `${what} topConversationsByCost: more than the default limit (10)`);
+  top.conversations.forEach((c, i) => {
+    const at = `${what} topConversationsByCost.conversations[${i}]`;
+    expect(UUID.test(c.conversationId) && UUID.test(c.ownerId), `${at}: conversationId, ownerId`);
+    expect(typeof c.title === 'string' && typeof c.ownerName === 'string', `${at}: title, ownerName`);
+    expectTime(c.createdAt, `${at}.createdAt`);
+    expectTime(c.lastActivityAt, `${at}.lastActivityAt`);
+    checkTotals(c.totals, `${at}.totals`);
+  });
+  expectDescending(top.conversations.map((c) => c.totals.totalCostUsd), `${what} topConversationsByCost`);
+
+  expectEqual([unpriced.start, unpriced.end], [null, null], `${what} unpricedCalls window`);
+  expectCount(unpriced.unpricedCalls, `${what} unpricedCalls.unpricedCalls`);
+  unpriced.models.forEach((m, i) => {
+    const at = `${what} unpricedCalls.models[${i}]`;
+    expect(PROVIDERS.includes(m.provider) && typeof m.model === 'string', `${at}: model, provider`);
+    expect(Number.isInteger(m.llmCalls) && m.llmCalls >= 1, `${at}.llmCalls: ${m.llmCalls}`);
+    checkTokenCounts(m.tokens, `${at}.tokens`);
+    expectTime(m.firstAt, `${at}.firstAt`);
+    expectTime(m.lastAt, `${at}.lastAt`);
+    expect(Date.parse(m.firstAt) <= Date.parse(m.lastAt), `${at}: firstAt after lastAt`);
+  });
+  expectEqual(
+    unpriced.models.reduce((n, m) => n + m.llmCalls, 0),
+    unpriced.unpricedCalls,
+    `${what} unpricedCalls: the models' llmCalls add up to unpricedCalls`,
+  );
+  expect(unpriced.rows.length <= 50, `${what} unpricedCalls: more rows than the default limit (50)`);
+  unpriced.rows.forEach((row, i) => {
+    checkUsageRow(row, `${what} unpricedCalls.rows[${i}]`);
+    expectEqual(row.pricingStatus, 'unpriced', `${what} unpricedCalls.rows[${i}].pricingStatus`);
+  });
+
+  expectEqual([byModel.start, byModel.end], [null, null], `${what} usageByModel window`);
+  byModel.models.forEach((m, i) => {
+    checkFigures(m, `${what} usageByModel.models[${i}]`);
+    expect(
+      PROVIDERS.includes(m.provider) && typeof m.model === 'string',
+      `${what} usageByModel.models[${i}]: model, provider`,
+    );
+  });
+  expectDescending(byModel.models.map((m) => m.costUsd), `${what} usageByModel`);
+
+  expectEqual([byProcedure.start, byProcedure.end], [null, null], `${what} usageByProcedure window`);
+  byProcedure.procedures.forEach((p, i) => {
+    checkFigures(p, `${what} usageByProcedure.procedures[${i}]`);
+    expect(
+      /^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$/.test(p.procedure),
+      `${what} usageByProcedure.procedures[${i}].procedure: ${p.procedure}`,
+    );
+  });
+  expectDescending(byProcedure.procedures.map((p) => p.costUsd), `${what} usageByProcedure`);
+
+  // The same calls, split two ways: by model and by procedure, they add up to the same figures.
+  const split = (figures: UsageFigures[]) => ({
+    llmCalls: figures.reduce((n, f) => n + f.llmCalls, 0),
+    unpricedCalls: figures.reduce((n, f) => n + f.unpricedCalls, 0),
+    tokens: sumTokens(figures.map((f) => f.tokens)),
+  });
+  const models = split(byModel.models);
+  expectEqual(split(byProcedure.procedures), models, `${what}: usageByProcedure's sums against usageByModel's`);
+  expect(
+    decimalEquals(
+      sumDecimals(byModel.models.map((m) => m.costUsd)),
+      sumDecimals(byProcedure.procedures.map((p) => p.costUsd)),
+    ),
+    `${what}: the cost by model and by procedure differ`,
+  );
+  expectEqual(
+    models.unpricedCalls,
+    unpriced.unpricedCalls,
+    `${what}: usageByModel's unpricedCalls against unpricedCalls`,
+  );
+
+  checkConversationList(list, `${what} listConversations`);
+
+  return {
+    amounts: expectMoney(a, what),
+    topConversations: top.conversations.length,
+    unpricedCalls: unpriced.unpricedCalls,
+    models: byModel.models.map((m) => m.model).sort(),
+    procedures: byProcedure.procedures.map((p) => p.procedure).sort(),
+    llmCalls: models.llmCalls,
+    conversations: list.conversations.length,
+  };
+}
+
+function needAdminKey(): string {
+  expect(
+    adminKey !== undefined,
+    'no --admin-key (TOLLBOOTH_ADMIN_API_KEY): the admin queries were not checked; pass an admin user\'s key',
+  );
+  return adminKey;
+}
+
+/** What the program learned of the conversation it built over httpLink, for the checks that read it back. */
+type Built = {
+  conversationId: string;
+  totals: ConversationTotals;
+  usages: Usage[];
+  costs: string[];
+  messageIds: string[];
+};
 
 async function run(): Promise<void> {
   const plain = plainClient(apiKey);
@@ -347,13 +626,15 @@ async function run(): Promise<void> {
 
   await check('httpLink: system.whoami query', async () => {
     const me = await plain.system.whoami.query();
-    expect(UUID.test(me.id), `id is not a UUID: ${me.id}`);
+    expect(UUID.test(me.userId), `userId is not a UUID: ${me.userId}`);
+    expect(!('id' in me), 'whoami still has `id` (now userId)');
     expectEqual(me.isAdmin, false, 'isAdmin');
     if (userName !== undefined) expectEqual(me.name, userName, 'name');
     return me;
   });
 
   let conversationId: string | undefined;
+  let built: Built | undefined;
   await check('httpLink: chat.sendMessage twice in one conversation, money exact', async () => {
     const first = await plain.chat.sendMessage.mutate({ message: 'Hello from @trpc/client', maxTokens: 64 });
     const one = checkSendMessage(first, 'first');
@@ -376,10 +657,27 @@ async function run(): Promise<void> {
     );
     expectEqual(
       second.conversation!.totalTokensUsed,
-      first.usage.totalTokens + second.usage.totalTokens,
+      first.usage.total + second.usage.total,
       'second: totalTokensUsed',
     );
+    expectEqual(
+      second.conversation!.totalPromptTokens,
+      first.usage.prompt + second.usage.prompt,
+      'second: totalPromptTokens',
+    );
+    expectEqual(
+      second.conversation!.totalOutputTokens,
+      first.usage.output + second.usage.output,
+      'second: totalOutputTokens',
+    );
     conversationId = one.conversationId;
+    built = {
+      conversationId,
+      totals: second.conversation!,
+      usages: [first.usage, second.usage],
+      costs: [one.costUsd, two.costUsd],
+      messageIds: [first.messageId, second.messageId],
+    };
     return {
       conversationId,
       costs: [one.costUsd, two.costUsd],
@@ -388,17 +686,20 @@ async function run(): Promise<void> {
     };
   });
 
-  await check('httpLink: chat.executeAction, narrowing on result.action', async () => {
+  await check('httpLink: chat.executeAction, narrowing on result.type', async () => {
     const seen: Record<string, unknown> = {};
     for (const action of ['draft_reply', 'extract_tasks', 'classify_intent'] as const) {
       const output = await plain.chat.executeAction.mutate({
         action,
-        input: 'Hi Sam, can you send me the Q3 report by Friday? Thanks, Alex',
+        text: 'Hi Sam, can you send me the Q3 report by Friday? Thanks, Alex',
       });
-      expectEqual(output.result.action, action, 'result.action');
+      expectEqual(output.result.type, action, 'result.type');
+      expect(!('action' in output.result), `${action}: result still has \`action\` (now type)`);
       expect(typeof output.costUsd === 'string', `${action}: costUsd is not a string`);
+      expectMoney(output, action);
+      checkUsage(output.usage, `${action}: usage`);
       const result = output.result;
-      switch (result.action) {
+      switch (result.type) {
         case 'draft_reply':
           expect(typeof result.body === 'string', 'draft_reply: body');
           expect(['formal', 'neutral', 'friendly'].includes(result.tone), 'draft_reply: tone');
@@ -435,9 +736,113 @@ async function run(): Promise<void> {
     expect(Array.isArray(output.keyPoints) && output.keyPoints.every((p) => typeof p === 'string'), 'keyPoints');
     expect(Array.isArray(output.actionItems) && output.actionItems.every((p) => typeof p === 'string'), 'actionItems');
     expect(typeof output.costUsd === 'string', 'costUsd is not a string');
-    decimal(output.costUsd);
+    expectMoney(output, 'summarizeEmail');
+    checkUsage(output.usage, 'usage');
     expectEqual(output.conversation, null, 'conversation (none was given)');
     return { keyPoints: output.keyPoints.length, actionItems: output.actionItems.length, costUsd: output.costUsd };
+  });
+
+  await check('httpLink: chat.getConversation, ids named conversationId and messageId', async () => {
+    expect(built !== undefined, 'no conversation: chat.sendMessage failed');
+    const detail = await plain.chat.getConversation.query({ conversationId: built.conversationId });
+    expectEqual(detail.conversationId, built.conversationId, 'conversationId');
+    expect(!('id' in detail), 'the conversation still has `id` (now conversationId)');
+    expectEqual(detail.totals, built.totals, 'totals (as chat.sendMessage last returned them)');
+    expect(detail.messages.length >= 4, `messages: ${detail.messages.length}`);
+    for (const message of detail.messages) {
+      expect(UUID.test(message.messageId), `messageId is not a UUID: ${message.messageId}`);
+      expect(!('id' in message), 'a message still has `id` (now messageId)');
+    }
+    const ids = detail.messages.map((m) => m.messageId);
+    for (const id of built.messageIds) {
+      expect(ids.includes(id), `chat.sendMessage's messageId ${id} is not among the messages`);
+    }
+    const shares = detail.modelDistribution;
+    expectEqual(shares.reduce((n, m) => n + m.llmCalls, 0), built.totals.llmCalls, 'modelDistribution: llmCalls');
+    expectEqual(
+      shares.reduce((n, m) => n + m.totalTokensUsed, 0),
+      built.totals.totalTokensUsed,
+      'modelDistribution: totalTokensUsed',
+    );
+    expect(
+      decimalEquals(sumDecimals(shares.map((m) => m.totalCostUsd)), decimal(built.totals.totalCostUsd)),
+      `modelDistribution: totalCostUsd ${JSON.stringify(shares)}`,
+    );
+    return { messages: detail.messages.length, amounts: expectMoney(detail, 'getConversation'), shares };
+  });
+
+  // Queries whose input fields are all optional take no input: `.query()`, and @trpc/client sends no `input` at all.
+  await check('httpLink: every query whose input fields are all optional, called with no input', async () => {
+    const wire = new Wire();
+    const mine = plainClient(apiKey, wire);
+    const list = await mine.chat.listConversations.query();
+    checkConversationList(list, "the user's listConversations");
+    if (built !== undefined) {
+      const summary = list.conversations.find((c) => c.conversationId === built!.conversationId);
+      expect(summary !== undefined, `the conversation ${built.conversationId} is not listed`);
+      expectEqual(summary.totals, built.totals, 'the listed totals');
+    }
+    const forbidden = await expectError(mine.admin.usageByModel.query(), 'FORBIDDEN', 403, 'admin.usageByModel');
+    const userRequests = wire.take();
+    const admin = plainClient(needAdminKey(), wire);
+    const answers = await noInputQueries(admin);
+    const summary = checkNoInputAnswers(answers, 'httpLink');
+    if (built !== undefined) {
+      expect(
+        !answers.list.conversations.some((c) => c.conversationId === built!.conversationId),
+        "the admin's chat.listConversations lists another user's conversation",
+      );
+      expect(summary.llmCalls >= built.totals.llmCalls, 'usageByModel counts fewer calls than the conversation');
+    }
+    const requests = [...userRequests, ...wire.take()];
+    expectEqual(requests.length, 2 + NO_INPUT_PATHS.length, 'requests (one per call)');
+    for (const request of requests) {
+      expectEqual(request.method, 'GET', `method of ${request.url}`);
+      expect(!new URL(request.url).searchParams.has('input'), `an input was sent: ${request.url}`);
+    }
+    expectEqual(
+      requests.map((r) => new URL(r.url).pathname.replace(/^.*\//, '')).sort(),
+      ['admin.usageByModel', 'chat.listConversations', ...NO_INPUT_PATHS].sort(),
+      'paths',
+    );
+    return { ...summary, forbidden };
+  });
+
+  await check('httpLink: admin.getConversationCost, the rows behind the totals', async () => {
+    expect(built !== undefined, 'no conversation: chat.sendMessage failed');
+    const admin = plainClient(needAdminKey());
+    const cost = await admin.admin.getConversationCost.query({ conversationId: built.conversationId });
+    expectEqual(cost.conversationId, built.conversationId, 'conversationId');
+    expectEqual(cost.totals, built.totals, 'totals');
+    expectEqual(cost.rows.length, built.totals.llmCalls, 'rows (one per call)');
+    expect(!('usage' in cost), 'the rows are still called `usage` (now rows)');
+    cost.rows.forEach((row, i) => {
+      checkUsageRow(row, `rows[${i}]`);
+      expectEqual(row.conversationId, built!.conversationId, `rows[${i}].conversationId`);
+      expectEqual(row.pricingStatus, 'priced', `rows[${i}].pricingStatus`);
+    });
+    // Newest first: the second message's call, then the first's; exactly what chat.sendMessage returned.
+    expectEqual(
+      cost.rows.map((row) => row.usage),
+      [...built.usages].reverse(),
+      "the rows' usage against chat.sendMessage's",
+    );
+    expectEqual(
+      cost.rows.map((row) => row.costUsd),
+      [...built.costs].reverse(),
+      "the rows' costUsd against chat.sendMessage's",
+    );
+    expectEqual(
+      cost.byProcedure.map((p) => [p.procedure, p.llmCalls]),
+      [['chat.sendMessage', built.totals.llmCalls]],
+      'byProcedure',
+    );
+    const tokens = sumTokens(cost.rows.map((row) => row.usage));
+    expectEqual(cost.byProcedure[0]?.tokens, tokens, "byProcedure's tokens against the rows'");
+    expectEqual(tokens.prompt, built.totals.totalPromptTokens, "the rows' prompt tokens against totalPromptTokens");
+    expectEqual(tokens.output, built.totals.totalOutputTokens, "the rows' output tokens against totalOutputTokens");
+    expectEqual(cost.modelDistribution.reduce((n, m) => n + m.llmCalls, 0), built.totals.llmCalls, 'modelDistribution');
+    return { rows: cost.rows.length, amounts: expectMoney(cost, 'getConversationCost') };
   });
 
   // errors over httpLink -----------------------------------------------------------------------------------------
@@ -456,12 +861,15 @@ async function run(): Promise<void> {
     const wrongType = { message: 42 } as unknown as Inputs['chat']['sendMessage'];
     const unknownField = { message: 'hi', colour: 'red' } as unknown as Inputs['chat']['sendMessage'];
     const missing = {} as unknown as Inputs['chat']['sendMessage'];
-    const badEnum = { action: 'translate', input: 'x' } as unknown as Inputs['chat']['executeAction'];
+    const badEnum = { action: 'translate', text: 'x' } as unknown as Inputs['chat']['executeAction'];
+    // The old spelling of the text is an unknown field now.
+    const oldInput = { action: 'classify_intent', input: 'x' } as unknown as Inputs['chat']['executeAction'];
     const cases: [string, () => Promise<unknown>][] = [
       ['message', () => plain.chat.sendMessage.mutate(wrongType)],
       ['colour', () => plain.chat.sendMessage.mutate(unknownField)],
       ['message', () => plain.chat.sendMessage.mutate(missing)],
       ['action', () => plain.chat.executeAction.mutate(badEnum)],
+      ['`input`', () => plain.chat.executeAction.mutate(oldInput)],
       ['message', () => plain.chat.sendMessage.mutate({ message: '' })],
     ];
     const errors = [];
@@ -494,7 +902,11 @@ async function run(): Promise<void> {
           'chat.sendMessage',
         ),
         await expectError(
-          plain.chat.executeAction.mutate({ conversationId: theirs.conversationId, action: 'classify_intent', input: 'x' }),
+          plain.chat.executeAction.mutate({
+            conversationId: theirs.conversationId,
+            action: 'classify_intent',
+            text: 'x',
+          }),
           'NOT_FOUND',
           404,
           'chat.executeAction',
@@ -536,7 +948,7 @@ async function run(): Promise<void> {
       batch.system.health.query(),
     ]);
     expectEqual(health.status, 'ok', 'health.status');
-    expect(UUID.test(me.id), 'whoami.id');
+    expect(UUID.test(me.userId), 'whoami.userId');
     expectEqual(again.database, 'ok', 'second health.database');
     const requests = batchWire.take();
     expectEqual(requests.length, 1, 'requests');
@@ -551,11 +963,12 @@ async function run(): Promise<void> {
     batchWire.take();
     const [sent, action, summary] = await Promise.all([
       batch.chat.sendMessage.mutate({ message: 'batched hello' }),
-      batch.chat.executeAction.mutate({ action: 'classify_intent', input: 'Where is my parcel?' }),
+      batch.chat.executeAction.mutate({ action: 'classify_intent', text: 'Where is my parcel?' }),
       batch.chat.summarizeEmail.mutate({ email: { body: 'The meeting moves to 3pm.' } }),
     ]);
     checkSendMessage(sent, 'batched sendMessage');
-    expectEqual(action.result.action, 'classify_intent', 'executeAction result.action');
+    expectEqual(action.result.type, 'classify_intent', 'executeAction result.type');
+    expectMoney([sent, action, summary], 'batched mutations');
     expect(typeof summary.summary === 'string', 'summarizeEmail summary');
     const requests = batchWire.take();
     expectEqual(requests.length, 1, 'requests');
@@ -590,6 +1003,50 @@ async function run(): Promise<void> {
     return { notFound, badRequest, missing };
   });
 
+  await check('httpBatchLink: every query whose input fields are all optional, with no input, in one GET', async () => {
+    const wire = new Wire();
+    const admin = batchClient(needAdminKey(), wire);
+    const answers = await noInputQueries(admin);
+    const summary = checkNoInputAnswers(answers, 'httpBatchLink');
+    const requests = wire.take();
+    expectEqual(requests.length, 1, 'requests');
+    const request = requests[0]!;
+    expectEqual(request.method, 'GET', 'method');
+    expectEqual(request.status, 200, 'HTTP status');
+    // No call has an input: @trpc/client sends the batch's inputs as `{}`, no entry for any call.
+    const expected = `/trpc/${NO_INPUT_PATHS.join(',')}?batch=1&input=${encodeURIComponent('{}')}`;
+    expect(request.url.endsWith(expected), `url: ${request.url}, expected it to end with ${expected}`);
+    return { ...summary, url: request.url };
+  });
+
+  await check('httpBatchLink: calls without input next to calls with input in one GET', async () => {
+    batchWire.take();
+    const [bare, limited, detail] = await Promise.all([
+      batch.chat.listConversations.query(),
+      batch.chat.listConversations.query({ limit: 1 }),
+      conversationId === undefined
+        ? Promise.resolve(null)
+        : batch.chat.getConversation.query({ conversationId, limit: 2 }),
+    ]);
+    checkConversationList(bare, 'without input');
+    checkConversationList(limited, 'with limit 1');
+    expect(bare.conversations.length >= 1, 'without input: no conversation');
+    expectEqual(limited.conversations.length, 1, 'with limit 1: conversations');
+    expectEqual(limited.conversations[0], bare.conversations[0], 'the first conversation, either way');
+    if (detail !== null) {
+      expectEqual(detail.conversationId, conversationId, 'getConversation: conversationId');
+      expectEqual(detail.messages.length, 2, 'getConversation: messages (limit 2)');
+    }
+    const requests = batchWire.take();
+    expectEqual(requests.length, 1, 'requests');
+    const request = requests[0]!;
+    expectEqual([request.method, request.status], ['GET', 200], 'method, HTTP status');
+    // The first call's input is absent from the batch's inputs: {"1": {...}, "2": {...}}.
+    const inputs = JSON.parse(new URL(request.url).searchParams.get('input') ?? 'null') as Record<string, unknown>;
+    expect(inputs !== null && !('0' in inputs) && '1' in inputs, `the batch's inputs: ${JSON.stringify(inputs)}`);
+    return { inputs, amounts: expectMoney([bare, limited, detail], 'batch') };
+  });
+
   await check('httpBatchLink: a batch without a key authorises each call', async () => {
     const wire = new Wire();
     const anonymous = batchClient(undefined, wire);
@@ -613,7 +1070,7 @@ async function run(): Promise<void> {
       untyped.system.nope.query(),
     ]);
     expectEqual((fulfilled(health, 'health') as Outputs['system']['health']).status, 'ok', 'health.status');
-    expect(UUID.test((fulfilled(me, 'whoami') as Outputs['system']['whoami']).id), 'whoami.id');
+    expect(UUID.test((fulfilled(me, 'whoami') as Outputs['system']['whoami']).userId), 'whoami.userId');
     const notFound = checkError(rejected(nope, 'system.nope'), 'NOT_FOUND', 404, 'system.nope');
     const requests = streamWire.take();
     expectEqual(requests.length, 1, 'requests');
@@ -627,7 +1084,7 @@ async function run(): Promise<void> {
     streamWire.take();
     const [sent, tasks, summary, foreign] = await settled<unknown>([
       streamed.chat.sendMessage.mutate({ message: 'streamed hello', ...(conversationId ? { conversationId } : {}) }),
-      streamed.chat.executeAction.mutate({ action: 'extract_tasks', input: 'Alex: send the report by Friday.' }),
+      streamed.chat.executeAction.mutate({ action: 'extract_tasks', text: 'Alex: send the report by Friday.' }),
       streamed.chat.summarizeEmail.mutate({ email: { body: 'Lunch is at noon.', subject: null, from: null } }),
       streamed.chat.sendMessage.mutate({ conversationId: randomUUID(), message: 'nobody' }),
     ]);
@@ -635,8 +1092,8 @@ async function run(): Promise<void> {
     checkSendMessage(message, 'streamed sendMessage');
     if (conversationId) expectEqual(message.conversation?.llmCalls, 3, 'conversation.llmCalls after three messages');
     const action = fulfilled(tasks, 'executeAction') as Outputs['chat']['executeAction'];
-    expectEqual(action.result.action, 'extract_tasks', 'result.action');
-    fulfilled(summary, 'summarizeEmail');
+    expectEqual(action.result.type, 'extract_tasks', 'result.type');
+    expectMoney([action, fulfilled(summary, 'summarizeEmail')], 'streamed mutations');
     const notFound = checkError(rejected(foreign, 'foreign sendMessage'), 'NOT_FOUND', 404, 'chat.sendMessage');
     const requests = streamWire.take();
     expectEqual(requests.length, 1, 'requests');
@@ -693,6 +1150,27 @@ async function run(): Promise<void> {
     } finally {
       await proxy.close();
     }
+  });
+
+  await check('httpSubscriptionLink: system.clock with no input at all (its defaults)', async () => {
+    const first = await new Promise<Tracked<ClockEvent>>((resolve, reject) => {
+      const subscription = streamed.system.clock.subscribe(undefined, {
+        onData(event) {
+          resolve(event); // first: unsubscribing completes the subscription, which would reject
+          subscription.unsubscribe();
+        },
+        onError(error) {
+          reject(error);
+          subscription.unsubscribe();
+        },
+        onComplete() {
+          reject(new Mismatch('completed before its first event'));
+        },
+      });
+    });
+    expectEqual([first.id, first.data.seq], ['1', 1], 'first event (id, seq)');
+    expectTime(first.data.at, 'at');
+    return first;
   });
 
   await check('httpSubscriptionLink: async iteration', async () => {
