@@ -19,6 +19,13 @@ HEALTH_TIMEOUT_SECONDS: Final = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Services:
+    """Everything a procedure handler needs, built once per application by ``build_services``.
+
+    ``settings`` (read once from the environment), ``db`` (the PostgreSQL pool, started by the app's lifespan), ``llm``
+    (every model call, with its recording) and ``chat`` (the chat procedures). Handlers receive it as
+    ``CallContext.services``; tests build their own with other settings or an unreachable database.
+    """
+
     settings: Settings
     db: Database
     llm: LLMCore

@@ -32,6 +32,14 @@ class ProviderSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The service's configuration; ``from_env`` reads it (README, "Configuration", lists every variable).
+
+    Units are in the names (``provider_timeout_seconds``, ``max_body_bytes``); ``database_url`` None means the
+    embedded PostgreSQL under ``data_dir``; a provider whose ``api_key`` is None is not configured, and with none
+    configured the service is ``offline`` (the built-in simulator answers). ``from_env`` raises ``SettingsError``
+    naming the variable for any value it cannot use. Secrets are left out of ``repr``.
+    """
+
     database_url: str | None = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8000

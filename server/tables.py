@@ -2,8 +2,8 @@
 
 Money columns are NUMERIC(38, 18): a single token of the cheapest model costs $0.00000005, and nothing is rounded
 when stored, so a conversation's total is the exact sum of its usage rows. ``ai_usage_logs`` refers to conversations,
-messages and users by plain UUID columns, not foreign keys, so it can be distributed and partitioned (DESIGN.md,
-"Scale-out").
+messages and users by plain UUID columns, not foreign keys, so it can be distributed by conversation and
+partitioned by month when one PostgreSQL is no longer enough.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """TypeScript types for @trpc/client, generated from the procedure registry: ``python -m server typescript``.
 
 The output is one ``.d.ts`` declaring ``AppRouter`` in the ``TRPCBuiltRouter`` form that ``createTRPCClient<AppRouter>``
-accepts (see DESIGN.md, "The wire protocol"), with a type per wire Struct taken from msgspec's JSON schema of the
+accepts (@trpc/server's exported aliases), with a type per wire Struct taken from msgspec's JSON schema of the
 registry's input and output types — the same schema the server validates with, so the names (camelCase), the
 optional fields and the nullable ones are exactly what travels on the wire:
 

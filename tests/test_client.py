@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from importlib.metadata import version
 from pathlib import Path
 from typing import TypeVar, get_args
 
@@ -39,6 +40,8 @@ from tests.rpc_testing import (
 )
 from tollbooth_client import Namespace, Subscription, TollboothClient, TRPCClientError, mutation, query
 from tollbooth_client.procedures import _camel
+
+VERSION = version("tollbooth")  # the installed package: what the service reports
 
 ROOT = Path(__file__).resolve().parent.parent
 EventT = TypeVar("EventT")
@@ -83,7 +86,7 @@ async def client(base_url: str, network: RecordingTransport) -> AsyncIterator[Pr
 
 async def test_query_returns_the_typed_output(client: ProbeClient) -> None:
     health = await client.system.health()
-    assert health == HealthOutput(status="ok", version="0.1.0", database="ok")
+    assert health == HealthOutput(status="ok", version=VERSION, database="ok")
     whoami = await client.system.whoami()
     assert (whoami.user_id, whoami.name, whoami.is_admin) == (USER.user_id, USER.name, False)
 

@@ -20,7 +20,7 @@ from openai.types import CompletionUsage
 from openai.types.completion_usage import PromptTokensDetails
 
 from server.llm.pricing import BucketRates, PriceCatalogue, PricedUsage, PriceFileError
-from server.llm.usage import TokenUsage, usage_from_anthropic, usage_from_gemini_native, usage_from_openai
+from server.llm.usage import TokenUsage, usage_from_anthropic, usage_from_openai
 
 NOW = datetime.datetime(2026, 11, 1, 12, tzinfo=datetime.UTC)
 BUCKETS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
@@ -105,13 +105,17 @@ def test_claude_sonnet_4_5_cache_writes_by_ttl_cost_exactly(catalogue: PriceCata
 
 
 def gemini_call(prompt: int, cached: int) -> TokenUsage:
-    return usage_from_gemini_native(
-        {
-            "prompt_token_count": prompt,
-            "cached_content_token_count": cached,
-            "candidates_token_count": 1_000,
-            "thoughts_token_count": 2_000,
-        }
+    """A Gemini call: ``prompt`` tokens (``cached`` of them from the cache), 1,000 answer and 2,000 thought tokens."""
+    return TokenUsage(
+        input=prompt - cached,
+        cache_read=cached,
+        cache_write_5m=0,
+        cache_write_1h=0,
+        output=3_000,
+        reasoning=2_000,
+        prompt_tokens=prompt,
+        completion_tokens=1_000,
+        total_tokens=prompt + 3_000,
     )
 
 

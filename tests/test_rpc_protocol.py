@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from importlib.metadata import version
 from typing import Any
 
 import httpx
@@ -15,6 +16,8 @@ from litestar.enums import HttpMethod
 from schemas.errors import ERROR_CODES, ErrorCode
 from server.rpc import RpcConfig
 from tests.rpc_testing import SECRET, USER, USER_KEY, InMemoryAuthenticator, build_app, serve
+
+VERSION = version("tollbooth")  # the installed package: what the service reports
 
 JSON = {"content-type": "application/json"}
 USER_AUTH = {"authorization": f"Bearer {USER_KEY}"}
@@ -61,7 +64,7 @@ async def test_query_answers_the_result_envelope(http: httpx.AsyncClient) -> Non
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.headers["vary"] == "trpc-accept, accept"
-    assert response.json() == {"result": {"data": {"status": "ok", "version": "0.1.0", "database": "ok"}}}
+    assert response.json() == {"result": {"data": {"status": "ok", "version": VERSION, "database": "ok"}}}
 
 
 async def test_mutation_round_trips_money_times_and_ids_as_strings(http: httpx.AsyncClient) -> None:
@@ -338,7 +341,7 @@ async def test_batch_of_results_answers_200_in_request_order(http: httpx.AsyncCl
     body = response.json()
     assert [entry["result"]["data"] for entry in body] == [
         {"value": 0},
-        {"status": "ok", "version": "0.1.0", "database": "ok"},
+        {"status": "ok", "version": VERSION, "database": "ok"},
         {"value": 1},
     ]
 
@@ -419,7 +422,7 @@ def test_health_reports_a_degraded_database() -> None:
 
     with serve(build_app(services=Services(database_up=False))) as url:
         response = httpx.get(f"{url}/trpc/system.health")
-    assert response.json()["result"]["data"] == {"status": "degraded", "version": "0.1.0", "database": "unavailable"}
+    assert response.json()["result"]["data"] == {"status": "degraded", "version": VERSION, "database": "unavailable"}
 
 
 async def test_authenticator_is_asked_once_per_request() -> None:

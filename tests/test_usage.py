@@ -18,7 +18,6 @@ from server.llm.usage import (
     UsageReportError,
     estimate_usage,
     usage_from_anthropic,
-    usage_from_gemini_native,
     usage_from_gemini_openai_compat,
     usage_from_openai,
 )
@@ -290,69 +289,6 @@ def test_gemini_compat_output_covers_completion_and_the_total(
     assert usage.prompt_total == prompt
     assert usage.output == completion + thinking
     assert usage.reasoning == thinking
-
-
-# --- Gemini native --------------------------------------------------------------------------------------------------
-
-
-def test_gemini_native_thoughts_are_output_and_cached_content_is_carved_out() -> None:
-    usage = usage_from_gemini_native(
-        {
-            "prompt_token_count": 210_000,
-            "cached_content_token_count": 150_000,
-            "candidates_token_count": 1_000,
-            "thoughts_token_count": 2_000,
-            "total_token_count": 213_000,
-        }
-    )
-    assert usage == TokenUsage(
-        input=60_000,
-        cache_read=150_000,
-        cache_write_5m=0,
-        cache_write_1h=0,
-        output=3_000,
-        reasoning=2_000,
-        prompt_tokens=210_000,
-        completion_tokens=1_000,
-        total_tokens=213_000,
-    )
-
-
-def test_gemini_native_accepts_rest_camel_case_and_null_fields() -> None:
-    usage = usage_from_gemini_native(
-        {"promptTokenCount": 10, "cachedContentTokenCount": None, "candidatesTokenCount": 5, "thoughtsTokenCount": None}
-    )
-    assert (usage.input, usage.cache_read, usage.output, usage.reasoning, usage.total_tokens) == (10, 0, 5, 0, 15)
-
-
-def test_gemini_native_tool_use_prompt_is_billed_as_input() -> None:
-    usage = usage_from_gemini_native(
-        {"prompt_token_count": 100, "tool_use_prompt_token_count": 30, "candidates_token_count": 5}
-    )
-    assert (usage.input, usage.prompt_total, usage.prompt_tokens, usage.total_tokens) == (130, 130, 100, 135)
-
-
-def test_gemini_native_cache_larger_than_prompt_is_refused() -> None:
-    with pytest.raises(UsageReportError, match="cached_content_token_count"):
-        usage_from_gemini_native({"prompt_token_count": 10, "cached_content_token_count": 11})
-
-
-@given(data=st.data(), prompt=counts, candidates=counts, thoughts=st.none() | counts)
-def test_gemini_native_buckets_add_up_to_the_reported_counts(
-    data: st.DataObject, prompt: int, candidates: int, thoughts: int | None
-) -> None:
-    cached = data.draw(st.none() | st.integers(0, prompt))
-    metadata: dict[str, int | None] = {
-        "prompt_token_count": prompt,
-        "cached_content_token_count": cached,
-        "candidates_token_count": candidates,
-        "thoughts_token_count": thoughts,
-    }
-    usage = usage_from_gemini_native(metadata)
-    assert usage.prompt_total == prompt
-    assert usage.cache_read == (cached or 0)
-    assert usage.output == candidates + (thoughts or 0)
-    assert usage.total_tokens == prompt + candidates + (thoughts or 0)
 
 
 # --- Estimates and validation ---------------------------------------------------------------------------------------

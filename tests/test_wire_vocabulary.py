@@ -1,5 +1,5 @@
-"""One wire vocabulary: every procedure's input and output spells each concept one way (DESIGN.md, "One wire
-vocabulary"; ``schemas/usage.py`` lists the terms).
+"""One wire vocabulary: every procedure's input and output spells each concept one way (``schemas/usage.py``
+lists the terms; README, "One vocabulary").
 
 The test walks the type graph of the whole registry with ``msgspec.inspect``, so a procedure added tomorrow is held
 to the same words without being named here.

@@ -58,6 +58,15 @@ ResultT = TypeVar("ResultT")
 
 @dataclass(slots=True)
 class ChatService:
+    """The chat procedures' logic: conversations, structured actions and e-mail summaries over ``LLMCore``.
+
+    Each method takes the caller's user id and the procedure's validated input Struct and returns its output Struct.
+    A conversation of another user is ``ConversationNotFoundError`` (NOT_FOUND, so ids leak nothing); a model that
+    fails is ``LLMError``; a structured answer that does not validate is asked for once more, and a second invalid
+    answer is ``LLMError(INVALID_OUTPUT)`` (both attempts are recorded and costed). ``default_model`` answers calls
+    that name no model. Database errors propagate (asyncpg's).
+    """
+
     llm: LLMCore
     db: Database
     default_model: str

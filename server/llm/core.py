@@ -129,6 +129,20 @@ class _Call:
 
 
 class LLMCore:
+    """``invoke_llm``: every model call of the service, whole (``invoke``) or streamed (``stream``).
+
+    Built once per process (``build_services``) from the provider adapters, the price catalogue, the recorder and the
+    spool. Each call is routed by model name (``provider_for_model``), sent through the provider's official SDK, its
+    usage normalised into disjoint token buckets (``TokenUsage``), priced in ``Decimal`` USD at the rates in force
+    when the call started (``PriceCatalogue.price``), and recorded by ``UsageRecorder.write``: the usage row, the
+    conversation's totals and any messages in one transaction. When that write fails (the database is down, or does
+    not answer within ``DATABASE_WRITE_TIMEOUT`` seconds) the record goes to the spool, fsync'ed, and the caller still
+    gets its answer with ``LLMResult.recorded`` false; the service replays the spool later, idempotently by call id.
+
+    Errors: ``LLMError`` (``server.errors``) for any failure of the model call, raised after the failure is recorded;
+    ``LLMFailure.UNKNOWN_MODEL`` / ``NOT_CONFIGURED`` before anything is sent. ``clock`` (UTC) is for tests.
+    """
+
     def __init__(
         self,
         providers: ProviderSet,

@@ -32,6 +32,15 @@ _decoder = msgspec.json.Decoder(UsageRecord)
 
 
 class UsageSpool:
+    """Usage records waiting for the database, one JSON file each (``UsageRecord``, msgspec-encoded) in ``directory``.
+
+    ``put`` is durable before it returns and blocks (fsync): call it in a thread. ``replay`` writes every pending
+    record, oldest first, through a writer (``UsageRecorder.write``) and deletes it once written; a record the database
+    refuses for good (``asyncpg.DataError``, a constraint) moves to ``directory/rejected`` so it cannot block the rest,
+    and any other failure stops the pass, leaving the rest for the next one. ``replay_forever`` runs a pass every
+    ``interval`` seconds. Nothing here raises for a database failure; ``put`` raises ``OSError`` when the disk does.
+    """
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.rejected = directory / "rejected"

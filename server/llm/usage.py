@@ -8,8 +8,6 @@ exactly once, here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import msgspec
 from anthropic.types import MessageDeltaUsage as AnthropicDeltaUsage
 from anthropic.types import Usage as AnthropicUsage
@@ -22,7 +20,6 @@ __all__ = [
     "UsageReportError",
     "estimate_usage",
     "usage_from_anthropic",
-    "usage_from_gemini_native",
     "usage_from_gemini_openai_compat",
     "usage_from_openai",
 ]
@@ -320,52 +317,6 @@ def usage_from_gemini_openai_compat(usage: CompletionUsage) -> TokenUsage:
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=usage.total_tokens,
-    )
-
-
-def _count(metadata: Mapping[str, int | None], snake: str, camel: str) -> int:
-    value = metadata.get(snake)
-    if value is None:
-        value = metadata.get(camel)
-    return value or 0
-
-
-def usage_from_gemini_native(usage_metadata: Mapping[str, int | None]) -> TokenUsage:
-    """Map Gemini's native ``usage_metadata`` (snake_case as the Python SDK dumps it, or the REST camelCase).
-
-    ``prompt_token_count`` includes ``cached_content_token_count``; ``candidates_token_count`` excludes
-    ``thoughts_token_count``, which is billed as output. ``tool_use_prompt_token_count`` (prompts Gemini
-    builds for its own tools) is outside ``prompt_token_count`` yet billed as input, and genai-prices counts
-    it so too; with tool use, ``prompt_total`` is ``prompt_token_count + tool_use_prompt_token_count``.
-    """
-    prompt = _count(usage_metadata, "prompt_token_count", "promptTokenCount")
-    cached = _count(usage_metadata, "cached_content_token_count", "cachedContentTokenCount")
-    candidates = _count(usage_metadata, "candidates_token_count", "candidatesTokenCount")
-    thoughts = _count(usage_metadata, "thoughts_token_count", "thoughtsTokenCount")
-    tool_prompt = _count(usage_metadata, "tool_use_prompt_token_count", "toolUsePromptTokenCount")
-    _non_negative(
-        "gemini",
-        prompt_token_count=prompt,
-        cached_content_token_count=cached,
-        candidates_token_count=candidates,
-        thoughts_token_count=thoughts,
-        tool_use_prompt_token_count=tool_prompt,
-    )
-    _part_of("gemini", "cached_content_token_count", cached, "prompt_token_count", prompt)
-    output = candidates + thoughts
-    reported_total = usage_metadata.get("total_token_count")
-    if reported_total is None:
-        reported_total = usage_metadata.get("totalTokenCount")
-    return TokenUsage(
-        input=prompt - cached + tool_prompt,
-        cache_read=cached,
-        cache_write_5m=0,
-        cache_write_1h=0,
-        output=output,
-        reasoning=thoughts,
-        prompt_tokens=prompt,
-        completion_tokens=candidates,
-        total_tokens=reported_total if reported_total is not None else prompt + tool_prompt + output,
     )
 
 
