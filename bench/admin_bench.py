@@ -7,7 +7,10 @@ statement each helper ran.
 
     .venv/bin/python bench/admin_bench.py                   # 1,000,000 rows (about two minutes to fill)
     .venv/bin/python bench/admin_bench.py --rows 100000     # a quick run
-    BENCH_DATABASE_URL=postgresql://user@host:5432/postgres .venv/bin/python bench/admin_bench.py --reuse
+    .venv/bin/python bench/admin_bench.py --database-url postgresql://user@host:5432/postgres --reuse
+
+The database is created on the embedded PostgreSQL that ``python -m server`` uses (``DATA_DIR/postgres``), or on the
+server ``--database-url`` or ``BENCH_DATABASE_URL`` names; the first line of output says which.
 
 The rows are generated in SQL (``generate_series``), in time order as a live system would insert them, in chunks
 so that progress can be shown.
@@ -20,21 +23,17 @@ import asyncio
 import os
 import random
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+from bench_database import add_argument as add_database_argument
+from bench_database import server_url, with_database
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHUNK = 100_000
 
 # name, provider, share of calls, USD per 1M tokens: input, cache read, cache write 5m, cache write 1h, output
@@ -53,13 +52,6 @@ PROCEDURES: tuple[tuple[str, float], ...] = (
     ("chat.executeAction", 0.25),
     ("chat.summarizeEmail", 0.15),
 )
-
-
-def _with_database(url: str, database: str) -> str:
-    base, _, query = url.partition("?")
-    scheme, _, rest = base.partition("://")
-    authority = rest.split("/", 1)[0]
-    return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
 
 
 def _progress(message: str) -> None:
@@ -454,14 +446,15 @@ def main() -> None:
     parser.add_argument("--database", default="tollbooth_bench", help="the database to create (dropped first)")
     parser.add_argument("--reuse", action="store_true", help="keep an existing bench database instead of refilling")
     parser.add_argument("--no-plans", dest="plans", action="store_false", help="do not print EXPLAIN plans")
+    add_database_argument(parser)
     args = parser.parse_args()
 
-    server_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER_URL)
-    url = _with_database(server_url, args.database)
+    admin_url = server_url(args.database_url)
+    url = with_database(admin_url, args.database)
     os.environ["DATABASE_URL"] = url  # read by piccolo_conf when the server modules are first imported
 
     async def run() -> None:
-        reused = await _create_database(server_url, args.database, reuse=args.reuse)
+        reused = await _create_database(admin_url, args.database, reuse=args.reuse)
         from server.migrations import migrate_forwards
 
         await migrate_forwards()

@@ -209,9 +209,10 @@ def _run(command: list[str], what: str, timeout: float) -> None:
         pytest.fail(f"{what} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
 
-@pytest.fixture(scope="session")
-def interop_program() -> Path:
-    """``npm ci`` when the lock file changed since the last install, then ``tsc --strict``: the compiled program."""
+@contextlib.contextmanager
+def installed_node_modules() -> Iterator[str]:
+    """node, with ``clients/ts/node_modules`` as the lock file says (``npm ci`` when it changed since the last
+    install), held for the block: test runs sharing this checkout install and compile one at a time."""
     npm = _tool("npm")
     node = _tool("node")
     with _install_lock():
@@ -220,6 +221,13 @@ def interop_program() -> Path:
         if not INSTALL_STAMP.exists() or INSTALL_STAMP.read_text(encoding="utf-8") != stamp:
             _run([npm, "ci", "--no-audit", "--no-fund"], "npm ci", timeout=600)
             INSTALL_STAMP.write_text(stamp, encoding="utf-8")
+        yield node
+
+
+@pytest.fixture(scope="session")
+def interop_program() -> Path:
+    """``npm ci`` when the lock file changed since the last install, then ``tsc --strict``: the compiled program."""
+    with installed_node_modules() as node:
         # One tsc run type-checks everything (the @ts-expect-error lines of src/type-errors.ts included: an unused
         # one is an error) and, with noEmitOnError, emits dist/ only when all of it passes.
         shutil.rmtree(CLIENT_DIR / "dist", ignore_errors=True)

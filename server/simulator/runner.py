@@ -2,11 +2,17 @@
 
 Real HTTP, not an in-process transport, because the point is to exercise the official SDKs end to end: their
 URL building, headers, retries, timeouts and SSE parsing.
+
+uvicorn logs through module-level loggers that every server in the process shares, so the simulator's routine lines
+("Uvicorn running on ...") would read as the service's own; they are dropped (warnings and errors are kept), and the
+log names one listen address, the service's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
@@ -19,6 +25,21 @@ from server.simulator.script import SimulatorState
 
 _STARTUP_TIMEOUT_SECONDS: Final = 10.0
 _GRACEFUL_SHUTDOWN_SECONDS: Final = 1
+_UVICORN_LOGGER: Final = "uvicorn.error"
+_serving_simulator: Final = contextvars.ContextVar("tollbooth_serving_simulator", default=False)
+
+
+class _SimulatorRoutineLines(logging.Filter):
+    """Drops the records below WARNING that are logged from within a simulator's uvicorn task."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not _serving_simulator.get()
+
+
+def _hide_routine_lines() -> None:
+    uvicorn_logger = logging.getLogger(_UVICORN_LOGGER)
+    if not any(isinstance(existing, _SimulatorRoutineLines) for existing in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(_SimulatorRoutineLines())
 
 
 class SimulatorBaseUrls(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,7 +85,10 @@ async def running_simulator(
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(), name="tollbooth-simulator")
+    _hide_routine_lines()
+    context = contextvars.copy_context()
+    context.run(_serving_simulator.set, True)
+    serving = asyncio.create_task(server.serve(), name="tollbooth-simulator", context=context)
     try:
         await _wait_until_started(server, serving)
         port = server.servers[0].sockets[0].getsockname()[1]
