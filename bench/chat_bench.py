@@ -4,10 +4,14 @@ Starts the provider simulator and ``python -m server`` as separate processes on 
 ``chat.sendMessage`` over HTTP at each concurrency, and the same provider call made directly with the openai SDK (no
 server), and prints requests/s, p50/p99 latency and what the server adds. All traffic stays on 127.0.0.1.
 
-    python bench/chat_bench.py [--requests 2000] [--concurrency 1 16 64]
+    python bench/chat_bench.py [--requests 2000] [--concurrency 1 16 64] [--database-url URL] [--budget]
 
-The database is ``BENCH_DATABASE_URL`` (default: the local PostgreSQL at 127.0.0.1:5432); a fresh database
-``tollbooth_bench_chat`` is created on it for the run and dropped afterwards.
+``--budget`` puts every call under a global daily hard budget (a limit it never reaches), so each call is admitted by
+the budget path: its worst case reserved under the budget's row lock, and released by the recording transaction.
+
+A fresh database ``tollbooth_bench_chat`` is created for the run and dropped afterwards, on the embedded PostgreSQL
+that ``python -m server`` uses (``DATA_DIR/postgres``), or on the server ``--database-url`` or ``BENCH_DATABASE_URL``
+names; the first line of output says which.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import aiohttp
 import asyncpg
 import httpx
 import openai
+from bench_database import add_argument as add_database_argument
+from bench_database import server_url, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATABASE = "tollbooth_bench_chat"
@@ -37,12 +43,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def database_url(admin_url: str, database: str) -> str:
-    base, _, query = admin_url.partition("?")
-    scheme, _, rest = base.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
 
 
 async def recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
@@ -141,18 +141,31 @@ async def measure(args: argparse.Namespace, server: str, api_key: str, openai_ur
     await direct.close()
 
 
+async def add_global_budget(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(
+            "INSERT INTO budgets (id, scope, period, limit_usd, hard, alert_thresholds)"
+            " VALUES (gen_random_uuid(), 'global', 'day', 1000000000, true, '{}')"
+        )
+    finally:
+        await connection.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="calls per measurement (default 2000)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--budget", action="store_true", help="run every call under a global hard budget")
+    add_database_argument(parser)
     args = parser.parse_args()
-    admin_url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin_url = server_url(args.database_url)
     asyncio.run(recreate_database(admin_url))
     simulator_port, server_port = free_port(), free_port()
     simulator = f"http://127.0.0.1:{simulator_port}"
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(admin_url, BENCH_DATABASE),
+        "DATABASE_URL": with_database(admin_url, BENCH_DATABASE),
         "PORT": str(server_port),
         "LOG_LEVEL": "WARNING",
         "OPENAI_API_KEY": "sk-bench",
@@ -162,14 +175,16 @@ def main() -> None:
     try:
         subprocess.run([sys.executable, "-m", "server", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
         created = subprocess.run(
-            [sys.executable, "-m", "server", "create-user", "--name", "bench"],
+            [sys.executable, "-m", "server", "create-user", "--name", "bench", "--quiet"],
             cwd=ROOT,
             env=env,
             check=True,
             capture_output=True,
             text=True,
         )
-        api_key = created.stdout.strip().rsplit(" ", 1)[1]
+        api_key = created.stdout.strip()
+        if args.budget:
+            asyncio.run(add_global_budget(with_database(admin_url, BENCH_DATABASE)))
         simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]
         with (
             background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator"),

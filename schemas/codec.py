@@ -36,7 +36,8 @@ def _dec_hook(type_: type[Any], value: Any) -> Any:
     if type_ is Money:
         if isinstance(value, str):
             return parse_money(value)
-        raise msgspec.ValidationError(f"Expected an amount as a decimal string, got `{type(value).__name__}`")
+        # A TypeError, not a ValidationError: msgspec then adds the field's path (``- at `$.limitUsd```).
+        raise TypeError(f"Expected an amount as a decimal string, got `{type(value).__name__}`")
     raise NotImplementedError(f"{type_.__name__} is not a wire type")
 
 

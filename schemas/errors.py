@@ -7,12 +7,17 @@ an error, never the number alone.
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
 import msgspec
+
+from schemas.budgets import BudgetPeriod, BudgetScope
+from schemas.money import Money
 
 
 class ErrorCode(StrEnum):
@@ -90,8 +95,27 @@ def code_for_http_status(status: int) -> ErrorCode:
     return ErrorCode.BAD_REQUEST if 400 <= status < 500 else ErrorCode.INTERNAL_SERVER_ERROR
 
 
+class BudgetRefusal(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    """The hard budget that refused a call (PAYMENT_REQUIRED), as it stood at that moment.
+
+    ``requestedUsd`` is the call's worst-case cost, null when its model has no known price (never taken as free);
+    ``resetsAt`` is when the budget's period ends, null for a ``total`` budget.
+    """
+
+    budget_id: uuid.UUID
+    scope: BudgetScope
+    subject_id: uuid.UUID | None
+    period: BudgetPeriod
+    limit_usd: Money
+    spent_usd: Money
+    reserved_usd: Money
+    requested_usd: Money | None
+    resets_at: datetime.datetime | None
+
+
 class ErrorData(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, frozen=True):
-    """``data`` of an error shape; ``path`` is absent when the error is not about one call, ``stack`` outside debug.
+    """``data`` of an error shape; ``path`` is absent when the error is not about one call, ``stack`` outside debug,
+    ``budget`` outside PAYMENT_REQUIRED.
 
     Not a ``WireInput``: like a ``WireOutput``, it ignores unknown fields, so clients keep accepting error shapes when
     a server adds a field.
@@ -101,6 +125,7 @@ class ErrorData(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True
     http_status: int
     path: str | None = None
     stack: str | None = None
+    budget: BudgetRefusal | None = None
 
 
 class ErrorShape(msgspec.Struct, kw_only=True, frozen=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas import admin, chat, conversations, system
+from schemas import admin, budgets, chat, conversations, system
 from schemas.registry import Registry
 
 APP_REGISTRY: Final = Registry(
@@ -18,6 +18,8 @@ APP_REGISTRY: Final = Registry(
         chat.SUMMARIZE_EMAIL,
         conversations.LIST_CONVERSATIONS,
         conversations.GET_CONVERSATION,
+        budgets.GET_BUDGET_STATUS,
         *admin.ADMIN_PROCEDURES,
+        *budgets.ADMIN_BUDGET_PROCEDURES,
     )
 )

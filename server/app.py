@@ -11,17 +11,20 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
 from litestar import Litestar, Request, get
-from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
+from server.budgets.alerts import AlertDeliverer
 from server.database import Database
+from server.errors import DatabaseUnavailableError
+from server.llm.core import LLMCore
 from server.llm.pricing import PriceCatalogue
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
 from server.procedures.system import SystemController, service_version
 from server.rpc import RpcConfig, rpc_cors_config, rpc_router
+from server.rpc.openapi import openapi_config
 from server.services import Services, build_services
 from server.settings import Settings, get_settings
 
@@ -42,10 +45,23 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     )
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the service. With no provider key configured, the built-in simulator answers every model call."""
+async def _sweep_forever(llm: LLMCore, interval_seconds: float) -> None:
+    """Settle the claims of dead processes at start-up and every ``interval_seconds``; a failed pass is retried."""
+    while True:
+        try:
+            await llm.sweep()
+        except DatabaseUnavailableError:
+            pass  # logged once by the database; the next pass retries
+        except Exception:
+            logger.exception("claim sweep failed; will retry")
+        await asyncio.sleep(interval_seconds)
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> Litestar:
+    """Build the service on ``db`` (default: ``piccolo_conf.DB``'s). With no provider key configured, the built-in
+    simulator answers every model call."""
     settings = settings or get_settings()
-    db = Database.from_piccolo_conf()
+    db = db or Database.from_piccolo_conf()
     catalogue = PriceCatalogue.load(settings.price_file)  # here, not in the lifespan: a bad PRICE_FILE fails at once
 
     @asynccontextmanager
@@ -60,21 +76,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
                 simulator = await stack.enter_async_context(running_simulator())
                 simulator_origin = simulator.origin
-                logger.warning("offline mode: model calls go to the built-in simulator at %s", simulator_origin)
+                logger.info("built-in provider simulator listening at %s", simulator_origin)
             services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin)
             app.state["services"] = services
+            llm = services.llm
             replayer = asyncio.create_task(
-                services.llm.spool.replay_forever(services.llm.recorder.write, SPOOL_REPLAY_INTERVAL_SECONDS)
+                llm.spool.replay_forever(llm.recorder.write, llm.ledger.replay, SPOOL_REPLAY_INTERVAL_SECONDS)
             )
+            sweeper = asyncio.create_task(_sweep_forever(llm, settings.claim_sweep_interval_seconds))
+            deliverer = AlertDeliverer.from_settings(settings, db)
+            stack.push_async_callback(deliverer.aclose)
+            alerts = asyncio.create_task(deliverer.run_forever())
             # Everything built so far (SDK clients, pydantic models, price tables) lives as long as the process: keep
             # it out of the collector's scans. Measured: p99 at concurrency 16 went from 131 ms to 50 ms.
             gc.freeze()
             try:
                 yield
             finally:
-                replayer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await replayer
+                for task in (replayer, sweeper, alerts):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     rpc = rpc_router(
         CONTROLLERS,
@@ -86,7 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[healthz, rpc],
         lifespan=[lifespan],
         cors_config=rpc_cors_config(settings.cors_origins) if settings.cors_origins else None,
-        openapi_config=OpenAPIConfig(title="Tollbooth", version=service_version(), path="/schema"),
+        openapi_config=openapi_config(title="Tollbooth", version=service_version(), path="/schema"),
         debug=settings.debug,
         logging_config=None,  # the CLI configures logging once, from LOG_LEVEL
     )

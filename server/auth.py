@@ -1,7 +1,7 @@
 """API-key authentication against the ``users`` table.
 
-A key's user is cached for ``ttl`` seconds, keyed by the key itself, so a client's repeated calls cost neither a
-hash nor a query; a revoked or deleted key stops working within ``ttl``.
+A key's user is cached for ``ttl`` seconds (``CACHE_SECONDS`` unless told), keyed by the key itself, so a client's
+repeated calls cost neither a hash nor a query; a revoked, replaced or deleted key stops working within ``ttl``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from server.users import API_KEY_PREFIX, hash_api_key
 
 _LOOKUP: Final = "SELECT id, name, is_admin FROM users WHERE api_key_hash = $1"
 MAX_KEY_LENGTH: Final = 128
+CACHE_SECONDS: Final = 30.0
 
 
 class DatabaseAuthenticator:
-    def __init__(self, db: Database, *, ttl: float = 30.0, max_entries: int = 10_000) -> None:
+    def __init__(self, db: Database, *, ttl: float = CACHE_SECONDS, max_entries: int = 10_000) -> None:
         self._db = db
         self._ttl = ttl
         self._max_entries = max_entries

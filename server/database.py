@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,16 +28,14 @@ from asyncpg.pool import PoolConnectionProxy
 from piccolo.engine import engine_finder
 from piccolo.engine.postgres import PostgresEngine
 
+from server.embedded_postgres import forget_exited_processes
+from server.errors import DatabaseUnavailableError
 from server.money import decode_numeric
 from server.settings import get_settings
 
 logger = logging.getLogger("tollbooth.database")
 
 EMBEDDED_DATABASE: Final = "tollbooth"
-
-
-class DatabaseUnavailableError(RuntimeError):
-    """The database cannot be reached; the message names the setting to fix."""
 
 
 @lru_cache(maxsize=1)
@@ -56,14 +55,15 @@ def embedded_database_url(pgdata: Path, database: str = EMBEDDED_DATABASE) -> st
     # runtime files under /tmp, which is fine.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver.postgres_server import get_server  # lazily: only needed without DATABASE_URL
+        from pgserver.postgres_server import PostgresServer, get_server  # lazily: only needed without DATABASE_URL
 
+        forget_exited_processes(pgdata.resolve(), PostgresServer.lock_path)
         server = get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
     url: str = server.get_uri(database)
-    logger.info("database: embedded PostgreSQL in %s (DATABASE_URL is not set)", pgdata.resolve())
+    logger.info('database: embedded PostgreSQL in %s (DATABASE_URL is not set); psql "%s"', pgdata.resolve(), url)
     return url
 
 
@@ -113,11 +113,15 @@ class Database:
     Elsewhere each statement runs on a connection of its own, borrowed from the pool for that statement.
 
     Without a running pool (``start``) the statement methods raise ``RuntimeError``: there is no silent one-off
-    connection. Errors of the statement itself are asyncpg's (``asyncpg.PostgresError``), of the network ``OSError``.
+    connection. Errors of the statement itself are asyncpg's (``asyncpg.PostgresError``); a connection failure
+    (``UNAVAILABLE``) is ``DatabaseUnavailableError``, and an outage is logged once when it begins and once when it
+    ends (with how many operations failed meanwhile), never once per request.
     """
 
     def __init__(self, engine: PostgresEngine) -> None:
         self._engine = engine
+        self._down_since: float | None = None
+        self._refused = 0
 
     @classmethod
     def from_piccolo_conf(cls) -> Database:
@@ -145,6 +149,9 @@ class Database:
             if setup is not None:
                 await setup(connection)
 
+        # While the server is down asyncpg's pool logs a warning with a traceback each time it fails to refill itself:
+        # this class reports an outage once when it begins and once when it ends instead.
+        logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
         await self._engine.start_connection_pool(min_size=min_size, max_size=max_size, init=init)
 
     async def close(self) -> None:
@@ -154,31 +161,43 @@ class Database:
 
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """Every row of ``sql`` (an empty list when there are none)."""
-        connection = self._transaction_connection()
-        if connection is not None:
-            return await connection.fetch(sql, *args)
-        return await self._pool().fetch(sql, *args)
+        try:
+            rows = await (self._transaction_connection() or self._pool()).fetch(sql, *args)
+        except UNAVAILABLE as error:
+            raise self._went_down(error) from None
+        if self._down_since is not None:
+            self._came_back()
+        return rows
 
     async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
         """The first row of ``sql``, or None when it returns none."""
-        connection = self._transaction_connection()
-        if connection is not None:
-            return await connection.fetchrow(sql, *args)
-        return await self._pool().fetchrow(sql, *args)
+        try:
+            row = await (self._transaction_connection() or self._pool()).fetchrow(sql, *args)
+        except UNAVAILABLE as error:
+            raise self._went_down(error) from None
+        if self._down_since is not None:
+            self._came_back()
+        return row
 
     async def fetchval(self, sql: str, *args: object) -> Any:
         """The first column of the first row of ``sql``, or None when it returns no row."""
-        connection = self._transaction_connection()
-        if connection is not None:
-            return await connection.fetchval(sql, *args)
-        return await self._pool().fetchval(sql, *args)
+        try:
+            value = await (self._transaction_connection() or self._pool()).fetchval(sql, *args)
+        except UNAVAILABLE as error:
+            raise self._went_down(error) from None
+        if self._down_since is not None:
+            self._came_back()
+        return value
 
     async def execute(self, sql: str, *args: object) -> str:
         """Run ``sql`` for its effect; returns PostgreSQL's status tag (``"DELETE 3"``)."""
-        connection = self._transaction_connection()
-        if connection is not None:
-            return await connection.execute(sql, *args)
-        return await self._pool().execute(sql, *args)
+        try:
+            status: str = await (self._transaction_connection() or self._pool()).execute(sql, *args)
+        except UNAVAILABLE as error:
+            raise self._went_down(error) from None
+        if self._down_since is not None:
+            self._came_back()
+        return status
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -187,11 +206,17 @@ class Database:
         It is Piccolo's ``engine.transaction()``, not a bare asyncpg one, so that ORM queries in the block
         (``await User(...).save()``) and this class's methods join it instead of committing on their own; inside
         another transaction of the engine it joins that one (Piccolo's nesting), and only the outermost commits.
+        A connection failure anywhere in it (``BEGIN``, a statement, ``COMMIT``) is ``DatabaseUnavailableError``.
         """
         if self._engine.current_transaction.get() is None:
             self._pool()  # Piccolo would quietly open a connection outside the pool
-        async with self._engine.transaction() as transaction:
-            yield transaction.connection
+        try:
+            async with self._engine.transaction() as transaction:
+                yield transaction.connection
+        except UNAVAILABLE as error:
+            raise self._went_down(error) from None
+        if self._down_since is not None:
+            self._came_back()
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Connection]:
@@ -199,13 +224,43 @@ class Database:
 
         A read made of several statements then sees one state of the database: totals and the rows they sum can never
         disagree because a call was recorded between two statements. A write in it raises
-        ``asyncpg.ReadOnlySQLTransactionError``.
+        ``asyncpg.ReadOnlySQLTransactionError``; a connection failure ``DatabaseUnavailableError``.
         """
-        async with (
-            self._pool().acquire() as connection,
-            connection.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            yield connection
+        try:
+            async with (
+                self._pool().acquire() as connection,
+                connection.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                yield connection
+        except UNAVAILABLE as error:
+            raise self._went_down(error) from None
+        if self._down_since is not None:
+            self._came_back()
+
+    @property
+    def available(self) -> bool:
+        """False from the first connection failure until a statement succeeds again."""
+        return self._down_since is None
+
+    def _went_down(self, error: BaseException) -> DatabaseUnavailableError:
+        """Count a failure; the first of an outage is logged (once, without credentials), the rest only counted."""
+        cause = type(error).__name__
+        if self._down_since is None:
+            self._down_since, self._refused = time.monotonic(), 0
+            logger.error(
+                "database unavailable (%s); requests that need it get SERVICE_UNAVAILABLE until it is back", cause
+            )
+        self._refused += 1
+        return DatabaseUnavailableError(f"the database is unavailable ({cause}); retry later")
+
+    def _came_back(self) -> None:
+        assert self._down_since is not None
+        logger.warning(
+            "database available again after %.1f s; %d database operation(s) failed meanwhile",
+            time.monotonic() - self._down_since,
+            self._refused,
+        )
+        self._down_since = None
 
     async def ping(self, timeout_seconds: float) -> bool:
         """Whether the database answers ``SELECT 1`` within ``timeout_seconds``; never raises (for health checks)."""
@@ -226,6 +281,15 @@ class Database:
         transaction = self._engine.current_transaction.get()
         return None if transaction is None else transaction.connection
 
+
+UNAVAILABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+"""What a connection failure looks like: refused or reset, timed out, closed, the server shutting down or full."""
 
 _NAMED_PARAMETER: Final = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 ParametersT = TypeVar("ParametersT", bound=msgspec.Struct)

@@ -2,9 +2,14 @@
 
     TollboothError                  message reaches the caller verbatim: never a secret in it
     ├── NotFoundError
-    │   └── ConversationNotFoundError
+    │   ├── ConversationNotFoundError
+    │   ├── BudgetNotFoundError
+    │   └── BudgetSubjectNotFoundError
     ├── ConflictError
     │   └── StreamRequestUsedError
+    ├── BudgetExceededError         a hard budget cannot take the call's worst-case cost
+    ├── ServiceUnavailableError     a dependency is down; retrying later may work
+    │   └── DatabaseUnavailableError
     └── LLMError                    a model call with no answer: failure, error_type, billable
 
 The transport classifies them in one table (``server.rpc.errors``); the domain never picks a tRPC code.
@@ -12,15 +17,25 @@ The transport classifies them in one table (``server.rpc.errors``); the domain n
 
 from __future__ import annotations
 
+import datetime
 import uuid
+from decimal import Decimal
 from enum import StrEnum
 
+from schemas.budgets import BudgetPeriod, BudgetScope
+from schemas.money import format_money
+
 __all__ = (
+    "BudgetExceededError",
+    "BudgetNotFoundError",
+    "BudgetSubjectNotFoundError",
     "ConflictError",
     "ConversationNotFoundError",
+    "DatabaseUnavailableError",
     "LLMError",
     "LLMFailure",
     "NotFoundError",
+    "ServiceUnavailableError",
     "StreamRequestUsedError",
     "TollboothError",
 )
@@ -42,11 +57,74 @@ class ConflictError(TollboothError):
     """The request contradicts what has already happened, and repeating it will not help."""
 
 
+class BudgetExceededError(TollboothError):
+    """A hard budget would go over its limit with this call's worst-case cost (or the model has no known price,
+    ``requested_usd`` None, which a hard budget never takes as free). Nothing was sent to the provider."""
+
+    def __init__(
+        self,
+        *,
+        budget_id: uuid.UUID,
+        scope: BudgetScope,
+        subject_id: uuid.UUID | None,
+        period: BudgetPeriod,
+        limit_usd: Decimal,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        requested_usd: Decimal | None,
+        resets_at: datetime.datetime | None,
+    ) -> None:
+        whose = "the global" if subject_id is None else f"{scope} {subject_id}'s"
+        window = {"day": "daily", "week": "weekly", "month": "monthly"}.get(period, period)
+        why = (
+            "the model has no known price, which a hard budget never takes as free"
+            if requested_usd is None
+            else f"this call may cost up to {format_money(requested_usd)}"
+        )
+        super().__init__(
+            f"{whose} {window} budget of USD {format_money(limit_usd)} would be exceeded: "
+            f"{format_money(spent_usd)} spent, {format_money(reserved_usd)} reserved by calls in flight, and {why}"
+            + ("" if resets_at is None else f"; it resets at {resets_at.isoformat()}")
+        )
+        self.budget_id = budget_id
+        self.scope = scope
+        self.subject_id = subject_id
+        self.period = period
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.requested_usd = requested_usd
+        self.resets_at = resets_at
+
+
+class ServiceUnavailableError(TollboothError):
+    """Something the request needs is down for now; the same request may succeed later."""
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """PostgreSQL cannot be reached (refused, reset, shutting down, too many connections); the message says why
+    without credentials."""
+
+
 class ConversationNotFoundError(NotFoundError):
     """No conversation with this id belongs to the caller (whether it exists for someone else is not said)."""
 
     def __init__(self, conversation_id: uuid.UUID) -> None:
         super().__init__(f"conversation {conversation_id} not found")
+
+
+class BudgetNotFoundError(NotFoundError):
+    """No budget has this id."""
+
+    def __init__(self, budget_id: uuid.UUID) -> None:
+        super().__init__(f"budget {budget_id} not found")
+
+
+class BudgetSubjectNotFoundError(NotFoundError):
+    """A budget's ``subjectId`` names no user (or conversation) of its scope."""
+
+    def __init__(self, scope: BudgetScope, subject_id: uuid.UUID) -> None:
+        super().__init__(f"{scope} {subject_id} not found (subjectId): a {scope} budget needs an existing {scope}")
 
 
 class StreamRequestUsedError(ConflictError):

@@ -8,6 +8,7 @@ from typing import Final
 from server.chat.service import ChatService
 from server.database import Database
 from server.llm.core import LLMCore
+from server.llm.ledger import LeasePolicy, Ledger
 from server.llm.pricing import PriceCatalogue
 from server.llm.providers import ProviderSet
 from server.llm.recorder import UsageRecorder
@@ -44,11 +45,19 @@ def build_services(
     simulator_origin: str | None = None,
 ) -> Services:
     """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator."""
+    catalogue = catalogue or PriceCatalogue.load(settings.price_file)
+    recorder = UsageRecorder(db, enabled=settings.enable_usage_logging)
+    lease = LeasePolicy(
+        timeout_seconds=settings.provider_timeout_seconds,
+        retries=settings.provider_max_retries,
+        margin_seconds=settings.claim_lease_margin_seconds,
+    )
     llm = LLMCore(
         providers=ProviderSet.from_settings(settings, simulator_origin=simulator_origin),
-        catalogue=catalogue or PriceCatalogue.load(settings.price_file),
-        recorder=UsageRecorder(db, enabled=settings.enable_usage_logging),
+        catalogue=catalogue,
+        recorder=recorder,
         spool=UsageSpool(settings.spool_dir),
+        ledger=Ledger(db, recorder, catalogue, lease),
     )
     chat = ChatService(llm=llm, db=db, default_model=settings.default_model)
     return Services(settings=settings, db=db, llm=llm, chat=chat)

@@ -36,8 +36,10 @@ class Settings:
 
     Units are in the names (``provider_timeout_seconds``, ``max_body_bytes``); ``database_url`` None means the
     embedded PostgreSQL under ``data_dir``; a provider whose ``api_key`` is None is not configured, and with none
-    configured the service is ``offline`` (the built-in simulator answers). ``from_env`` raises ``SettingsError``
-    naming the variable for any value it cannot use. Secrets are left out of ``repr``.
+    configured the service is ``offline`` (the built-in simulator answers). ``alert_webhook_url`` None means alerts
+    are kept but not posted; ``alert_spike_factor`` 0 turns spike alerts off. ``from_env`` raises ``SettingsError``
+    naming the variable for any value it cannot use. Secrets (and the webhook URL, which may hold a token) are left
+    out of ``repr``.
     """
 
     database_url: str | None = field(repr=False)
@@ -54,10 +56,15 @@ class Settings:
     provider_timeout_seconds: float = 60.0
     provider_max_retries: int = 2
     database_pool_size: int = 20
+    claim_lease_margin_seconds: float = 30.0
+    claim_sweep_interval_seconds: float = 30.0
     max_batch_size: int = 16
     max_body_bytes: int = 1_048_576
     cors_origins: tuple[str, ...] = ()
     debug: bool = False
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_webhook_secret: str | None = field(default=None, repr=False)
+    alert_spike_factor: float = 3.0
 
     @property
     def offline(self) -> bool:
@@ -89,11 +96,18 @@ class Settings:
             provider_timeout_seconds=reader.number("PROVIDER_TIMEOUT_SECONDS", 60.0, low=0.1, high=3600.0),
             provider_max_retries=reader.integer("PROVIDER_MAX_RETRIES", 2, low=0, high=10),
             database_pool_size=reader.integer("DATABASE_POOL_SIZE", 20, low=2, high=1000),
+            claim_lease_margin_seconds=reader.number("CLAIM_LEASE_MARGIN_SECONDS", 30.0, low=0.0, high=86_400.0),
+            claim_sweep_interval_seconds=reader.number("CLAIM_SWEEP_INTERVAL_SECONDS", 30.0, low=0.05, high=86_400.0),
             max_batch_size=reader.integer("MAX_BATCH_SIZE", 16, low=1, high=1000),
             max_body_bytes=reader.integer("MAX_BODY_BYTES", 1_048_576, low=1024, high=1 << 30),
             cors_origins=reader.items("CORS_ORIGINS"),
             debug=reader.boolean("DEBUG", False),
+            alert_webhook_url=reader.url("ALERT_WEBHOOK_URL", secret=True),
+            alert_webhook_secret=reader.text("ALERT_WEBHOOK_SECRET"),
+            alert_spike_factor=reader.number("ALERT_SPIKE_FACTOR", 3.0, low=0.0, high=1000.0),
         )
+        if settings.alert_webhook_url is not None and settings.alert_webhook_secret is None:
+            raise SettingsError("ALERT_WEBHOOK_SECRET must be set when ALERT_WEBHOOK_URL is: alerts are signed with it")
         if settings.database_url is not None and not settings.database_url.startswith(("postgres://", "postgresql://")):
             raise SettingsError("DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:port/db)")
         return settings
@@ -155,10 +169,12 @@ class _Reader:
             raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
         return raw.upper()
 
-    def url(self, name: str) -> str | None:
+    def url(self, name: str, *, secret: bool = False) -> str | None:
+        """An http(s) URL; a ``secret`` one (it may hold a token) is not quoted in the error."""
         raw = self.text(name)
         if raw is not None and not raw.startswith(("http://", "https://")):
-            raise SettingsError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+            got = "" if secret else f", got {raw!r}"
+            raise SettingsError(f"{name} must be an http:// or https:// URL{got}")
         return raw
 
     def existing_file(self, name: str) -> Path | None:

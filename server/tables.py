@@ -13,6 +13,7 @@ from decimal import Decimal
 from piccolo.columns import (
     JSONB,
     UUID,
+    Array,
     BigInt,
     Boolean,
     ForeignKey,
@@ -126,3 +127,30 @@ class StreamRequest(Table, tablename="stream_requests"):
     request_id = UUID(null=False, default=None)
     created_at = Timestamptz(default=TimestamptzNow(), null=False)
     stream_requests_user_id_request_id_key = Unique([user_id, request_id])
+
+
+class CallClaim(Table, tablename="llm_call_claims"):
+    """A model call about to be sent: the write-ahead half of the call ledger (``server.llm.ledger``).
+
+    A claim is committed before the provider request leaves the process and deleted by the transaction that writes
+    the call's ``ai_usage_logs`` row, so every request sent has exactly one of the two at any moment. A claim whose
+    ``lease_expires_at`` has passed belongs to a process that died: the sweeper settles it as ``interrupted``, with
+    usage estimated from ``prompt_tokens_estimate`` and ``max_output_tokens``. ``conversation_id`` is set only for
+    a conversation that existed when the call began (a new one is created by the call's record, never by a claim).
+    """
+
+    call_id = UUID(primary_key=True, default=None)
+    user_id = UUID(null=True, default=None)
+    conversation_id = UUID(null=True, default=None)
+    procedure = Varchar(length=100, null=False)
+    provider = Varchar(length=32, null=False)
+    requested_model = Varchar(length=200, null=False)
+    prompt_tokens_estimate = _tokens()
+    max_output_tokens = Integer(null=True, default=None)
+    reserved_usd = _money(null=True)
+    # The hard budgets' periods the reservation was taken from (same order), released when the claim is settled.
+    budget_ids = Array(UUID(), default=list, null=False)
+    budget_period_starts = Array(Timestamptz(), default=list, null=False)
+    metadata = JSONB(default={}, null=False)
+    created_at = Timestamptz(default=TimestamptzNow(), null=False)
+    lease_expires_at = Timestamptz(null=False, index=True)

@@ -1,16 +1,24 @@
 """Test infrastructure: a real PostgreSQL database of its own for the test session, emptied for every test.
 
 ``TEST_DATABASE_URL`` names a server to create the session's database on (it needs the CREATEDB privilege); without it,
-the embedded PostgreSQL under ``.data/test-postgres`` is used. The session's database is created and migrated once,
-and dropped at the end.
+the embedded PostgreSQL under ``.data/test-postgres`` (``TEST_PGDATA`` moves it) is used. The session's database is
+created and migrated once, and dropped at the end.
+
+A run stopped by SIGTERM (a CI timeout, ``kill``) ends as Ctrl-C ends it: its database is dropped and the embedded
+PostgreSQL stopped if no other process uses it. A run killed harder (SIGKILL) can do neither; the next run on the
+embedded server takes the dead process off pgserver's list of users (``server.embedded_postgres``), so that it stops
+the server at its end, and drops the databases of runs whose process is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +39,21 @@ if TYPE_CHECKING:
     from server.users import NewUser
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("ai_usage_logs", "messages", "conversations", "users", "stream_requests")
+TABLES = (
+    "ai_usage_logs",
+    "messages",
+    "conversations",
+    "users",
+    "stream_requests",
+    "llm_call_claims",
+    "budgets",
+    "budget_periods",
+    "budget_alerts",
+)
 
 _admin_url: str | None = None
 _test_database = f"tollbooth_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+_TEST_DATABASE_NAME = re.compile(r"tollbooth_test_(?P<pid>[0-9]+)_[0-9a-f]{8}")
 
 
 def _with_database(url: str, database: str) -> str:
@@ -49,9 +68,12 @@ def pytest_configure(config: pytest.Config) -> None:
     global _admin_url
     from server.database import embedded_database_url
 
-    _admin_url = os.environ.get("TEST_DATABASE_URL") or embedded_database_url(
-        ROOT / ".data" / "test-postgres", database="postgres"
-    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind as on Ctrl-C: pytest_unconfigure, atexit
+    test_server = os.environ.get("TEST_DATABASE_URL")
+    pgdata = Path(os.environ.get("TEST_PGDATA") or ROOT / ".data" / "test-postgres")
+    _admin_url = test_server or embedded_database_url(pgdata, database="postgres")
+    if test_server is None:  # every run on the embedded server is a process of this machine
+        asyncio.run(_drop_abandoned_databases(_admin_url))
     asyncio.run(_create_database(_admin_url, _test_database))
     os.environ["DATABASE_URL"] = _with_database(_admin_url, _test_database)
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "PRICE_FILE"):
@@ -79,6 +101,20 @@ async def _create_database(admin_url: str, name: str) -> None:
     connection = await asyncpg.connect(admin_url)
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop_abandoned_databases(admin_url: str) -> None:
+    """Drop the session databases of earlier runs whose process is gone (killed before it could drop its own)."""
+    from server.embedded_postgres import process_running
+
+    connection = await asyncpg.connect(admin_url)
+    try:
+        for row in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'tollbooth_test_%'"):
+            name = _TEST_DATABASE_NAME.fullmatch(row["datname"])
+            if name is not None and not process_running(int(name["pid"])):
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name[0]}" WITH (FORCE)')
     finally:
         await connection.close()
 
@@ -160,11 +196,12 @@ class ServedApp(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @asynccontextmanager
-async def serve_app(settings: Settings) -> AsyncIterator[ServedApp]:
-    """The real application on uvicorn at a free loopback port, in this event loop (so it shares the test's pool)."""
+async def serve_app(settings: Settings, db: Database | None = None) -> AsyncIterator[ServedApp]:
+    """The real application on uvicorn at a free loopback port, in this event loop (so it shares the test's pool);
+    ``db`` replaces the application's database (one behind a proxy that a test can cut)."""
     from server.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -219,3 +256,20 @@ def make_services(sim: RunningSimulator, db: None, tmp_path: Path) -> MakeServic
         return build_services(settings, database or app_database())
 
     return make
+
+
+async def until_received(sim: RunningSimulator, requests: int, *, seconds: float = 20.0) -> None:
+    """Wait until the simulator has received ``requests`` provider requests (fail after ``seconds``)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while len(sim.state.requests) < requests:
+        assert asyncio.get_running_loop().time() < deadline, f"the provider received {len(sim.state.requests)}"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def embedded_dir() -> Iterator[Path]:
+    """A directory for an embedded PostgreSQL's data, outside ``tmp_path``: pytest makes its temporary root private
+    (0700) whenever a session starts, and when the tests run as root pgserver runs PostgreSQL as the system user
+    ``pgserver``, whom any other session starting meanwhile would lock out of its data directory."""
+    with tempfile.TemporaryDirectory(prefix="tollbooth-test-", ignore_cleanup_errors=True) as directory:
+        yield Path(directory)

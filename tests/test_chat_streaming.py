@@ -28,7 +28,7 @@ from schemas.chat import (
 )
 from server.admin.consistency import check_totals
 from server.database import Database
-from server.errors import LLMError, LLMFailure
+from server.errors import DatabaseUnavailableError, LLMError, LLMFailure
 from server.llm.core import Attribution, LLMCore, LLMResult
 from server.llm.providers import (
     ChatTurn,
@@ -606,7 +606,7 @@ async def test_without_the_database_a_stream_fails_before_calling_the_model(
 ) -> None:
     """Its requestId cannot be claimed, so the stream could not be kept from running twice: it does not run."""
     ask = StreamMessageInput(request_id=uuid.uuid4(), message="hi", model="gpt-4o")
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(DatabaseUnavailableError, match="ConnectionRefusedError"):
         await _collect(make_services(unreachable_database).chat.stream_message(alice.id, ask), [])
     assert sim.state.requests_to("openai") == []
 
@@ -637,7 +637,7 @@ async def test_core_stream_that_ends_without_a_usage_report_is_an_estimated_erro
     make_services: MakeServices, alice: NewUser, ending: Exception | None, error_type: str
 ) -> None:
     llm = make_services().llm
-    core = LLMCore(ProviderSet({"openai": _HalfAnswer(ending)}), llm.catalogue, llm.recorder, llm.spool)
+    core = LLMCore(ProviderSet({"openai": _HalfAnswer(ending)}), llm.catalogue, llm.recorder, llm.spool, llm.ledger)
     received: list[TextDelta | LLMResult] = []
     with pytest.raises(LLMError if ending is None else RuntimeError):
         await _collect(core.stream(_request("gpt-4o"), Attribution(user_id=alice.id, procedure="p")), received)
@@ -650,6 +650,7 @@ async def test_core_stream_with_the_database_down_still_answers_and_spools_the_r
     make_services: MakeServices, sim: RunningSimulator, alice: NewUser, unreachable_database: Database
 ) -> None:
     down = make_services(unreachable_database)
+    down.llm.ledger.hard_budgets_exist = False  # it knew no hard budget before the database went away
     sim.state.enqueue(
         ScriptedResponse(provider="openai", reply=REPLY, usage=ScriptedUsage(prompt=1000, cached=200, completion=100))
     )

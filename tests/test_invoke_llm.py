@@ -257,6 +257,7 @@ async def test_a_database_outage_loses_nothing_and_replay_counts_once(
     unreachable_database: Database,
 ) -> None:
     down = make_services(unreachable_database)
+    down.llm.ledger.hard_budgets_exist = False  # it knew no hard budget before the database went away
     conversation_id = uuid.uuid4()
     sim.state.enqueue(
         ScriptedResponse(
@@ -337,9 +338,9 @@ async def test_the_running_service_replays_the_spool_by_itself(
     tmp_path: Path,
     unreachable_database: Database,
 ) -> None:
-    result = await make_services(unreachable_database).llm.invoke(
-        _request("gpt-4o"), Attribution(user_id=user_id, procedure="chat.executeAction")
-    )
+    down = make_services(unreachable_database)
+    down.llm.ledger.hard_budgets_exist = False  # it knew no hard budget before the database went away
+    result = await down.llm.invoke(_request("gpt-4o"), Attribution(user_id=user_id, procedure="chat.executeAction"))
     assert result.recorded is False
     async with serve_app(Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path)))):
         for _ in range(100):
@@ -377,6 +378,7 @@ async def test_a_record_the_database_refuses_is_set_aside_and_does_not_block_the
     make_services: MakeServices, user_id: uuid.UUID, tmp_path: Path, unreachable_database: Database
 ) -> None:
     down = make_services(unreachable_database)
+    down.llm.ledger.hard_budgets_exist = False  # it knew no hard budget before the database went away
     poison = await down.llm.invoke(
         CompletionRequest(model="gpt-4o-" + "x" * 300, messages=(ChatTurn(role="user", content="hi"),)),
         Attribution(user_id=user_id, procedure="chat.executeAction"),

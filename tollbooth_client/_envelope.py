@@ -43,8 +43,8 @@ class EnvelopeDecoder(Generic[OutputT]):
         return envelope.result.data
 
 
-_error_decoder = msgspec.json.Decoder(_Envelope[Any])
-_shape_decoder = msgspec.json.Decoder(ErrorShape)
+_error_decoder = codec.decoder(_Envelope[Any])
+_shape_decoder = codec.decoder(ErrorShape)
 
 
 def error_of(body: bytes, http_status: int, path: str | None) -> TRPCClientError:

@@ -16,7 +16,7 @@ __all__ = ("TollboothClient",)
 
 
 class TollboothClient:
-    """``async with TollboothClient("http://127.0.0.1:8000", api_key=key) as client: await client.system.health()``.
+    """``async with TollboothClient("http://127.0.0.1:8000", api_key=api_key) as client: await client.system.health()``.
 
     ``batching``: calls issued in the same event-loop tick (``asyncio.gather``) travel as one request of at most
     ``max_batch_size`` calls; keep it at or below the server's limit. Subscriptions reconnect up to

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from schemas.errors import ERROR_CODES, ErrorCode, ErrorShape, code_for_http_status
+from schemas.errors import ERROR_CODES, BudgetRefusal, ErrorCode, ErrorShape, code_for_http_status
 
 __all__ = ("TRPCClientError",)
 
 
 class TRPCClientError(Exception):
     """A call failed: ``code`` is the tRPC code name (compare with ``ErrorCode``), ``json_rpc_code`` its number,
-    ``http_status`` the status of that call (not the 207 of a batch), ``path`` the procedure.
+    ``http_status`` the status of that call (not the 207 of a batch), ``path`` the procedure. ``budget`` names the
+    hard budget that refused a call (PAYMENT_REQUIRED), else None.
 
     Network failures are not wrapped: they raise httpx's ``TransportError``.
     """
@@ -22,6 +23,7 @@ class TRPCClientError(Exception):
         json_rpc_code: int,
         http_status: int,
         path: str | None,
+        budget: BudgetRefusal | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -29,6 +31,7 @@ class TRPCClientError(Exception):
         self.json_rpc_code = json_rpc_code
         self.http_status = http_status
         self.path = path
+        self.budget = budget
 
     @classmethod
     def from_shape(cls, shape: ErrorShape, path: str | None) -> TRPCClientError:
@@ -38,6 +41,7 @@ class TRPCClientError(Exception):
             json_rpc_code=shape.code,
             http_status=shape.data.http_status,
             path=shape.data.path or path,
+            budget=shape.data.budget,
         )
 
     @classmethod

@@ -6,7 +6,7 @@ here and an attribute in ``TollboothClient.__init__``.
 
 from __future__ import annotations
 
-from schemas import admin, chat, conversations, system
+from schemas import admin, budgets, chat, conversations, system
 from tollbooth_client.procedures import Namespace, mutation, query, subscription
 
 __all__ = ("AdminNamespace", "ChatNamespace", "SystemNamespace")
@@ -29,6 +29,7 @@ class ChatNamespace(Namespace):
     summarize_email = mutation(chat.SUMMARIZE_EMAIL)
     list_conversations = query(conversations.LIST_CONVERSATIONS)
     get_conversation = query(conversations.GET_CONVERSATION)
+    get_budget_status = query(budgets.GET_BUDGET_STATUS)
 
 
 class AdminNamespace(Namespace):
@@ -40,3 +41,7 @@ class AdminNamespace(Namespace):
     usage_by_procedure = query(admin.USAGE_BY_PROCEDURE)
     top_conversations_by_cost = query(admin.TOP_CONVERSATIONS_BY_COST)
     unpriced_calls = query(admin.UNPRICED_CALLS)
+    set_budget = mutation(budgets.SET_BUDGET)
+    delete_budget = mutation(budgets.DELETE_BUDGET)
+    list_budgets = query(budgets.LIST_BUDGETS)
+    list_alerts = query(budgets.LIST_ALERTS)

@@ -24,7 +24,7 @@ from schemas.chat import (
 from schemas.money import Money
 from schemas.usage import ConversationTotals, PricingStatus, Provider, ReportedTokens, Usage
 from server.chat.actions import ACTIONS
-from server.conversations import ensure_owned, recent_messages
+from server.conversations import recent_messages
 from server.database import Database
 from server.errors import LLMError, LLMFailure, StreamRequestUsedError
 from server.llm.core import Attribution, LLMCore, LLMResult
@@ -124,8 +124,6 @@ class ChatService:
 
     async def execute_action(self, user_id: uuid.UUID, data: ExecuteActionInput) -> ExecuteActionOutput:
         action = ACTIONS[data.action]
-        if data.conversation_id is not None:
-            await ensure_owned(self.db, data.conversation_id, user_id)
         results, parsed = await self._structured(
             user_id,
             procedure="chat.executeAction",
@@ -142,8 +140,6 @@ class ChatService:
         return ExecuteActionOutput(result=parsed, **_call_fields(results, data.conversation_id))
 
     async def summarize_email(self, user_id: uuid.UUID, data: SummarizeEmailInput) -> SummarizeEmailOutput:
-        if data.conversation_id is not None:
-            await ensure_owned(self.db, data.conversation_id, user_id)
         email = data.email
         headers = "".join(
             f"{name}: {value}\n" for name, value in (("From", email.from_), ("Subject", email.subject)) if value
@@ -198,6 +194,7 @@ class ChatService:
                 procedure=procedure,
                 conversation_id=conversation_id,
                 metadata={**metadata, "attempt": attempt},
+                check_owner=conversation_id is not None,  # the claim proves the conversation is the caller's
             )
             result = await self.llm.invoke(request, attribution, annotate=answer.read)
             results.append(result)

@@ -1,9 +1,11 @@
 """``invoke_llm``: the one way a procedure calls a model, whole (``invoke``) or streamed (``stream``).
 
-Route by model name, call the provider through its official SDK, normalise the usage, price it at the rates in force
-at call time, and record reply, usage row and conversation totals in one transaction. A failed provider call is
-recorded too (status ``error``), and so is a caller that went away (``cancelled``); a database failure never fails the
-caller's request: the record goes to the spool and is replayed later.
+Route by model name, claim the call in the ledger (``server.llm.ledger``: committed before the request leaves, so a
+process killed mid-call still leaves a row), call the provider through its official SDK, normalise the usage, price
+it at the rates in force at call time, and record reply, usage row and conversation totals in one transaction that
+also settles the claim. A failed provider call is recorded too (status ``error``), and so is a caller that went away
+(``cancelled``); a database failure after the provider answered never fails the caller's request: the record goes to
+the spool and is replayed later.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+import msgspec
+
 from schemas.usage import ConversationTotals
-from server.errors import LLMError, LLMFailure
+from server.conversations import ensure_owned
+from server.errors import DatabaseUnavailableError, LLMError, LLMFailure
+from server.llm.ledger import Claim, Ledger
 from server.llm.pricing import FREE, PriceCatalogue, PricedUsage
 from server.llm.providers import (
     Completion,
@@ -60,7 +66,8 @@ class Attribution:
     """Who and what a call is for. ``metadata`` describes the task; it never holds message content.
 
     With ``new_conversation`` the conversation ``conversation_id`` is created, titled ``conversation_title``, by the
-    call's record; a failed call then creates nothing.
+    call's record; a failed call then creates nothing. With ``check_owner`` the call is refused
+    (``ConversationNotFoundError``) unless ``conversation_id`` belongs to ``user_id``; the check rides on the claim.
     """
 
     user_id: uuid.UUID
@@ -69,6 +76,7 @@ class Attribution:
     new_conversation: bool = False
     conversation_title: str = ""
     metadata: Mapping[str, MetadataValue] = field(default_factory=dict)
+    check_owner: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,15 +125,30 @@ class _Call:
     attribution: Attribution
     started_at: datetime.datetime
     started: float
+    claim_spooled: bool = False
+    """The claim waits in the spool (the database was down): the record supersedes it."""
 
     def latency_ms(self) -> int:
         return round((time.perf_counter() - self.started) * 1000)
 
     def estimate(self, completion_chars: int) -> TokenUsage:
         """The usage of a call that ended without the provider's report; the provider may bill it all the same."""
-        request = self.request
-        prompt_chars = sum(len(turn.content) for turn in request.messages) + len(request.system_prompt() or "")
-        return estimate_usage(prompt_chars, completion_chars)
+        return estimate_usage(_prompt_chars(self.request), completion_chars)
+
+
+def _prompt_chars(request: CompletionRequest) -> int:
+    return sum(len(turn.content) for turn in request.messages) + len(request.system_prompt() or "")
+
+
+_TOKENS_PER_MESSAGE: Final = 8
+"""Framing tokens a provider adds per message (role markers, separators): a generous bound (3 to 4 is typical)."""
+
+
+def prompt_tokens_bound(request: CompletionRequest) -> int:
+    """At most how many tokens the prompt can count: a token is never shorter than a UTF-8 byte (byte-level BPE),
+    plus each message's framing. A budget reserves this, so the call's actual cost cannot exceed what it reserved."""
+    texts = [turn.content for turn in request.messages] + [request.system_prompt() or ""]
+    return sum(len(text.encode()) for text in texts) + _TOKENS_PER_MESSAGE * (len(texts) + 1)
 
 
 class LLMCore:
@@ -149,6 +172,7 @@ class LLMCore:
         catalogue: PriceCatalogue,
         recorder: UsageRecorder,
         spool: UsageSpool,
+        ledger: Ledger,
         *,
         clock: Callable[[], datetime.datetime] = _utc_now,
     ) -> None:
@@ -156,7 +180,18 @@ class LLMCore:
         self.catalogue = catalogue
         self.recorder = recorder
         self.spool = spool
+        self.ledger = ledger
         self._clock = clock
+
+    async def sweep(self) -> int:
+        """Settle the claims of dead processes (``Ledger.sweep``) as of now, and learn whether hard budgets exist
+        (``Ledger.refresh``); returns how many claims were settled."""
+        await self.ledger.refresh()
+        return await self.ledger.sweep(self._clock())
+
+    async def replay_spool(self) -> int:
+        """Write what the spool kept while the database was down: claims first, then records (which settle them)."""
+        return await self.spool.replay(self.recorder.write, self.ledger.replay)
 
     async def invoke(
         self,
@@ -171,12 +206,14 @@ class LLMCore:
 
         ``annotate`` sees the reply before it is recorded and returns labels to add to the record's metadata (whether
         a structured answer was valid, the intent it found): labels, never content.
-        Raises ``LLMError`` for a provider failure, after recording it.
+        Raises ``LLMError`` for a provider failure, after recording it; before anything is sent,
+        ``ConversationNotFoundError`` (``attribution.check_owner``) and ``DatabaseUnavailableError`` (a claim that
+        needed the database could not be made).
         """
-        call, adapter = self._start(request, attribution)
+        call, adapter = await self._start(request, attribution)
         # Every failure is recorded shielded: a caller that leaves while the record is written must not abort it.
         try:
-            completion = await adapter.complete(request)
+            completion = await adapter.complete(call.request)
         except LLMError as error:
             usage = call.estimate(0) if error.billable else _NO_USAGE
             await asyncio.shield(self._record_failure(call, "error", error.error_type, usage))
@@ -211,19 +248,24 @@ class LLMCore:
         A consumer that stops early (closes the iterator, or is cancelled) leaves a ``cancelled`` record with such
         an estimate. A broken or abandoned stream stores no message and creates no conversation: the provider bills
         it, so its usage counts in the totals, but a conversation never holds half an answer. Close the iterator
-        (``contextlib.aclosing``) rather than drop it, so that the record is written at once.
+        (``contextlib.aclosing``) rather than drop it, so that the record is written at once. A stream that lasts
+        renews its claim's lease as chunks arrive. Raises before anything is sent as ``invoke`` does.
         """
-        call, adapter = self._start(request, attribution)
+        call, adapter = await self._start(request, attribution)
         received: list[str] = []
         end: StreamEnd | None = None
+        renew_at = time.monotonic() + self.ledger.lease.seconds / 2
         # Every outcome is recorded shielded: a consumer that leaves while the record is written must not abort it.
         try:
-            async with contextlib.aclosing(adapter.stream(request)) as chunks:
+            async with contextlib.aclosing(adapter.stream(call.request)) as chunks:
                 async for chunk in chunks:
                     if isinstance(chunk, StreamEnd):
                         end = chunk
                     else:
                         received.append(chunk.text)
+                        if time.monotonic() >= renew_at:
+                            renew_at = time.monotonic() + self.ledger.lease.seconds / 2
+                            await self._renew(call)
                         yield chunk
             if end is None:
                 message = f"{call.provider}'s stream ended without a usage report"
@@ -246,18 +288,61 @@ class LLMCore:
             self._record_success(call, completion, dict(attribution.metadata), store, store_reply)
         )
 
-    def _start(self, request: CompletionRequest, attribution: Attribution) -> tuple[_Call, ProviderAdapter]:
+    async def _start(self, request: CompletionRequest, attribution: Attribution) -> tuple[_Call, ProviderAdapter]:
+        """Route the call and claim it: nothing is sent before the claim is committed (or spooled)."""
         provider = provider_for_model(request.model)
         adapter = self.providers.adapter(provider)
+        call_id, started_at = uuid.uuid4(), self._clock()
+        claim_spooled = False
+        owner_check = attribution.conversation_id if attribution.check_owner else None
+        if not self.recorder.enabled:  # no usage rows, so no claims to settle; the owner is still checked
+            if owner_check is not None:
+                await ensure_owned(self.ledger.db, owner_check, attribution.user_id)
+        else:
+            claim = Claim(
+                call_id=call_id,
+                user_id=attribution.user_id,
+                conversation_id=None if attribution.new_conversation else attribution.conversation_id,
+                procedure=attribution.procedure,
+                provider=provider,
+                requested_model=request.model,
+                prompt_tokens_estimate=estimate_usage(_prompt_chars(request), 0).input,
+                max_output_tokens=request.max_tokens,
+                metadata=dict(attribution.metadata),
+                created_at=started_at,
+                lease_expires_at=started_at + datetime.timedelta(seconds=self.ledger.lease.seconds),
+            )
+            try:
+                claimed = await self.ledger.claim(
+                    claim, owner_check=owner_check, prompt_tokens_bound=prompt_tokens_bound(request)
+                )
+            except DatabaseUnavailableError:
+                if owner_check is not None or self.ledger.hard_budgets_exist is not False:
+                    raise  # the caller's right to the conversation, or a budget, cannot be checked: nothing is sent
+                await asyncio.to_thread(self.spool.put_claim, claim)
+                claim_spooled = True
+            else:
+                if claimed.max_output_tokens != request.max_tokens:  # a hard budget bounds the call's worst case
+                    request = msgspec.structs.replace(request, max_tokens=claimed.max_output_tokens)
         call = _Call(
-            call_id=uuid.uuid4(),
+            call_id=call_id,
             provider=provider,
             request=request,
             attribution=attribution,
-            started_at=self._clock(),
+            started_at=started_at,
             started=time.perf_counter(),
+            claim_spooled=claim_spooled,
         )
         return call, adapter
+
+    async def _renew(self, call: _Call) -> None:
+        """Push a long stream's lease out; a failure only logs (the record will settle the claim all the same)."""
+        if call.claim_spooled or not self.recorder.enabled:
+            return
+        try:
+            await self.ledger.renew(call.call_id, self._clock() + datetime.timedelta(seconds=self.ledger.lease.seconds))
+        except Exception as error:
+            logger.warning("could not renew the lease of call %s (%s)", call.call_id, type(error).__name__)
 
     async def _record_success(
         self,
@@ -290,7 +375,7 @@ class LLMCore:
             metadata=metadata,
             messages=messages,
         )
-        totals, recorded = await self._persist(record)
+        totals, recorded = await self._persist(call, record)
         return LLMResult(text=completion.text, record=record, totals=totals, recorded=recorded)
 
     async def _record_failure(self, call: _Call, status: CallStatus, error_type: str, usage: TokenUsage) -> None:
@@ -314,22 +399,26 @@ class LLMCore:
             error_type=error_type,
             metadata=dict(attribution.metadata),
         )
-        await self._persist(record)
+        await self._persist(call, record)
 
-    async def _persist(self, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:
+    async def _persist(self, call: _Call, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:
         try:
             async with asyncio.timeout(DATABASE_WRITE_TIMEOUT):
-                return await self.recorder.write(record), True
+                totals, recorded = await self.recorder.write(record), True
         except Exception as error:
-            # Name the failure only: a database error's text may quote the values it refused (message content).
-            logger.error(
-                "usage record %s could not be written (%s %s); spooling it for replay",
-                record.call_id,
-                type(error).__name__,
-                getattr(error, "sqlstate", "") or "",
-            )
+            if not isinstance(error, DatabaseUnavailableError):  # an outage is logged once, by the database
+                # Name the failure only: a database error's text may quote the values it refused (message content).
+                logger.error(
+                    "usage record %s could not be written (%s %s); spooling it for replay",
+                    record.call_id,
+                    type(error).__name__,
+                    getattr(error, "sqlstate", "") or "",
+                )
             await asyncio.to_thread(self.spool.put, record)
-            return None, False
+            totals, recorded = None, False
+        if call.claim_spooled:  # the record (written, or spooled itself) supersedes the spooled claim
+            await asyncio.to_thread(self.spool.discard_claim, call.call_id)
+        return totals, recorded
 
 
 def _messages(

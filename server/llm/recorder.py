@@ -1,6 +1,7 @@
 """Writing what a model call produced and cost: one transaction, one statement, idempotent by call id.
 
-The statement inserts the ``ai_usage_logs`` row first (``ON CONFLICT (call_id) DO NOTHING``) and makes everything
+The statement settles the call's claim (``server.llm.ledger``: it deletes the ``llm_call_claims`` row), inserts the
+``ai_usage_logs`` row (``ON CONFLICT (call_id) DO NOTHING``) and makes everything
 else conditional on that insert: the conversation is created or its totals incremented with atomic SQL, and the
 messages are stored. A record that is written twice (a replay from the spool after an uncertain failure) therefore
 counts once, and concurrent calls on one conversation serialise on its row lock without losing an update.
@@ -9,6 +10,7 @@ counts once, and concurrent calls on one conversation serialise on its row lock 
 from __future__ import annotations
 
 import datetime
+import logging
 import uuid
 from decimal import Decimal
 from typing import Final, Literal
@@ -16,10 +18,13 @@ from typing import Final, Literal
 import msgspec
 
 from schemas.usage import ConversationTotals, Provider
+from server.budgets.admission import APPLICABLE
 from server.conversations import totals_from_row
 from server.database import Database, NamedStatement
 from server.llm.pricing import PricedUsage
 from server.llm.usage import TokenUsage
+
+logger: Final = logging.getLogger("tollbooth.budgets")
 
 CallStatus = Literal["ok", "error", "cancelled"]
 MetadataValue = str | int | float | bool | None
@@ -125,7 +130,10 @@ class _CallParameters(msgspec.Struct, frozen=True, kw_only=True):
 
 RECORD_CALL: Final = NamedStatement(
     f"""
-WITH log AS (
+WITH settled AS (
+    DELETE FROM llm_call_claims WHERE call_id = :call_id
+    RETURNING reserved_usd, budget_ids, budget_period_starts
+), log AS (
     INSERT INTO ai_usage_logs (
         id, call_id, conversation_id, message_id, user_id, procedure, provider, requested_model, model,
         input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens,
@@ -174,8 +182,49 @@ WITH log AS (
 ), stored AS (
     {_STORE_MESSAGES}
     WHERE :conversation_id::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM log)
+), budget_deltas AS (
+    -- The call's cost goes to every budget that applies, in the period it began; its reservation is released.
+    SELECT b.id AS budget_id, budget_period_start(b.period, :created_at) AS period_start,
+           coalesce(:estimated_cost_usd, 0)::numeric AS spent, 0::numeric AS reserved
+    FROM budgets b
+    WHERE EXISTS (SELECT 1 FROM log) AND {APPLICABLE.format(user=":user_id", conversation=":conversation_id")}
+    UNION ALL
+    SELECT r.budget_id, r.period_start, 0::numeric, -coalesce(s.reserved_usd, 0)
+    FROM settled s, unnest(s.budget_ids, s.budget_period_starts) AS r(budget_id, period_start)
+), budget_sums AS (
+    SELECT budget_id, period_start, sum(spent) AS spent, sum(reserved) AS reserved
+    FROM budget_deltas
+    GROUP BY budget_id, period_start
+), budgeted AS (
+    INSERT INTO budget_periods AS p (budget_id, period_start, spent_usd, reserved_usd)
+    SELECT d.budget_id, d.period_start, d.spent, d.reserved
+    FROM budget_sums d
+    JOIN budgets b ON b.id = d.budget_id
+    ORDER BY d.budget_id, d.period_start
+    ON CONFLICT (budget_id, period_start) DO UPDATE SET
+        spent_usd = p.spent_usd + excluded.spent_usd,
+        reserved_usd = p.reserved_usd + excluded.reserved_usd
+    RETURNING p.budget_id, p.period_start, p.spent_usd
+), alerted AS (
+    -- Each threshold the period's spend has reached, once per budget, period and threshold (a unique index): also
+    -- after a limit was lowered or a threshold added, and for a limit of 0.
+    INSERT INTO budget_alerts (
+        id, kind, budget_id, scope, subject_id, period, period_start, threshold, limit_usd, spent_usd
+    )
+    SELECT gen_random_uuid(), 'threshold', b.id, b.scope, b.subject_id, b.period, r.period_start, t.threshold,
+           b.limit_usd, r.spent_usd
+    FROM budgeted r
+    JOIN budget_sums d ON d.budget_id = r.budget_id AND d.period_start = r.period_start
+    JOIN budgets b ON b.id = r.budget_id
+    CROSS JOIN LATERAL unnest(b.alert_thresholds) AS t(threshold)
+    WHERE d.spent > 0 AND r.spent_usd >= t.threshold * b.limit_usd
+    ON CONFLICT DO NOTHING
+    RETURNING budget_id, threshold
 )
-SELECT {_TOTALS} FROM conversation
+SELECT {", ".join(f"c.{column.strip()}" for column in _TOTALS.split(","))},
+       (SELECT array_agg(a.budget_id || ' at ' || a.threshold) FROM alerted a) AS alerts
+FROM (SELECT) AS one
+LEFT JOIN conversation c ON true
 """,
     _CallParameters,
 )
@@ -296,4 +345,8 @@ class UsageRecorder:
             return None
         async with self._db.transaction() as connection:
             row = await connection.fetchrow(statement, *arguments)
-        return None if row is None else totals_from_row(row)
+        if row is None:
+            return None
+        if self.enabled and row["alerts"]:
+            logger.warning("budget alert: call %s took spend to %s", record.call_id, ", ".join(row["alerts"]))
+        return None if row["llm_calls"] is None else totals_from_row(row)

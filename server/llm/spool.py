@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import asyncpg
 import msgspec
 
+from server.llm.ledger import Claim
 from server.llm.recorder import UsageRecord
 
 logger = logging.getLogger("tollbooth.spool")
@@ -27,8 +29,11 @@ REPLAY_WRITE_TIMEOUT: Final = 10.0
 # the record must not block the ones behind it. Anything else (no connection, a timeout) is worth retrying.
 _PERMANENT: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
+T = TypeVar("T")
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(UsageRecord)
+_claim_decoder = msgspec.json.Decoder(Claim)
 
 
 class UsageSpool:
@@ -44,46 +49,57 @@ class UsageSpool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.rejected = directory / "rejected"
+        self.claims = directory / "claims"
 
     def put(self, record: UsageRecord) -> Path:
         """Persist ``record`` durably before returning (blocking: call it in a thread)."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = self.directory / f"{record.call_id}.json"
-        temporary = target.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(_encoder.encode(record))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        return target
+        return _write_durably(self.directory, record.call_id, _encoder.encode(record))
+
+    def put_claim(self, claim: Claim) -> Path:
+        """Persist the claim of a call about to be sent, durably, while the database is down (blocking)."""
+        return _write_durably(self.claims, claim.call_id, _encoder.encode(claim))
+
+    def discard_claim(self, call_id: uuid.UUID) -> None:
+        """Forget a spooled claim once its call's record is written or spooled (blocking)."""
+        (self.claims / f"{call_id}.json").unlink(missing_ok=True)
 
     def pending(self) -> list[Path]:
         """Spooled records, oldest first."""
-        if not self.directory.is_dir():
-            return []
-        files: list[tuple[int, Path]] = []
-        for path in self.directory.glob("*.json"):
-            try:
-                files.append((path.stat().st_mtime_ns, path))
-            except FileNotFoundError:
-                continue  # another worker replayed it meanwhile
-        return [path for _, path in sorted(files)]
+        return _oldest_first(self.directory)
 
-    async def replay(self, write: Callable[[UsageRecord], Awaitable[object]]) -> int:
-        """Write every spooled record; stop at the first failure worth retrying. Returns how many were written.
+    def pending_claims(self) -> list[Path]:
+        """Spooled claims, oldest first."""
+        return _oldest_first(self.claims)
 
-        A record the database refuses for good is moved to ``rejected/`` and logged, so it never blocks the rest.
+    async def replay(
+        self,
+        write: Callable[[UsageRecord], Awaitable[object]],
+        write_claim: Callable[[Claim], Awaitable[object]] | None = None,
+    ) -> int:
+        """Write every spooled claim (with ``write_claim``), then every record; stop at the first failure worth
+        retrying. Returns how many files were written.
+
+        Claims go first so that a record written after them settles its claim. A file the database refuses for good
+        is moved to ``rejected/`` and logged, so it never blocks the rest.
         """
         written = 0
-        for path in await asyncio.to_thread(self.pending):
+        if write_claim is not None:
+            written, complete = await self._replay(self.pending_claims(), _claim_decoder, write_claim)
+            if not complete:
+                return written
+        records, _ = await self._replay(self.pending(), _decoder, write)
+        written += records
+        if written:
+            logger.info("usage spool: replayed %d file(s)", written)
+        return written
+
+    async def _replay(
+        self, paths: list[Path], decoder: msgspec.json.Decoder[T], write: Callable[[T], Awaitable[object]]
+    ) -> tuple[int, bool]:
+        written = 0
+        for path in paths:
             try:
-                record = _decoder.decode(await asyncio.to_thread(path.read_bytes))
+                item = decoder.decode(await asyncio.to_thread(path.read_bytes))
             except FileNotFoundError:
                 continue
             except msgspec.DecodeError as error:
@@ -91,24 +107,28 @@ class UsageSpool:
                 continue
             try:
                 async with asyncio.timeout(REPLAY_WRITE_TIMEOUT):
-                    await write(record)
+                    await write(item)
             except _PERMANENT as error:
                 await self._reject(path, f"refused by the database: {type(error).__name__} {error.sqlstate}")
                 continue
             except Exception as error:
                 logger.warning("usage spool: the database is still unavailable (%s); will retry", type(error).__name__)
-                break
+                return written, False
             await asyncio.to_thread(path.unlink, True)
             written += 1
-        if written:
-            logger.info("usage spool: replayed %d record(s)", written)
-        return written
+        return written, True
 
-    async def replay_forever(self, write: Callable[[UsageRecord], Awaitable[object]], interval: float) -> None:
-        """Replay pending records every ``interval`` seconds until cancelled; a failed pass never ends the loop."""
+    async def replay_forever(
+        self,
+        write: Callable[[UsageRecord], Awaitable[object]],
+        write_claim: Callable[[Claim], Awaitable[object]] | None,
+        interval: float,
+    ) -> None:
+        """Replay pending claims and records every ``interval`` seconds until cancelled; a failed pass never ends
+        the loop."""
         while True:
             try:
-                await self.replay(write)
+                await self.replay(write, write_claim)
             except Exception:
                 logger.exception("usage spool: replay pass failed; will retry")
             await asyncio.sleep(interval)
@@ -120,3 +140,34 @@ class UsageSpool:
 
         await asyncio.to_thread(move)
         logger.error("usage spool: %s %s; moved to %s for repair", path.name, reason, self.rejected)
+
+
+def _oldest_first(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    files: list[tuple[int, Path]] = []
+    for path in directory.glob("*.json"):
+        try:
+            files.append((path.stat().st_mtime_ns, path))
+        except FileNotFoundError:
+            continue  # another worker replayed it meanwhile
+    return [path for _, path in sorted(files)]
+
+
+def _write_durably(directory: Path, call_id: uuid.UUID, content: bytes) -> Path:
+    """``directory/<call_id>.json`` written whole or not at all: temporary file, fsync, rename, fsync the directory."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = directory / f"{call_id}.json"
+    temporary = target.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(content)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, target)
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+    return target

@@ -1,9 +1,9 @@
-"""The ``admin`` namespace: what each conversation cost and where the money goes. Every procedure needs an admin
-key; the protocol enforces it from the registry (FORBIDDEN for a user key)."""
+"""The ``admin`` namespace: what each conversation cost and where the money goes, and the budgets that cap it. Every
+procedure needs an admin key; the protocol enforces it from the registry (FORBIDDEN for a user key)."""
 
 from __future__ import annotations
 
-from schemas import admin
+from schemas import admin, budgets
 from schemas.admin import (
     ConversationCost,
     ConversationCostInput,
@@ -18,7 +18,17 @@ from schemas.admin import (
     UsageByProcedure,
     UsageByProcedureInput,
 )
+from schemas.budgets import (
+    AlertList,
+    Budget,
+    BudgetList,
+    DeleteBudgetInput,
+    ListAlertsInput,
+    ListBudgetsInput,
+    SetBudgetInput,
+)
 from server.admin import queries
+from server.budgets import service as budget_service
 from server.rpc import CallContext, ProcedureController, implements
 from server.services import Services
 
@@ -53,3 +63,19 @@ class AdminController(ProcedureController):
     @implements(admin.UNPRICED_CALLS)
     async def unpriced_calls(self, ctx: CallContext[Services], input: UnpricedCallsInput) -> UnpricedCalls:
         return await queries.get_unpriced_calls(ctx.services.db, input)
+
+    @implements(budgets.SET_BUDGET)
+    async def set_budget(self, ctx: CallContext[Services], input: SetBudgetInput) -> Budget:
+        return await budget_service.set_budget(ctx.services.db, input)
+
+    @implements(budgets.DELETE_BUDGET)
+    async def delete_budget(self, ctx: CallContext[Services], input: DeleteBudgetInput) -> Budget:
+        return await budget_service.delete_budget(ctx.services.db, input.budget_id)
+
+    @implements(budgets.LIST_BUDGETS)
+    async def list_budgets(self, ctx: CallContext[Services], input: ListBudgetsInput) -> BudgetList:
+        return await budget_service.list_budgets(ctx.services.db, input)
+
+    @implements(budgets.LIST_ALERTS)
+    async def list_alerts(self, ctx: CallContext[Services], input: ListAlertsInput) -> AlertList:
+        return await budget_service.list_alerts(ctx.services.db, input)

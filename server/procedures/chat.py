@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from schemas import chat, conversations
+from schemas import budgets, chat, conversations
+from schemas.budgets import BudgetList
 from schemas.chat import (
     ExecuteActionInput,
     ExecuteActionOutput,
@@ -20,6 +21,7 @@ from schemas.chat import (
 )
 from schemas.conversations import ConversationDetail, ConversationList, GetConversationInput, ListConversationsInput
 from server import conversations as repository
+from server.budgets import service as budget_service
 from server.rpc import CallContext, ProcedureController, implements
 from server.services import Services
 
@@ -60,3 +62,7 @@ class ChatController(ProcedureController):
         return await repository.get_conversation(
             ctx.services.db, ctx.user.user_id, input.conversation_id, limit=input.limit, cursor=input.cursor
         )
+
+    @implements(budgets.GET_BUDGET_STATUS)
+    async def get_budget_status(self, ctx: CallContext[Services], input: None) -> BudgetList:
+        return await budget_service.get_budget_status(ctx.services.db, ctx.user.user_id)

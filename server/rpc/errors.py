@@ -15,9 +15,25 @@ from typing import Final
 
 from litestar.exceptions import HTTPException
 
-from schemas.errors import ERROR_CODES, ErrorCode, ErrorData, ErrorEnvelope, ErrorShape, code_for_http_status
+from schemas.errors import (
+    ERROR_CODES,
+    BudgetRefusal,
+    ErrorCode,
+    ErrorData,
+    ErrorEnvelope,
+    ErrorShape,
+    code_for_http_status,
+)
+from schemas.money import Money
 from schemas.validation import InvalidInput
-from server.errors import ConflictError, LLMError, LLMFailure, NotFoundError
+from server.errors import (
+    BudgetExceededError,
+    ConflictError,
+    LLMError,
+    LLMFailure,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 __all__ = ("CODES", "ErrorCode", "TRPCError", "error_shape", "to_trpc_error")
 
@@ -30,6 +46,8 @@ CODES: Final[Mapping[type[Exception] | LLMFailure, ErrorCode]] = MappingProxyTyp
         InvalidInput: ErrorCode.BAD_REQUEST,
         NotFoundError: ErrorCode.NOT_FOUND,
         ConflictError: ErrorCode.CONFLICT,
+        BudgetExceededError: ErrorCode.PAYMENT_REQUIRED,
+        ServiceUnavailableError: ErrorCode.SERVICE_UNAVAILABLE,
         # An LLMError by its failure: what the caller can do about it, and whether @trpc/client retries (5xx).
         LLMFailure.UNKNOWN_MODEL: ErrorCode.BAD_REQUEST,
         LLMFailure.NOT_CONFIGURED: ErrorCode.PRECONDITION_FAILED,
@@ -102,10 +120,26 @@ def _log_server_fault(error: TRPCError, raised: BaseException, path: str | None)
 def error_shape(error: TRPCError, path: str | None, *, debug: bool) -> ErrorShape:
     info = ERROR_CODES[error.code]
     stack = "".join(traceback.format_exception(error)) if debug else None
+    cause = error.__cause__
+    budget = _budget_refusal(cause) if isinstance(cause, BudgetExceededError) else None
     return ErrorShape(
         message=error.message,
         code=info.json_rpc,
-        data=ErrorData(code=error.code.value, http_status=info.http_status, path=path, stack=stack),
+        data=ErrorData(code=error.code.value, http_status=info.http_status, path=path, stack=stack, budget=budget),
+    )
+
+
+def _budget_refusal(error: BudgetExceededError) -> BudgetRefusal:
+    return BudgetRefusal(
+        budget_id=error.budget_id,
+        scope=error.scope,
+        subject_id=error.subject_id,
+        period=error.period,
+        limit_usd=Money(error.limit_usd),
+        spent_usd=Money(error.spent_usd),
+        reserved_usd=Money(error.reserved_usd),
+        requested_usd=None if error.requested_usd is None else Money(error.requested_usd),
+        resets_at=error.resets_at,
     )
 
 

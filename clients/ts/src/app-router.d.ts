@@ -17,6 +17,57 @@ export type Tracked<TData> = {
   data: TData;
 };
 
+/** Newest first; ``nextCursor`` is null on the last page. */
+export type AlertList = {
+  alerts: AlertRecord[];
+  nextCursor: string | null;
+};
+
+/**
+ * An alert and its delivery to the webhook: ``deliveredAt`` once it answered 2xx; ``nextAttemptAt`` null when
+ * delivered or given up.
+ */
+export type AlertRecord = {
+  /** @format uuid */
+  alertId: string;
+  kind: "spike" | "threshold";
+  /** @format uuid */
+  budgetId: string | null;
+  scope: "conversation" | "global" | "user" | null;
+  /** @format uuid */
+  subjectId: string | null;
+  period: "day" | "month" | "total" | "week" | null;
+  periodStart: string;
+  /**
+   * A fraction of the limit: 0.8 alerts when 80 % of it is spent.
+   * @exclusiveMinimum 0
+   * @maximum 10
+   */
+  threshold: number | null;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  limitUsd: string | null;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  spentUsd: string;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  baselineUsd: string | null;
+  createdAt: string;
+  /** One line for people, e.g. in a chat channel. */
+  summary: string;
+  deliveredAt: string | null;
+  attempts: number;
+  lastError: string | null;
+  nextAttemptAt: string | null;
+};
+
 /** USD charged for each bucket; they add up to the call's ``costUsd``. */
 export type BucketCosts = {
   /**
@@ -73,6 +124,50 @@ export type BucketRates = {
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
   output: string;
+};
+
+/** A budget and where its current UTC period stands; the figures are 0 until the period's first call. */
+export type Budget = {
+  /** @format uuid */
+  budgetId: string;
+  scope: "conversation" | "global" | "user";
+  /** @format uuid */
+  subjectId: string | null;
+  period: "day" | "month" | "total" | "week";
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  limitUsd: string;
+  hard: boolean;
+  alertThresholds: number[];
+  /** When the current period began (UTC). */
+  periodStart: string;
+  /** When the current period ends; null for a total budget. */
+  resetsAt: string | null;
+  /**
+   * What the period's settled calls cost, USD.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  spentUsd: string;
+  /**
+   * The worst-case cost of calls admitted and still running, USD.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  reservedUsd: string;
+  /**
+   * limitUsd - spentUsd - reservedUsd, never below 0, USD.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  remainingUsd: string;
+};
+
+/** Global budgets first, then user and conversation ones by subject; each subject's periods from day to total. */
+export type BudgetList = {
+  budgets: Budget[];
 };
 
 export type ClassifyIntentResult = {
@@ -223,6 +318,12 @@ export type DateBucket = {
   start: string;
 };
 
+/** The budget goes with its spend per period; its alerts are kept. */
+export type DeleteBudgetInput = {
+  /** @format uuid */
+  budgetId: string;
+};
+
 export type DraftReplyResult = {
   type: "draft_reply";
   subject: string | null;
@@ -325,6 +426,34 @@ export type HealthOutput = {
   status: "degraded" | "ok";
   version: string;
   database: "ok" | "unavailable";
+};
+
+/** ``limit`` and ``cursor`` page the alerts, newest first. */
+export type ListAlertsInput = {
+  /**
+   * @minimum 1
+   * @maximum 500
+   * @default 50
+   */
+  limit?: number;
+  /**
+   * @minLength 1
+   * @maxLength 200
+   * @pattern ^[A-Za-z0-9_-]+={0,2}$
+   * @default null
+   */
+  cursor?: string | null;
+};
+
+/** Both filters are optional: ``scope`` narrows to one scope, ``subjectId`` to one user's or conversation's. */
+export type ListBudgetsInput = {
+  /** @default null */
+  scope?: "conversation" | "global" | "user" | null;
+  /**
+   * @format uuid
+   * @default null
+   */
+  subjectId?: string | null;
 };
 
 export type ListConversationsInput = {
@@ -451,6 +580,38 @@ export type SendMessageOutput = {
   /** @format uuid */
   messageId: string;
   reply: string;
+};
+
+/**
+ * The budget of ``(scope, subjectId, period)``, created or changed; a change keeps the current period's spend.
+ *
+ * ``subjectId`` is the user (``scope`` ``user``) or the conversation (``conversation``), and absent for ``global``.
+ * ``alertThresholds`` are kept sorted and without duplicates; an empty list means no threshold alerts.
+ */
+export type SetBudgetInput = {
+  scope: "conversation" | "global" | "user";
+  /**
+   * @format uuid
+   * @default null
+   */
+  subjectId?: string | null;
+  period: "day" | "month" | "total" | "week";
+  /**
+   * The cap, USD, 0 or more (at most 18 decimal places).
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  limitUsd: string;
+  /**
+   * Refuse a call that could take the spend over the limit; false: alert only.
+   * @default true
+   */
+  hard?: boolean;
+  /**
+   * Fractions of the limit (above 0, at most 10) that alert once per period; default 0.5, 0.8, 1.
+   * @maxItems 20
+   */
+  alertThresholds?: number[];
 };
 
 /** The next piece of the reply; the pieces joined, in order, are the reply. */
@@ -850,11 +1011,35 @@ export type AppRouter = TRPCBuiltRouter<
   {
     admin: {
       /**
+       * Delete a budget; returns it as it stood. Its alerts are kept.
+       *
+       * mutation, access: admin
+       */
+      deleteBudget: TRPCMutationProcedure<{ input: DeleteBudgetInput; output: Budget; meta: object }>;
+      /**
        * A conversation's totals, cost by model and by procedure, and its usage rows newest first (paged).
        *
        * query, access: admin
        */
       getConversationCost: TRPCQueryProcedure<{ input: ConversationCostInput; output: ConversationCost; meta: object }>;
+      /**
+       * Threshold and spike alerts, newest first (paged), with their delivery to the webhook.
+       *
+       * query, access: admin
+       */
+      listAlerts: TRPCQueryProcedure<{ input: ListAlertsInput | undefined; output: AlertList; meta: object }>;
+      /**
+       * Every budget, optionally of one scope or subject, with its current period's spend, reservations and remainder.
+       *
+       * query, access: admin
+       */
+      listBudgets: TRPCQueryProcedure<{ input: ListBudgetsInput | undefined; output: BudgetList; meta: object }>;
+      /**
+       * Create the budget of (scope, subjectId, period) or change its limit, hardness and thresholds; the current period's spend is kept.
+       *
+       * mutation, access: admin
+       */
+      setBudget: TRPCMutationProcedure<{ input: SetBudgetInput; output: Budget; meta: object }>;
       /**
        * The most expensive conversations, all time or within a window, with owner and last activity.
        *
@@ -893,6 +1078,12 @@ export type AppRouter = TRPCBuiltRouter<
        * mutation, access: user
        */
       executeAction: TRPCMutationProcedure<{ input: ExecuteActionInput; output: ExecuteActionOutput; meta: object }>;
+      /**
+       * The budgets that apply to the caller's calls (global, the caller's own, their conversations'), with their current period's figures.
+       *
+       * query, access: user
+       */
+      getBudgetStatus: TRPCQueryProcedure<{ input: void; output: BudgetList; meta: object }>;
       /**
        * One of the caller's conversations: its messages in order and its totals; NOT_FOUND for any other.
        *
