@@ -161,43 +161,29 @@ class Database:
 
     async def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """Every row of ``sql`` (an empty list when there are none)."""
-        try:
-            rows = await (self._transaction_connection() or self._pool()).fetch(sql, *args)
-        except UNAVAILABLE as error:
-            raise self._went_down(error) from None
-        if self._down_since is not None:
-            self._came_back()
-        return rows
+        return await self._run(lambda connection: connection.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: object) -> asyncpg.Record | None:
         """The first row of ``sql``, or None when it returns none."""
-        try:
-            row = await (self._transaction_connection() or self._pool()).fetchrow(sql, *args)
-        except UNAVAILABLE as error:
-            raise self._went_down(error) from None
-        if self._down_since is not None:
-            self._came_back()
-        return row
+        return await self._run(lambda connection: connection.fetchrow(sql, *args))
 
     async def fetchval(self, sql: str, *args: object) -> Any:
         """The first column of the first row of ``sql``, or None when it returns no row."""
-        try:
-            value = await (self._transaction_connection() or self._pool()).fetchval(sql, *args)
-        except UNAVAILABLE as error:
-            raise self._went_down(error) from None
-        if self._down_since is not None:
-            self._came_back()
-        return value
+        return await self._run(lambda connection: connection.fetchval(sql, *args))
 
     async def execute(self, sql: str, *args: object) -> str:
         """Run ``sql`` for its effect; returns PostgreSQL's status tag (``"DELETE 3"``)."""
+        return await self._run(lambda connection: connection.execute(sql, *args))
+
+    async def _run(self, statement: Callable[[Connection | asyncpg.Pool[asyncpg.Record]], Awaitable[T]]) -> T:
+        """Run ``statement`` on the current transaction's connection, or on the pool (a connection of its own)."""
         try:
-            status: str = await (self._transaction_connection() or self._pool()).execute(sql, *args)
+            result = await statement(self._transaction_connection() or self._pool())
         except UNAVAILABLE as error:
             raise self._went_down(error) from None
         if self._down_since is not None:
             self._came_back()
-        return status
+        return result
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -293,6 +279,7 @@ UNAVAILABLE: Final = (
 
 _NAMED_PARAMETER: Final = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 ParametersT = TypeVar("ParametersT", bound=msgspec.Struct)
+T = TypeVar("T")
 
 
 class NamedStatement(Generic[ParametersT]):

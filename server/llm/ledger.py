@@ -114,12 +114,12 @@ class LeasePolicy:
         return self.timeout_seconds * (self.retries + 1) + self.margin_seconds
 
 
-class _ClaimParameters(msgspec.Struct, frozen=True, kw_only=True):
+class _ClaimRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A claim's columns, by placeholder name (``metadata`` as JSON text)."""
+
     call_id: uuid.UUID
     user_id: uuid.UUID | None
     conversation_id: uuid.UUID | None
-    owner_check: uuid.UUID | None
-    budget_conversation_id: uuid.UUID | None
     procedure: str
     provider: str
     requested_model: str
@@ -128,6 +128,21 @@ class _ClaimParameters(msgspec.Struct, frozen=True, kw_only=True):
     metadata: str
     created_at: datetime.datetime
     lease_expires_at: datetime.datetime
+
+    @classmethod
+    def of(cls, claim: Claim) -> _ClaimRow:
+        return _ClaimRow(**{**msgspec.structs.asdict(claim), "metadata": msgspec.json.encode(claim.metadata).decode()})
+
+
+class _ClaimParameters(_ClaimRow, frozen=True, kw_only=True):
+    owner_check: uuid.UUID | None
+    budget_conversation_id: uuid.UUID | None
+
+
+class _ReservedClaimParameters(_ClaimRow, frozen=True, kw_only=True):
+    reserved_usd: Decimal
+    budget_ids: list[uuid.UUID]
+    budget_period_starts: list[datetime.datetime]
 
 
 _CLAIM_COLUMNS: Final = """
@@ -159,25 +174,6 @@ SELECT owned.ok AS owned, budgeted.hard AS budgeted FROM owned, budgeted
 """,
     _ClaimParameters,
 )
-
-
-class _ReservedClaimParameters(msgspec.Struct, frozen=True, kw_only=True):
-    call_id: uuid.UUID
-    user_id: uuid.UUID | None
-    conversation_id: uuid.UUID | None
-    procedure: str
-    provider: str
-    requested_model: str
-    prompt_tokens_estimate: int
-    max_output_tokens: int | None
-    metadata: str
-    created_at: datetime.datetime
-    lease_expires_at: datetime.datetime
-    reserved_usd: Decimal
-    budget_ids: list[uuid.UUID]
-    budget_period_starts: list[datetime.datetime]
-
-
 _CLAIM_RESERVED: Final = NamedStatement(
     f"""
 INSERT INTO llm_call_claims ({_CLAIM_COLUMNS}, reserved_usd, budget_ids, budget_period_starts)
@@ -187,15 +183,15 @@ VALUES ({_CLAIM_VALUES}, :reserved_usd, :budget_ids, :budget_period_starts)
 )
 # A replayed claim must not resurrect a call whose record is already written (the sweeper would count it twice
 # otherwise; it would not, as the usage row is keyed by call id, but it would log a false interruption).
-_REPLAY_CLAIM: Final = """
-INSERT INTO llm_call_claims (
-    call_id, user_id, conversation_id, procedure, provider, requested_model, prompt_tokens_estimate,
-    max_output_tokens, metadata, created_at, lease_expires_at
-)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11
-WHERE NOT EXISTS (SELECT 1 FROM ai_usage_logs WHERE call_id = $1)
+_REPLAY_CLAIM: Final = NamedStatement(
+    f"""
+INSERT INTO llm_call_claims ({_CLAIM_COLUMNS})
+SELECT {_CLAIM_VALUES}
+WHERE NOT EXISTS (SELECT 1 FROM ai_usage_logs WHERE call_id = :call_id)
 ON CONFLICT (call_id) DO NOTHING
-"""
+""",
+    _ClaimRow,
+)
 _RENEW: Final = "UPDATE llm_call_claims SET lease_expires_at = $2 WHERE call_id = $1"
 _EXPIRED: Final = """
 DELETE FROM llm_call_claims
@@ -238,22 +234,8 @@ class Ledger:
         ``BudgetExceededError``. A call without ``max_output_tokens`` is then given ``BUDGETED_MAX_OUTPUT_TOKENS``,
         so that its worst case is bounded: the claim returned says what to send.
         """
-        metadata = msgspec.json.encode(claim.metadata).decode()
-        parameters = _ClaimParameters(
-            call_id=claim.call_id,
-            user_id=claim.user_id,
-            conversation_id=claim.conversation_id,
-            owner_check=owner_check,
-            budget_conversation_id=claim.conversation_id,
-            procedure=claim.procedure,
-            provider=claim.provider,
-            requested_model=claim.requested_model,
-            prompt_tokens_estimate=claim.prompt_tokens_estimate,
-            max_output_tokens=claim.max_output_tokens,
-            metadata=metadata,
-            created_at=claim.created_at,
-            lease_expires_at=claim.lease_expires_at,
-        )
+        columns = msgspec.structs.asdict(_ClaimRow.of(claim))
+        parameters = _ClaimParameters(**columns, owner_check=owner_check, budget_conversation_id=claim.conversation_id)
         row = await self.db.fetchrow(CLAIM.sql, *CLAIM.arguments(parameters))
         assert row is not None  # the statement always returns its one row
         if not row["owned"]:
@@ -287,17 +269,7 @@ class Ledger:
                 at=claim.created_at,
             )
             reserved = _ReservedClaimParameters(
-                call_id=claim.call_id,
-                user_id=claim.user_id,
-                conversation_id=claim.conversation_id,
-                procedure=claim.procedure,
-                provider=claim.provider,
-                requested_model=claim.requested_model,
-                prompt_tokens_estimate=claim.prompt_tokens_estimate,
-                max_output_tokens=claim.max_output_tokens,
-                metadata=metadata,
-                created_at=claim.created_at,
-                lease_expires_at=claim.lease_expires_at,
+                **{**columns, "max_output_tokens": claim.max_output_tokens},
                 reserved_usd=reservation.amount_usd,
                 budget_ids=list(reservation.budget_ids),
                 budget_period_starts=list(reservation.period_starts),
@@ -307,20 +279,7 @@ class Ledger:
 
     async def replay(self, claim: Claim) -> None:
         """Write a claim the spool kept while the database was down (unless its call is recorded already)."""
-        await self.db.execute(
-            _REPLAY_CLAIM,
-            claim.call_id,
-            claim.user_id,
-            claim.conversation_id,
-            claim.procedure,
-            claim.provider,
-            claim.requested_model,
-            claim.prompt_tokens_estimate,
-            claim.max_output_tokens,
-            msgspec.json.encode(claim.metadata).decode(),
-            claim.created_at,
-            claim.lease_expires_at,
-        )
+        await self.db.execute(_REPLAY_CLAIM.sql, *_REPLAY_CLAIM.arguments(_ClaimRow.of(claim)))
 
     async def refresh(self) -> bool:
         """Learn whether any hard budget exists (``hard_budgets_exist``), for when the database goes away."""
