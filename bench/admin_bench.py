@@ -154,7 +154,8 @@ WITH per_model AS (
            sum(cost_usd) AS cost_usd, sum(calls) AS calls, sum(unpriced_calls) AS unpriced_calls,
            min(first_at) AS first_at, max(last_at) AS last_at,
            jsonb_object_agg(model, jsonb_build_object(
-               'calls', calls, 'tokens', prompt_tokens + completion_tokens, 'cost_usd', cost_usd::text)) AS distribution
+               'calls', calls, 'unpriced', unpriced_calls, 'tokens', prompt_tokens + completion_tokens,
+               'cost_usd', cost_usd::text)) AS distribution
     FROM per_model GROUP BY conversation_id
 )
 UPDATE conversations c SET

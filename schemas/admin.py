@@ -1,18 +1,23 @@
-"""Wire types of the admin procedures: what a conversation cost and why, and where the money goes.
+"""Wire types of the usage reports: the admin procedures (what a conversation cost and why, where the money goes,
+who spends it, which calls failed) and ``chat.getMyUsage`` (a user's own spend).
 
 Conventions shared by every figure here:
 
-- a time window is ``[start, end)``; ``start`` and ``end`` carry an offset (a naive time is rejected);
+- a time window is ``[start, end)``; ``start`` and ``end`` carry an offset (a naive time is rejected). The reports
+  cut into calendar buckets in a ``timeZone`` (``admin.usageByDateRange``, ``chat.getMyUsage``) also take a date
+  alone, meaning its midnight in that zone (``DateOrTime``);
 - ``costUsd`` is the exact sum over *priced* calls. A call whose model has no known price is never counted as free:
-  it adds to ``llmCalls``, ``unpricedCalls`` and the tokens, and nothing to ``costUsd``;
+  it adds to ``llmCalls``, ``unpricedCalls`` and the tokens, and nothing to ``costUsd``; a group whose calls are all
+  unpriced has a null ``costUsd`` (unknown, not zero). Lists "most expensive first" put such groups last;
 - ``llmCalls`` counts every recorded call, failed and cancelled ones included (a failed call may still have cost).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Final, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -20,6 +25,7 @@ from schemas.base import WireInput, WireOutput
 from schemas.money import Money
 from schemas.registry import Access, query
 from schemas.usage import (
+    UNKNOWN_COST,
     CallStatus,
     ConversationTotals,
     ModelName,
@@ -32,23 +38,35 @@ from schemas.usage import (
 from schemas.validation import (
     AwareDatetime,
     Cursor,
+    DateOrTime,
     InvalidInput,
     TimeZoneName,
+    check_time,
     check_time_zone,
     check_window,
     decode_cursor,
+    local_midnight,
+    resolve_date_or_time,
 )
 
 __all__ = (
     "ADMIN_PROCEDURES",
+    "DEFAULT_BUCKETS",
+    "GET_MY_USAGE",
+    "LONGEST_RANGE",
     "BucketCosts",
     "BucketRates",
     "ConversationCost",
     "ConversationCostInput",
     "DateBucket",
+    "ErrorTypeCount",
+    "FailedCalls",
+    "FailedCallsInput",
     "Granularity",
     "InvalidInput",
     "ModelUsage",
+    "MyUsage",
+    "MyUsageInput",
     "ProcedureUsage",
     "TopConversation",
     "TopConversations",
@@ -62,21 +80,42 @@ __all__ = (
     "UsageByModelInput",
     "UsageByProcedure",
     "UsageByProcedureInput",
+    "UsageByUser",
+    "UsageByUserInput",
     "UsageFigures",
     "UsageRow",
+    "UserUsage",
+    "bucket_start",
 )
 
-Granularity = Literal["day", "week", "month"]
-"""Calendar buckets in the requested time zone; weeks start on Monday (ISO 8601)."""
+Granularity = Literal["hour", "day", "week", "month"]
+"""Calendar buckets in the requested time zone; weeks start on Monday (ISO 8601). An hour is an hour of the zone's
+clock: when clocks go back, the repeated hour is two buckets (two offsets); a skipped hour has no bucket."""
 ProcedureName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
 
 LONGEST_RANGE: Final[dict[Granularity, timedelta]] = {
+    "hour": timedelta(days=45),
     "day": timedelta(days=1_100),
     "week": timedelta(days=3_660),
     "month": timedelta(days=3_660),
 }
-"""How far apart ``start`` and ``end`` of ``admin.usageByDateRange`` may be: bounds the number of buckets."""
+"""How far apart ``start`` and ``end`` may be, per granularity: bounds the number of buckets (about 1,100 hours or
+days, 520 weeks, 120 months)."""
+DEFAULT_BUCKETS: Final[dict[Granularity, int]] = {"hour": 24, "day": 30, "week": 12, "month": 12}
+"""``chat.getMyUsage`` without ``start``: this many whole buckets, the last one ending at ``end``."""
+
+_GRANULARITY: Final = (
+    "Bucket size, in `timeZone`: "
+    + ", ".join(f"`{unit}` (windows of at most {LONGEST_RANGE[unit].days:,} days)" for unit in LONGEST_RANGE)
+    + ". Weeks start on Monday. An hour follows the zone's clock: when clocks go back the repeated hour is two "
+    "buckets, a skipped hour has none."
+)
+_TIME_ZONE: Final = "IANA time zone (e.g. `Europe/Berlin`) in which hours, days, weeks and months begin; default `UTC`."
+_DATE_OR_TIME: Final = (
+    "A date alone (`2026-11-01`: its midnight in `timeZone`) or a time with an offset (`2026-11-01T09:30:00Z`); "
+    "a time without an offset is refused."
+)
 
 
 # --- figures ------------------------------------------------------------------------------------------------------
@@ -90,7 +129,7 @@ class UsageFigures(WireOutput, frozen=True, kw_only=True):
     cancelled_calls: int
     unpriced_calls: int
     tokens: TokenCounts
-    cost_usd: Annotated[Money, msgspec.Meta(description="Sum over the priced calls, USD.")]
+    cost_usd: Annotated[Money | None, msgspec.Meta(description=f"Sum over the priced calls, USD. {UNKNOWN_COST}")]
 
 
 class BucketRates(WireOutput, frozen=True, kw_only=True):
@@ -186,16 +225,24 @@ class ConversationCost(WireOutput, frozen=True, kw_only=True):
 
 
 class UsageByDateRangeInput(WireInput, frozen=True, kw_only=True):
-    """``timeZone`` (IANA, e.g. ``Europe/Berlin``) decides where a day, week or month begins."""
+    """``timeZone`` (IANA, e.g. ``Europe/Berlin``, default ``UTC``) decides where an hour, day, week or month begins,
+    and which midnight a date alone means."""
 
-    start: AwareDatetime
-    end: AwareDatetime
-    granularity: Granularity
-    time_zone: TimeZoneName
+    start: Annotated[DateOrTime, msgspec.Meta(description=_DATE_OR_TIME)]
+    end: Annotated[DateOrTime, msgspec.Meta(description=_DATE_OR_TIME)]
+    granularity: Annotated[Granularity, msgspec.Meta(description=_GRANULARITY)]
+    time_zone: Annotated[TimeZoneName, msgspec.Meta(description=_TIME_ZONE)] = "UTC"
 
     def __post_init__(self) -> None:
-        check_window(self.start, self.end, longest=LONGEST_RANGE[self.granularity])
         check_time_zone(self.time_zone)
+        check_window(*self.bounds(), longest=LONGEST_RANGE[self.granularity])
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """``start`` and ``end`` as times (a date is its midnight in ``timeZone``)."""
+        return (
+            resolve_date_or_time(self.start, self.time_zone, "start"),
+            resolve_date_or_time(self.end, self.time_zone, "end"),
+        )
 
 
 class DateBucket(UsageFigures, frozen=True, kw_only=True):
@@ -206,7 +253,8 @@ class DateBucket(UsageFigures, frozen=True, kw_only=True):
 
 
 class UsageByDateRange(WireOutput, frozen=True, kw_only=True):
-    """Every bucket of the window, empty ones included (with zeros), oldest first; ``overall`` sums them."""
+    """Every bucket of the window, empty ones included (with zeros), oldest first; ``overall`` sums them. ``start``
+    and ``end`` are the window's bounds as times."""
 
     start: datetime
     end: datetime
@@ -231,7 +279,7 @@ class ModelUsage(UsageFigures, frozen=True, kw_only=True):
 
 
 class UsageByModel(WireOutput, frozen=True, kw_only=True):
-    """Per reported model, most expensive first."""
+    """Per reported model, most expensive first (models whose calls were all unpriced last, by calls)."""
 
     start: datetime | None
     end: datetime | None
@@ -243,7 +291,7 @@ class UsageByProcedureInput(_Window, frozen=True, kw_only=True):
 
 
 class UsageByProcedure(WireOutput, frozen=True, kw_only=True):
-    """Per procedure, most expensive first."""
+    """Per procedure, most expensive first (procedures whose calls were all unpriced last, by calls)."""
 
     start: datetime | None
     end: datetime | None
@@ -314,6 +362,145 @@ class UnpricedCalls(WireOutput, frozen=True, kw_only=True):
     next_cursor: str | None
 
 
+# --- admin.usageByUser --------------------------------------------------------------------------------------------
+
+
+class UsageByUserInput(_Window, frozen=True, kw_only=True):
+    """``userId`` narrows to one user; ``limit`` bounds the users listed (the most expensive ones)."""
+
+    user_id: uuid.UUID | None = None
+    limit: PageLimit = 50
+
+
+class UserUsage(UsageFigures, frozen=True, kw_only=True):
+    """One user's calls, in conversations and outside them. ``userId`` is null for calls recorded without a user;
+    ``name`` is null when no user has that id (any more)."""
+
+    user_id: uuid.UUID | None
+    name: str | None
+
+
+class UsageByUser(WireOutput, frozen=True, kw_only=True):
+    """Per user who made calls in the window, most expensive first (users whose calls were all unpriced last)."""
+
+    start: datetime | None
+    end: datetime | None
+    users: list[UserUsage]
+
+
+# --- admin.failedCalls --------------------------------------------------------------------------------------------
+
+
+class FailedCallsInput(_Window, frozen=True, kw_only=True):
+    """``limit`` and ``cursor`` page the calls, newest first; ``procedure`` and ``model`` (as reported) narrow both
+    the rows and the counts."""
+
+    limit: PageLimit = 50
+    cursor: Cursor | None = None
+    procedure: ProcedureName | None = None
+    model: ModelName | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cursor is not None:
+            decode_cursor(self.cursor)
+
+
+class ErrorTypeCount(WireOutput, frozen=True, kw_only=True):
+    """How many calls failed (``error``) or were abandoned (``cancelled``) with one ``errorType``, and when last."""
+
+    status: CallStatus
+    error_type: str | None
+    llm_calls: int
+    last_at: datetime
+
+
+class FailedCalls(WireOutput, frozen=True, kw_only=True):
+    """Calls with status ``error`` or ``cancelled``: counted by error type (most frequent first) and listed newest
+    first. A failed call may still have cost: its row says so."""
+
+    start: datetime | None
+    end: datetime | None
+    error_calls: int
+    cancelled_calls: int
+    error_types: list[ErrorTypeCount]
+    rows: list[UsageRow]
+    next_cursor: str | None
+
+
+# --- chat.getMyUsage ----------------------------------------------------------------------------------------------
+
+
+class MyUsageInput(WireInput, frozen=True, kw_only=True):
+    """Every field is optional: without ``end`` the window ends with the current bucket (today, for days); without
+    ``start`` it holds whole buckets up to ``end``: 24 hours, 30 days, 12 weeks or 12 months."""
+
+    start: Annotated[DateOrTime | None, msgspec.Meta(description=_DATE_OR_TIME)] = None
+    end: Annotated[DateOrTime | None, msgspec.Meta(description=_DATE_OR_TIME)] = None
+    granularity: Annotated[Granularity, msgspec.Meta(description=_GRANULARITY)] = "day"
+    time_zone: Annotated[TimeZoneName, msgspec.Meta(description=_TIME_ZONE)] = "UTC"
+
+    def __post_init__(self) -> None:
+        check_time_zone(self.time_zone)
+        start = None if self.start is None else resolve_date_or_time(self.start, self.time_zone, "start")
+        end = None if self.end is None else resolve_date_or_time(self.end, self.time_zone, "end")
+        if start is not None and end is not None:
+            check_window(start, end, longest=LONGEST_RANGE[self.granularity])
+        else:
+            check_window(start, end)
+
+    def bounds(self, now: datetime) -> tuple[datetime, datetime]:
+        """``start`` and ``end`` as times, defaults filled in from ``now``. Raises ``InvalidInput`` when the window
+        this makes is empty or too long."""
+        if self.end is None:
+            end = bucket_start(now, self.granularity, self.time_zone, 1)
+        else:
+            end = resolve_date_or_time(self.end, self.time_zone, "end")
+        check_time(end, "end")
+        if self.start is None:
+            last = end - timedelta(microseconds=1)
+            start = bucket_start(last, self.granularity, self.time_zone, 1 - DEFAULT_BUCKETS[self.granularity])
+        else:
+            start = resolve_date_or_time(self.start, self.time_zone, "start")
+        check_window(start, end, longest=LONGEST_RANGE[self.granularity])
+        return start, end
+
+
+def bucket_start(moment: datetime, granularity: Granularity, time_zone: str, offset: int = 0) -> datetime:
+    """The start of the bucket ``offset`` buckets after (before, if negative) the one that holds ``moment``.
+
+    Days, weeks and months are the zone's calendar ones; hours are absolute hours aligned on the zone's clock at
+    ``moment``."""
+    local = moment.astimezone(ZoneInfo(time_zone))
+    if granularity == "hour":
+        into_hour = timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+        return moment - into_hour + timedelta(hours=offset)
+    day = local.date()
+    if granularity == "day":
+        first = day + timedelta(days=offset)
+    elif granularity == "week":
+        first = day - timedelta(days=day.weekday()) + timedelta(weeks=offset)
+    else:
+        months = day.year * 12 + day.month - 1 + offset
+        first = date(months // 12, months % 12 + 1, 1)
+    return local_midnight(first, time_zone)
+
+
+class MyUsage(WireOutput, frozen=True, kw_only=True):
+    """The caller's own calls, in conversations and outside them (``chat.executeAction`` and
+    ``chat.summarizeEmail`` without a conversation included): every bucket of the window oldest first (empty ones
+    at zero), per reported model most expensive first, and ``overall``. ``start`` and ``end`` are the window as
+    used, defaults filled in."""
+
+    start: datetime
+    end: datetime
+    granularity: Granularity
+    time_zone: str
+    buckets: list[DateBucket]
+    models: list[ModelUsage]
+    overall: UsageFigures
+
+
 GET_CONVERSATION_COST = query(
     "admin.getConversationCost",
     ConversationCostInput,
@@ -326,7 +513,7 @@ USAGE_BY_DATE_RANGE = query(
     UsageByDateRangeInput,
     UsageByDateRange,
     Access.ADMIN,
-    "Calls, tokens and cost per day, week or month of a window, in an explicit time zone.",
+    "Calls, tokens and cost per hour, day, week or month of a window, in a time zone (default UTC).",
 )
 USAGE_BY_MODEL = query(
     "admin.usageByModel",
@@ -349,6 +536,27 @@ TOP_CONVERSATIONS_BY_COST = query(
     Access.ADMIN,
     "The most expensive conversations, all time or within a window, with owner and last activity.",
 )
+USAGE_BY_USER = query(
+    "admin.usageByUser",
+    UsageByUserInput,
+    UsageByUser,
+    Access.ADMIN,
+    "Calls, tokens and cost per user, most expensive first, optionally within a window or for one user.",
+)
+FAILED_CALLS = query(
+    "admin.failedCalls",
+    FailedCallsInput,
+    FailedCalls,
+    Access.ADMIN,
+    "Calls that failed or were cancelled, counted by error type and listed newest first (paged).",
+)
+GET_MY_USAGE = query(
+    "chat.getMyUsage",
+    MyUsageInput,
+    MyUsage,
+    Access.USER,
+    "The caller's own calls, tokens and cost per hour, day, week or month and per model, in and outside conversations.",
+)
 UNPRICED_CALLS = query(
     "admin.unpricedCalls",
     UnpricedCallsInput,
@@ -364,4 +572,6 @@ ADMIN_PROCEDURES: Final = (
     USAGE_BY_PROCEDURE,
     TOP_CONVERSATIONS_BY_COST,
     UNPRICED_CALLS,
+    USAGE_BY_USER,
+    FAILED_CALLS,
 )

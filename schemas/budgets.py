@@ -22,6 +22,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from schemas.base import WireInput, WireOutput
+from schemas.idempotency import FromIdempotentCache, IdempotencyKey
 from schemas.money import Money
 from schemas.registry import Access, mutation, query
 from schemas.validation import Cursor, InvalidInput, decode_cursor
@@ -40,6 +41,7 @@ __all__ = (
     "AlertThreshold",
     "Budget",
     "BudgetAlert",
+    "BudgetChange",
     "BudgetList",
     "BudgetPeriod",
     "BudgetScope",
@@ -110,6 +112,7 @@ class SetBudgetInput(WireInput, frozen=True, kw_only=True):
             description="Fractions of the limit (above 0, at most 10) that alert once per period; default 0.5, 0.8, 1.",
         ),
     ] = msgspec.field(default_factory=lambda: list(DEFAULT_ALERT_THRESHOLDS))
+    idempotency_key: IdempotencyKey | None = None
 
     def __post_init__(self) -> None:
         _check_subject(self.scope, self.subject_id, required=True)
@@ -120,6 +123,7 @@ class DeleteBudgetInput(WireInput, frozen=True, kw_only=True):
     """The budget goes with its spend per period; its alerts are kept."""
 
     budget_id: uuid.UUID
+    idempotency_key: IdempotencyKey | None = None
 
 
 class ListBudgetsInput(WireInput, frozen=True, kw_only=True):
@@ -151,6 +155,12 @@ class Budget(WireOutput, frozen=True, kw_only=True):
         Money, msgspec.Meta(description="The worst-case cost of calls admitted and still running, USD.")
     ]
     remaining_usd: Annotated[Money, msgspec.Meta(description="limitUsd - spentUsd - reservedUsd, never below 0, USD.")]
+
+
+class BudgetChange(Budget, frozen=True, kw_only=True):
+    """A budget as ``admin.setBudget`` left it or ``admin.deleteBudget`` found it."""
+
+    from_idempotent_cache: FromIdempotentCache = False
 
 
 class BudgetList(WireOutput, frozen=True, kw_only=True):
@@ -217,7 +227,7 @@ class AlertList(WireOutput, frozen=True, kw_only=True):
 SET_BUDGET = mutation(
     "admin.setBudget",
     SetBudgetInput,
-    Budget,
+    BudgetChange,
     Access.ADMIN,
     "Create the budget of (scope, subjectId, period) or change its limit, hardness and thresholds; the current "
     "period's spend is kept.",
@@ -225,7 +235,7 @@ SET_BUDGET = mutation(
 DELETE_BUDGET = mutation(
     "admin.deleteBudget",
     DeleteBudgetInput,
-    Budget,
+    BudgetChange,
     Access.ADMIN,
     "Delete a budget; returns it as it stood. Its alerts are kept.",
 )

@@ -8,6 +8,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from schemas.base import WireInput, WireOutput
+from schemas.idempotency import FromIdempotentCache, IdempotencyKey
 from schemas.money import Money
 from schemas.registry import Access, mutation, one_of, subscription
 from schemas.usage import ConversationTotals, ModelName, PricingStatus, Provider, Usage
@@ -32,6 +33,7 @@ class LLMCallOutput(WireOutput, frozen=True, kw_only=True):
     llm_calls: int = 1
     conversation_id: uuid.UUID | None = None
     conversation: ConversationTotals | None = None
+    from_idempotent_cache: FromIdempotentCache = False
 
 
 class SendMessageInput(WireInput, frozen=True, kw_only=True):
@@ -41,6 +43,7 @@ class SendMessageInput(WireInput, frozen=True, kw_only=True):
     system_prompt: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
     max_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
+    idempotency_key: IdempotencyKey | None = None
 
 
 STREAM_MESSAGE_MAX_LENGTH: Final = 4_000
@@ -116,6 +119,7 @@ class ExecuteActionInput(WireInput, frozen=True, kw_only=True):
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=50_000, description="The text to act on.")]
     conversation_id: uuid.UUID | None = None
     model: ModelName | None = None
+    idempotency_key: IdempotencyKey | None = None
 
 
 class DraftReplyResult(WireOutput, frozen=True, kw_only=True, tag="draft_reply", tag_field="type"):
@@ -159,6 +163,7 @@ class SummarizeEmailInput(WireInput, frozen=True, kw_only=True):
     max_words: Annotated[int, msgspec.Meta(ge=10, le=1_000)] = 120
     conversation_id: uuid.UUID | None = None
     model: ModelName | None = None
+    idempotency_key: IdempotencyKey | None = None
 
 
 class SummarizeEmailOutput(LLMCallOutput, frozen=True, kw_only=True):

@@ -19,6 +19,7 @@ APP_REGISTRY: Final = Registry(
         conversations.LIST_CONVERSATIONS,
         conversations.GET_CONVERSATION,
         budgets.GET_BUDGET_STATUS,
+        admin.GET_MY_USAGE,
         *admin.ADMIN_PROCEDURES,
         *budgets.ADMIN_BUDGET_PROCEDURES,
     )

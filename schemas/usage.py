@@ -9,6 +9,9 @@
   that ``output`` counts.
 - ``llmCalls`` counts model calls; ``errorCalls``, ``cancelledCalls`` and ``unpricedCalls`` count the ones that
   failed, were abandoned, or had no known price.
+- A sum of costs over a group of calls (a conversation, a model, a day...) adds the priced calls' costs; when every
+  call of the group is unpriced it is null, not ``"0"``: nothing is known about what they cost (``UNKNOWN_COST``).
+  A group without calls costs ``"0"``.
 - ``estimated`` is true when a figure is an estimate because the provider never reported usage.
 - Money is ``Money`` (``schemas.money``), in fields ending in ``Usd``; ids end in ``Id``; a tagged union's tag is
   ``type``.
@@ -16,7 +19,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -24,6 +27,7 @@ from schemas.base import WireOutput
 from schemas.money import Money
 
 __all__ = (
+    "UNKNOWN_COST",
     "CallStatus",
     "ConversationTotals",
     "ModelName",
@@ -33,6 +37,7 @@ __all__ = (
     "ReportedTokens",
     "TokenCounts",
     "Usage",
+    "group_cost",
 )
 
 Provider = Literal["openai", "anthropic", "gemini"]
@@ -40,6 +45,7 @@ PricingStatus = Literal["priced", "unpriced"]
 """``unpriced``: the model had no known price when the call was made; its cost is null, never zero."""
 CallStatus = Literal["ok", "error", "cancelled"]
 """``ok``: the model answered; ``error``: it failed (it may still have billed); ``cancelled``: the caller left."""
+UNKNOWN_COST: Final = "Null when every call counted is unpriced: their cost is unknown, not zero."
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 
 
@@ -83,16 +89,26 @@ class ConversationTotals(WireOutput, frozen=True, kw_only=True):
     total_prompt_tokens: Annotated[int, msgspec.Meta(description="Sum of the calls' `prompt` tokens.")]
     total_output_tokens: Annotated[int, msgspec.Meta(description="Sum of the calls' `output` tokens.")]
     total_tokens_used: Annotated[int, msgspec.Meta(description="totalPromptTokens + totalOutputTokens.")]
-    total_cost_usd: Annotated[Money, msgspec.Meta(description="Sum of the priced calls' costs, USD.")]
+    total_cost_usd: Annotated[
+        Money | None, msgspec.Meta(description=f"Sum of the priced calls' costs, USD. {UNKNOWN_COST}")
+    ]
     llm_calls: int
     unpriced_calls: int
 
 
 class ModelShare(WireOutput, frozen=True, kw_only=True):
     """One model's part of a conversation's totals. ``totalCostUsd`` counts priced calls only: an unpriced call adds
-    calls and tokens but no cost."""
+    calls and tokens but no cost (and when all of them are unpriced, it is null)."""
 
     model: str
     llm_calls: int
+    unpriced_calls: int
     total_tokens_used: Annotated[int, msgspec.Meta(description="prompt + output tokens of this model's calls.")]
-    total_cost_usd: Money
+    total_cost_usd: Annotated[
+        Money | None, msgspec.Meta(description=f"Sum of the priced calls' costs, USD. {UNKNOWN_COST}")
+    ]
+
+
+def group_cost(cost_usd: Money, llm_calls: int, unpriced_calls: int) -> Money | None:
+    """A group's ``costUsd`` from the sum over its priced calls: null when it has calls and all are unpriced."""
+    return None if llm_calls > 0 and unpriced_calls == llm_calls else cost_usd

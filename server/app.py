@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -18,8 +19,11 @@ from server.auth import DatabaseAuthenticator
 from server.budgets.alerts import AlertDeliverer
 from server.database import Database
 from server.errors import DatabaseUnavailableError
+from server.idempotency import PRUNE_INTERVAL_SECONDS, IdempotencyKeys
 from server.llm.core import LLMCore
+from server.llm.ledger import LeasePolicy
 from server.llm.pricing import PriceCatalogue
+from server.llm.routing import provider_for_model
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
 from server.procedures.system import SystemController, service_version
@@ -57,12 +61,48 @@ async def _sweep_forever(llm: LLMCore, interval_seconds: float) -> None:
         await asyncio.sleep(interval_seconds)
 
 
+async def _prune_forever(keys: IdempotencyKeys, interval_seconds: float) -> None:
+    """Delete idempotency keys kept past their time, at start-up and every ``interval_seconds``."""
+    while True:
+        try:
+            await keys.prune()
+        except DatabaseUnavailableError:
+            pass  # logged once by the database; the next pass retries
+        except Exception:
+            logger.exception("idempotency key pruning failed; will retry")
+        await asyncio.sleep(interval_seconds)
+
+
+def _check_default_model(settings: Settings, catalogue: PriceCatalogue) -> None:
+    """Warn at start-up of a ``DEFAULT_MODEL`` whose calls would fail or go unpriced (``Settings`` made sure it
+    routes to a provider)."""
+    model = settings.default_model
+    provider = provider_for_model(model)
+    configured = {"openai": settings.openai, "anthropic": settings.anthropic, "gemini": settings.gemini}[provider]
+    if configured.api_key is None and not settings.offline:
+        logger.warning(
+            "DEFAULT_MODEL %r is served by %s, which is not configured (%s_API_KEY is not set): every call that names "
+            "no model will fail",
+            model,
+            provider,
+            provider.upper(),
+        )
+    if not catalogue.is_priced(provider, model, datetime.datetime.now(datetime.UTC)):
+        catalogue.warn_unpriced(provider, model, setting="DEFAULT_MODEL")
+
+
 def create_app(settings: Settings | None = None, db: Database | None = None) -> Litestar:
     """Build the service on ``db`` (default: ``piccolo_conf.DB``'s). With no provider key configured, the built-in
     simulator answers every model call."""
     settings = settings or get_settings()
     db = db or Database.from_piccolo_conf()
     catalogue = PriceCatalogue.load(settings.price_file)  # here, not in the lifespan: a bad PRICE_FILE fails at once
+    _check_default_model(settings, catalogue)
+    idempotency_keys = IdempotencyKeys(
+        db,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+        lease=LeasePolicy.from_settings(settings),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -87,13 +127,14 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             deliverer = AlertDeliverer.from_settings(settings, db)
             stack.push_async_callback(deliverer.aclose)
             alerts = asyncio.create_task(deliverer.run_forever())
+            pruner = asyncio.create_task(_prune_forever(idempotency_keys, PRUNE_INTERVAL_SECONDS))
             # Everything built so far (SDK clients, pydantic models, price tables) lives as long as the process: keep
             # it out of the collector's scans. Measured: p99 at concurrency 16 went from 131 ms to 50 ms.
             gc.freeze()
             try:
                 yield
             finally:
-                for task in (replayer, sweeper, alerts):
+                for task in (replayer, sweeper, alerts, pruner):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -103,6 +144,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         APP_REGISTRY,
         DatabaseAuthenticator(db),
         RpcConfig(max_batch_size=settings.max_batch_size, max_body_bytes=settings.max_body_bytes, debug=settings.debug),
+        idempotency_keys,
     )
     return Litestar(
         route_handlers=[healthz, rpc],

@@ -25,6 +25,7 @@ import msgspec
 
 from server.database import Database, check_connection, database_url
 from server.errors import DatabaseUnavailableError
+from server.llm.sdk_warnings import route_sdk_warnings
 from server.migrations import MigrationError, MigrationsApplied, migrate_forwards
 from server.settings import ProviderSettings, Settings, SettingsError, get_settings
 
@@ -46,9 +47,11 @@ SDK_BASE_URLS: Final = {"openai": "https://api.openai.com/v1", "anthropic": "htt
 
 
 def configure_logging(level: str) -> None:
+    """The process's logging, once: ``level`` for ours, WARNING for the chatty libraries', the SDKs' warnings too."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    route_sdk_warnings()
 
 
 def build_parser() -> argparse.ArgumentParser:

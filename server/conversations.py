@@ -10,6 +10,7 @@ request.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Literal
 
@@ -23,20 +24,21 @@ from schemas.conversations import (
     ConversationSummary,
 )
 from schemas.money import Money
-from schemas.usage import ConversationTotals, ModelShare
+from schemas.usage import ConversationTotals, ModelShare, group_cost
 from schemas.validation import InvalidInput, Position, decode_cursor, encode_cursor
 from server.database import Database
 from server.errors import ConversationNotFoundError
 
 __all__ = (
     "CONVERSATION_COLUMNS",
+    "History",
     "StoredShare",
     "distribution_decoder",
     "ensure_owned",
     "get_conversation",
     "list_conversations",
     "model_shares",
-    "recent_messages",
+    "recent_history",
     "totals_from_row",
 )
 
@@ -83,14 +85,21 @@ WHERE conversation = $1 AND (created_at, id) < ($3, $4)
 ORDER BY created_at DESC, id DESC
 LIMIT $2
 """
-# One row with NULLs for an owned conversation without messages, none for a missing or foreign one.
+# One row with NULLs for an owned conversation without messages, none for a missing or foreign one. Every row also
+# carries the model that wrote the last reply: the newest usage row with a message, found backwards along the index
+# ai_usage_logs_conversation_created (a failed call or an action in between is a row or two more to step over).
 _HISTORY: Final = """
-SELECT m.role, m.content
+SELECT m.role, m.content, reply.requested_model AS model
 FROM conversations c
 LEFT JOIN LATERAL (
     SELECT role, content, created_at FROM messages
     WHERE conversation = c.id ORDER BY created_at DESC LIMIT $3
 ) m ON true
+LEFT JOIN LATERAL (
+    SELECT requested_model FROM ai_usage_logs
+    WHERE conversation_id = c.id AND status = 'ok' AND message_id IS NOT NULL
+    ORDER BY created_at DESC, id DESC LIMIT 1
+) reply ON true
 WHERE c.id = $1 AND c.owner = $2
 ORDER BY m.created_at
 """
@@ -99,10 +108,22 @@ _OWNED: Final = "SELECT 1 FROM conversations WHERE id = $1 AND owner = $2"
 Role = Literal["user", "assistant", "system"]
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a follow-up in a conversation needs: its latest messages and the model it has been answered by."""
+
+    messages: list[tuple[Role, str]]
+    """``(role, content)``, oldest first."""
+    model: str | None
+    """The model the call that wrote the last reply asked for (not the snapshot the provider reported, which may
+    route nowhere); None when no usage row says (``ENABLE_USAGE_LOGGING=false``)."""
+
+
 class StoredShare(msgspec.Struct, frozen=True, kw_only=True):
     """One model's entry in a conversation's stored ``model_distribution`` JSON."""
 
     calls: int = 0
+    unpriced: int = 0
     tokens: int = 0
     cost_usd: Decimal = Decimal(0)
 
@@ -111,17 +132,19 @@ distribution_decoder: Final = msgspec.json.Decoder(dict[str, StoredShare])
 
 
 def model_shares(model_distribution: str) -> list[ModelShare]:
-    """The stored ``model_distribution`` JSON as wire Structs, most expensive model first."""
+    """The stored ``model_distribution`` JSON as wire Structs, most expensive model first (models whose calls were
+    all unpriced last, by calls)."""
     shares = [
         ModelShare(
             model=model,
             llm_calls=share.calls,
+            unpriced_calls=share.unpriced,
             total_tokens_used=share.tokens,
-            total_cost_usd=Money(share.cost_usd),
+            total_cost_usd=group_cost(Money(share.cost_usd), share.calls, share.unpriced),
         )
         for model, share in distribution_decoder.decode(model_distribution).items()
     ]
-    shares.sort(key=lambda s: (-s.total_cost_usd, -s.llm_calls, s.model))
+    shares.sort(key=lambda s: (s.total_cost_usd is None, -(s.total_cost_usd or 0), -s.llm_calls, s.model))
     return shares
 
 
@@ -131,7 +154,7 @@ def totals_from_row(row: asyncpg.Record) -> ConversationTotals:
         total_prompt_tokens=row["total_prompt_tokens"],
         total_output_tokens=row["total_completion_tokens"],  # the column sums the output bucket (DESIGN's name)
         total_tokens_used=row["total_tokens_used"],
-        total_cost_usd=row["total_cost_usd"],
+        total_cost_usd=group_cost(row["total_cost_usd"], row["llm_calls"], row["unpriced_calls"]),
         llm_calls=row["llm_calls"],
         unpriced_calls=row["unpriced_calls"],
     )
@@ -210,18 +233,19 @@ async def get_conversation(
     )
 
 
-async def recent_messages(
-    db: Database, conversation_id: uuid.UUID, user_id: uuid.UUID, *, limit: int
-) -> list[tuple[Role, str]]:
-    """The latest ``limit`` messages of one of the caller's conversations as ``(role, content)``, oldest first.
+async def recent_history(db: Database, conversation_id: uuid.UUID, user_id: uuid.UUID, *, limit: int) -> History:
+    """The latest ``limit`` messages of one of the caller's conversations, and the model of its last reply.
 
-    One statement checks the owner and reads the messages. Raises ``ConversationNotFoundError`` when no conversation
-    with this id belongs to ``user_id``.
+    One statement checks the owner, reads the messages and the model. Raises ``ConversationNotFoundError`` when no
+    conversation with this id belongs to ``user_id``.
     """
     rows = await db.fetch(_HISTORY, conversation_id, user_id, limit)
     if not rows:
         raise ConversationNotFoundError(conversation_id)
-    return [(row["role"], row["content"]) for row in rows if row["role"] is not None]
+    return History(
+        messages=[(row["role"], row["content"]) for row in rows if row["role"] is not None],
+        model=rows[0]["model"],
+    )
 
 
 async def ensure_owned(db: Database, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:

@@ -47,11 +47,7 @@ def build_services(
     """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator."""
     catalogue = catalogue or PriceCatalogue.load(settings.price_file)
     recorder = UsageRecorder(db, enabled=settings.enable_usage_logging)
-    lease = LeasePolicy(
-        timeout_seconds=settings.provider_timeout_seconds,
-        retries=settings.provider_max_retries,
-        margin_seconds=settings.claim_lease_margin_seconds,
-    )
+    lease = LeasePolicy.from_settings(settings)
     llm = LLMCore(
         providers=ProviderSet.from_settings(settings, simulator_origin=simulator_origin),
         catalogue=catalogue,

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
+from server.llm.routing import MODEL_FAMILIES, model_family
+
 DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta/openai/"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -58,6 +60,7 @@ class Settings:
     database_pool_size: int = 20
     claim_lease_margin_seconds: float = 30.0
     claim_sweep_interval_seconds: float = 30.0
+    idempotency_ttl_seconds: float = 86_400.0
     max_batch_size: int = 16
     max_body_bytes: int = 1_048_576
     cors_origins: tuple[str, ...] = ()
@@ -91,13 +94,14 @@ class Settings:
             gemini=ProviderSettings(
                 reader.text("GEMINI_API_KEY"), reader.url("GEMINI_BASE_URL") or DEFAULT_GEMINI_BASE_URL
             ),
-            default_model=reader.text("DEFAULT_MODEL") or "gpt-4o-mini",
+            default_model=reader.model("DEFAULT_MODEL", "gpt-4o-mini"),
             price_file=reader.existing_file("PRICE_FILE"),
             provider_timeout_seconds=reader.number("PROVIDER_TIMEOUT_SECONDS", 60.0, low=0.1, high=3600.0),
             provider_max_retries=reader.integer("PROVIDER_MAX_RETRIES", 2, low=0, high=10),
             database_pool_size=reader.integer("DATABASE_POOL_SIZE", 20, low=2, high=1000),
             claim_lease_margin_seconds=reader.number("CLAIM_LEASE_MARGIN_SECONDS", 30.0, low=0.0, high=86_400.0),
             claim_sweep_interval_seconds=reader.number("CLAIM_SWEEP_INTERVAL_SECONDS", 30.0, low=0.05, high=86_400.0),
+            idempotency_ttl_seconds=reader.number("IDEMPOTENCY_TTL_SECONDS", 86_400.0, low=1.0, high=31_536_000.0),
             max_batch_size=reader.integer("MAX_BATCH_SIZE", 16, low=1, high=1000),
             max_body_bytes=reader.integer("MAX_BODY_BYTES", 1_048_576, low=1024, high=1 << 30),
             cors_origins=reader.items("CORS_ORIGINS"),
@@ -175,6 +179,15 @@ class _Reader:
         if raw is not None and not raw.startswith(("http://", "https://")):
             got = "" if secret else f", got {raw!r}"
             raise SettingsError(f"{name} must be an http:// or https:// URL{got}")
+        return raw
+
+    def model(self, name: str, default: str) -> str:
+        """A model name that routes to a provider: one that does not would fail every call that names no model."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if model_family(raw) is None:
+            raise SettingsError(f"{name} must be a model of a known family: {MODEL_FAMILIES}; got {raw!r}")
         return raw
 
     def existing_file(self, name: str) -> Path | None:

@@ -49,6 +49,7 @@ TABLES = (
     "budgets",
     "budget_periods",
     "budget_alerts",
+    "idempotency_keys",
 )
 
 _admin_url: str | None = None

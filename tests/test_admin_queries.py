@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
+from schemas import codec
 from schemas.admin import (
     ConversationCostInput,
     TopConversationsInput,
@@ -40,11 +41,19 @@ from tests.usage_records import UNPRICED_MODEL, new_user, record_call, tokens
 pytestmark = pytest.mark.usefixtures("db")
 
 BERLIN = ZoneInfo("Europe/Berlin")
+_DATE_RANGE = codec.decoder(UsageByDateRangeInput)
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 
 
 def _cost(records: Sequence[UsageRecord]) -> Decimal:
     return sum((r.priced.total_cost for r in records if r.priced.total_cost is not None), Decimal(0))
+
+
+def _group_cost(records: Sequence[UsageRecord]) -> Decimal | None:
+    """What a report shows as the cost of ``records``: null when there are some and all are unpriced."""
+    if records and all(r.priced.status == "unpriced" for r in records):
+        return None
+    return _cost(records)
 
 
 def _assert_figures(figures: UsageFigures, records: Sequence[UsageRecord]) -> None:
@@ -60,7 +69,7 @@ def _assert_figures(figures: UsageFigures, records: Sequence[UsageRecord]) -> No
     assert figures.tokens.output == sum(r.usage.output for r in records)
     assert figures.tokens.prompt == sum(r.usage.prompt_total for r in records)
     assert figures.tokens.total == sum(r.usage.prompt_total + r.usage.output for r in records)
-    assert figures.cost_usd == _cost(records)
+    assert figures.cost_usd == _group_cost(records)
 
 
 # --- admin.getConversationCost ------------------------------------------------------------------------------------
@@ -107,8 +116,9 @@ async def test_conversation_cost_explains_its_totals_by_model_and_procedure() ->
     assert shares["gpt-4o"].llm_calls == 2
     assert shares["gpt-4o"].total_cost_usd == Decimal("0.0045")
     assert shares["claude-sonnet-4-5"].total_tokens_used == 3_900
-    assert shares[UNPRICED_MODEL].llm_calls == 1
-    assert shares[UNPRICED_MODEL].total_cost_usd == 0
+    assert (shares[UNPRICED_MODEL].llm_calls, shares[UNPRICED_MODEL].unpriced_calls) == (1, 1)
+    assert shares[UNPRICED_MODEL].total_cost_usd is None  # unknown, not free
+    assert (shares["gpt-4o"].unpriced_calls, shares["gpt-4o"].total_cost_usd) == (0, Decimal("0.0045"))
     by_procedure = {usage.procedure: usage for usage in cost.by_procedure}
     _assert_figures(by_procedure["chat.sendMessage"], [records[0], *records[2:]])
     _assert_figures(by_procedure["chat.executeAction"], [records[1]])
@@ -248,7 +258,7 @@ async def test_unpriced_calls_are_counted_apart_and_never_as_zero_cost() -> None
     assert report.overall.tokens.total == 2 * 1_200
     models = {m.model: m for m in by_model.models}
     assert models[UNPRICED_MODEL].unpriced_calls == 1
-    assert models[UNPRICED_MODEL].cost_usd == 0
+    assert models[UNPRICED_MODEL].cost_usd is None
     _assert_figures(models[UNPRICED_MODEL], [unpriced])
     _assert_figures(models["gpt-4o"], [priced])
 
@@ -474,7 +484,7 @@ async def test_dashboard_views_sum_the_usage_rows() -> None:
     ]
     assert daily[0]["cost_usd"] == records[0].priced.total_cost
     assert [(r["model"], r["calls"], r["cost_usd"]) for r in by_model] == [
-        (UNPRICED_MODEL, 1, 0),
+        (UNPRICED_MODEL, 1, None),
         ("gpt-4o", 2, _cost(records)),
     ]
     assert [(r["calls"], r["ok_calls"]) for r in calls] == [(2, 2), (1, 1)]
@@ -499,17 +509,15 @@ def test_time_zones_must_be_iana_names() -> None:
         UsageByDateRangeInput(start=T0, end=T0 + timedelta(days=1), granularity="day", time_zone="Mars/Olympus")
     assert raised.value.field == "timeZone"
     with pytest.raises(msgspec.ValidationError, match="timeZone"):
-        msgspec.json.decode(
-            b'{"start":"2026-03-01T00:00:00Z","end":"2026-03-02T00:00:00Z","granularity":"day","timeZone":"localtime"}',
-            type=UsageByDateRangeInput,
+        _DATE_RANGE.decode(
+            b'{"start":"2026-03-01T00:00:00Z","end":"2026-03-02T00:00:00Z","granularity":"day","timeZone":"localtime"}'
         )
 
 
 def test_times_without_an_offset_are_rejected() -> None:
-    with pytest.raises(msgspec.ValidationError, match="timezone"):
-        msgspec.json.decode(
-            b'{"start":"2026-03-01T00:00:00","end":"2026-03-02T00:00:00Z","granularity":"day","timeZone":"UTC"}',
-            type=UsageByDateRangeInput,
+    with pytest.raises(msgspec.ValidationError, match="needs an offset"):
+        _DATE_RANGE.decode(
+            b'{"start":"2026-03-01T00:00:00","end":"2026-03-02T00:00:00Z","granularity":"day","timeZone":"UTC"}'
         )
 
 
@@ -564,9 +572,8 @@ def test_date_range_times_out_of_range_are_rejected_naming_the_field(value: str)
     usual = "2026-01-01T00:00:00Z"
     for field, window in [("start", {"start": value, "end": usual}), ("end", {"start": usual, "end": value})]:
         with pytest.raises(msgspec.ValidationError, match=f"`{field}` must be a time in the years 1970 to 9000"):
-            msgspec.json.decode(
-                msgspec.json.encode({**window, "granularity": "month", "timeZone": "Pacific/Kiritimati"}),
-                type=UsageByDateRangeInput,
+            _DATE_RANGE.decode(
+                msgspec.json.encode({**window, "granularity": "month", "timeZone": "Pacific/Kiritimati"})
             )
 
 

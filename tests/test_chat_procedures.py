@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +18,14 @@ from schemas.chat import (
     ExecuteActionInput,
     ExtractTasksResult,
     SendMessageInput,
+    StreamMessageDone,
+    StreamMessageInput,
     SummarizeEmailInput,
 )
+from server.settings import Settings
 from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import NewUser, create_user
-from tests.conftest import ServedApp, fetch_rows
+from tests.conftest import ServedApp, fetch_rows, serve_app, simulator_env
 from tollbooth_client import TollboothClient, TRPCClientError
 
 PROVIDERS = [("openai", "gpt-4o"), ("anthropic", "claude-haiku-4-5"), ("gemini", "gemini-2.5-flash")]
@@ -64,7 +68,9 @@ async def test_send_message_records_reply_usage_and_totals(
     assert conversation["owner"] == alice.id
     assert conversation["title"] == "What is a token?"
     distribution = json.loads(conversation["model_distribution"])
-    assert distribution == {model: {"calls": 1, "tokens": 1050, "cost_usd": distribution[model]["cost_usd"]}}
+    assert distribution == {
+        model: {"calls": 1, "unpriced": 0, "tokens": 1050, "cost_usd": distribution[model]["cost_usd"]}
+    }
     assert Decimal(distribution[model]["cost_usd"]) == conversation["total_cost_usd"]
     messages = await fetch_rows(
         "SELECT role, content FROM messages WHERE conversation = $1 ORDER BY created_at", out.conversation_id
@@ -92,6 +98,70 @@ async def test_a_conversation_sends_its_history_and_accumulates_totals(
     assert second.conversation.total_cost_usd == first.cost_usd + second.cost_usd
     conversation = await _conversation(first.conversation_id)  # type: ignore[arg-type]
     assert set(json.loads(conversation["model_distribution"])) == {"gpt-4o", "claude-haiku-4-5"}
+
+
+async def test_a_follow_up_without_a_model_continues_on_the_model_of_the_conversation_s_last_reply(
+    client: TollboothClient, sim: RunningSimulator
+) -> None:
+    # The provider reports a dated snapshot; the conversation goes on with the name the caller chose.
+    sim.state.enqueue(ScriptedResponse(provider="anthropic", model="claude-haiku-4-5-20251001"))
+    first = await client.chat.send_message(SendMessageInput(message="My name is Ada.", model="claude-haiku-4-5"))
+    conversation_id = first.conversation_id
+    # Neither a failed call on another model nor an action on another model in the conversation is a reply.
+    sim.state.enqueue(ScriptedResponse(provider="openai", status=500))
+    with pytest.raises(TRPCClientError):
+        await client.chat.send_message(
+            SendMessageInput(message="Hello?", conversation_id=conversation_id, model="gpt-4o")
+        )
+    reply = {"action": "classify_intent", "intent": "other", "confidence": 0.5, "rationale": "none"}
+    sim.state.enqueue(ScriptedResponse(provider="gemini", reply=json.dumps(reply)))
+    await client.chat.execute_action(
+        ExecuteActionInput(
+            action="classify_intent", text="Hi", conversation_id=conversation_id, model="gemini-2.5-flash"
+        )
+    )
+
+    second = await client.chat.send_message(
+        SendMessageInput(message="What is my name?", conversation_id=conversation_id)
+    )
+    assert second.provider == "anthropic"
+    assert sim.state.requests_to("anthropic")[-1].body["model"] == "claude-haiku-4-5"
+    follow_up = StreamMessageInput(request_id=uuid.uuid4(), message="And mine?", conversation_id=conversation_id)
+    async with client.chat.stream_message(follow_up) as events:
+        [*_, done] = [event async for event in events]
+    assert isinstance(done, StreamMessageDone)
+    assert done.provider == "anthropic"
+    assert len(sim.state.requests_to("anthropic")) == 3
+
+    # A model named switches the conversation, and the next follow-up stays on it.
+    await client.chat.send_message(SendMessageInput(message="Switch", conversation_id=conversation_id, model="gpt-4o"))
+    third = await client.chat.send_message(SendMessageInput(message="Still there?", conversation_id=conversation_id))
+    assert third.provider == "openai"
+    assert sim.state.requests_to("openai")[-1].body["model"] == "gpt-4o"
+
+
+async def test_a_new_conversation_without_a_model_starts_on_the_default_model(
+    client: TollboothClient, sim: RunningSimulator
+) -> None:
+    out = await client.chat.send_message(SendMessageInput(message="hi"))
+    assert out.provider == "openai"
+    [request] = sim.state.requests_to("openai")
+    assert request.body["model"] == "gpt-4o-mini"
+
+
+async def test_with_usage_logging_off_a_follow_up_without_a_model_uses_the_default_model(
+    sim: RunningSimulator, alice: NewUser, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), ENABLE_USAGE_LOGGING="false"))
+    async with (
+        serve_app(settings) as served,
+        TollboothClient(served.url, api_key=alice.api_key, batching=False) as client,
+    ):
+        first = await client.chat.send_message(SendMessageInput(message="hi", model="claude-haiku-4-5"))
+        second = await client.chat.send_message(
+            SendMessageInput(message="again", conversation_id=first.conversation_id)
+        )
+    assert second.provider == "openai"  # no usage row says which model answered: documented in the README
 
 
 @pytest.mark.parametrize(("provider", "model"), PROVIDERS)

@@ -170,6 +170,14 @@ def test_a_bad_setting_is_one_clear_line_and_a_nonzero_exit() -> None:
     assert result.stderr.strip() == "tollbooth: configuration error: PORT must be between 1 and 65535, got 0"
 
 
+def test_a_default_model_of_no_provider_is_one_line_naming_the_variable() -> None:
+    result = _run("serve", env={**os.environ, "DEFAULT_MODEL": "llama3"})
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("tollbooth: configuration error: DEFAULT_MODEL must be a model of a known family: gpt-*")
+    assert line.endswith("got 'llama3'")
+
+
 def test_migrate_applies_and_reports_an_up_to_date_schema() -> None:
     result = _run("migrate", env=dict(os.environ))
     assert result.returncode == 0, result.stderr

@@ -142,6 +142,18 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "delivered_at": "timestamp with time zone",
         "last_error": "text",
     },
+    "idempotency_keys": {
+        "user_id": "uuid",
+        "procedure": "character varying",
+        "idempotency_key": "character varying",
+        "request_hash": "bytea",
+        "claim_id": "uuid",
+        "http_status": "smallint",
+        "response": "bytea",
+        "created_at": "timestamp with time zone",
+        "lease_expires_at": "timestamp with time zone",
+        "expires_at": "timestamp with time zone",
+    },
 }
 
 

@@ -55,8 +55,14 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"PRICE_FILE": "/nonexistent/prices.toml"}, "PRICE_FILE names"),
         ({"PROVIDER_TIMEOUT_SECONDS": "0"}, "PROVIDER_TIMEOUT_SECONDS must be between"),
         ({"DATABASE_POOL_SIZE": "1"}, "DATABASE_POOL_SIZE must be between 2 and 1000"),
+        ({"DEFAULT_MODEL": "llama3"}, "DEFAULT_MODEL must be a model of a known family: gpt-"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "o3-mini", "claude-haiku-4-5", "gemini-2.5-flash"])
+def test_a_default_model_of_each_family_is_accepted(model: str) -> None:
+    assert Settings.from_env({"DEFAULT_MODEL": model}).default_model == model

@@ -312,6 +312,9 @@ async def test_trpc_client_calls_the_server_through_every_link(
     # neither message was sent to the provider, nor billed, a second time.
     sent = [request.body["messages"][-1]["content"] for request in sim.state.requests_to("gemini")]
     assert sent == ["A long answer, please", "Cut me after done"]
+    # Two batches with the same idempotency keys: the provider saw each call once.
+    sent = [request.body["messages"][-1]["content"] for request in sim.state.requests_to("openai")]
+    assert sent.count("idempotent hello") == 1
     rows = await fetch_rows("SELECT status FROM ai_usage_logs WHERE provider = 'gemini'")
     assert sorted(row["status"] for row in rows) == ["cancelled", "ok"]
 

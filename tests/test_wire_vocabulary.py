@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -83,7 +84,8 @@ def _signature(node: Any) -> str:
     if isinstance(node, msgspec.inspect.StructType):
         return node.cls.__name__
     if isinstance(node, msgspec.inspect.CustomType):
-        return node.cls.__name__
+        # DateOrTime (a date alone or a time) is a time once resolved: `start` is one concept.
+        return "datetime" if issubclass(node.cls, datetime) else node.cls.__name__
     if isinstance(node, msgspec.inspect.ListType):
         # A list is named for what it lists (`conversations`): its items may be different views of that thing.
         item = node.item_type

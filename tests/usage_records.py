@@ -62,8 +62,10 @@ async def record_call(
     status: CallStatus = "ok",
     title: str = "a conversation",
     reply: str | None = "a reply",
+    error_type: str | None = None,
 ) -> UsageRecord:
-    """Record one call as ``invoke_llm`` does: priced at ``at``, with a user message and the reply when given."""
+    """Record one call as ``invoke_llm`` does: priced at ``at``, with a user message and the reply when given; a
+    failed call's ``error_type`` defaults to ``RateLimitError``."""
     usage = usage or tokens()
     provider = provider_of(model)
     messages: tuple[StoredMessage, ...] = ()
@@ -86,7 +88,7 @@ async def record_call(
         priced=CATALOGUE.price(provider, model, usage, at),
         latency_ms=120,
         status=status,
-        error_type="RateLimitError" if status == "error" else None,
+        error_type=error_type or ("RateLimitError" if status == "error" else None),
         messages=messages,
     )
     await UsageRecorder(app_database()).write(record)

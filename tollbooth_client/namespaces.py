@@ -30,6 +30,7 @@ class ChatNamespace(Namespace):
     list_conversations = query(conversations.LIST_CONVERSATIONS)
     get_conversation = query(conversations.GET_CONVERSATION)
     get_budget_status = query(budgets.GET_BUDGET_STATUS)
+    get_my_usage = query(admin.GET_MY_USAGE)
 
 
 class AdminNamespace(Namespace):
@@ -41,6 +42,8 @@ class AdminNamespace(Namespace):
     usage_by_procedure = query(admin.USAGE_BY_PROCEDURE)
     top_conversations_by_cost = query(admin.TOP_CONVERSATIONS_BY_COST)
     unpriced_calls = query(admin.UNPRICED_CALLS)
+    usage_by_user = query(admin.USAGE_BY_USER)
+    failed_calls = query(admin.FAILED_CALLS)
     set_budget = mutation(budgets.SET_BUDGET)
     delete_budget = mutation(budgets.DELETE_BUDGET)
     list_budgets = query(budgets.LIST_BUDGETS)

@@ -50,7 +50,8 @@ WITH per_model AS (
            sum(calls)::bigint AS llm_calls,
            sum(unpriced_calls)::bigint AS unpriced_calls,
            jsonb_object_agg(model, jsonb_build_object(
-               'calls', calls, 'tokens', prompt_tokens + output_tokens, 'cost_usd', cost_usd)) AS distribution
+               'calls', calls, 'unpriced', unpriced_calls, 'tokens', prompt_tokens + output_tokens,
+               'cost_usd', cost_usd)) AS distribution
     FROM per_model
     GROUP BY conversation_id
 ), compared AS (
@@ -60,6 +61,7 @@ WITH per_model AS (
            c.unpriced_calls, c.model_distribution::text AS model_distribution,
            (SELECT jsonb_object_agg(key, jsonb_build_object(
                 'calls', (value ->> 'calls')::bigint,
+                'unpriced', coalesce((value ->> 'unpriced')::bigint, 0),
                 'tokens', (value ->> 'tokens')::bigint,
                 'cost_usd', (value ->> 'cost_usd')::numeric))
             FROM jsonb_each(c.model_distribution)) AS stored_distribution,
@@ -137,7 +139,8 @@ ORDER BY period_start, procedure, provider, model
 
 class TotalsDifference(msgspec.Struct, frozen=True, kw_only=True):
     """One stored figure that is not the sum over the rows. ``field`` is a totals column, ``conversation`` when
-    usage rows name a conversation that does not exist, or ``model_distribution.<model>.<calls|tokens|cost_usd>``."""
+    usage rows name a conversation that does not exist, or
+    ``model_distribution.<model>.<calls|unpriced|tokens|cost_usd>``."""
 
     conversation_id: uuid.UUID
     field: str
@@ -185,7 +188,7 @@ def _distribution_differences(conversation_id: uuid.UUID, stored: str, actual: s
     differences = []
     for model in sorted(stored_shares.keys() | actual_shares.keys()):
         was, sums = stored_shares.get(model, missing), actual_shares.get(model, missing)
-        for part in ("calls", "tokens", "cost_usd"):
+        for part in ("calls", "unpriced", "tokens", "cost_usd"):
             if getattr(was, part) != getattr(sums, part):
                 differences.append(
                     TotalsDifference(

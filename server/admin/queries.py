@@ -1,4 +1,5 @@
-"""The admin reads: what a conversation cost and why, and where the money goes over time, by model and by procedure.
+"""The usage reads: what a conversation cost and why, where the money goes over time, by model, procedure and user,
+which calls failed, and what a user spent (``chat.getMyUsage``).
 
 Plain async functions over hand-written SQL, usable from Python as well as behind the ``admin.*`` procedures. Each
 takes the ``Database`` and its procedure's input Struct (whose ``__post_init__`` has already validated it) and returns
@@ -8,14 +9,19 @@ Aggregates over a window read whole 15-minute periods from ``ai_usage_rollup`` (
 migration that creates it) and only the partial periods at the window's edges from ``ai_usage_logs``, so their cost
 depends on the window's length, not on the number of calls in it.
 
+``ai_usage_rollup`` has no user column: per-user reads go to ``ai_usage_logs`` through its ``(user_id, created_at)``
+index, so they cost what the user's calls in the window number.
+
 Sums are exact: tokens as integers, money as NUMERIC summed by PostgreSQL and returned as ``Decimal``. Unpriced calls
-(NULL cost) add to ``unpricedCalls`` and the tokens, never to ``costUsd`` as a zero. Filters are assembled from the
+(NULL cost) add to ``unpricedCalls`` and the tokens, never to ``costUsd`` as a zero; a group whose calls are all
+unpriced has a null ``costUsd`` (``group_cost``) and sorts after the priced ones. Filters are assembled from the
 parameters actually given, so every variant is its own prepared statement with its own plan (an ``$1 IS NULL OR``
 filter would defeat the indexes once PostgreSQL switches to a generic plan).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +38,13 @@ from schemas.admin import (
     ConversationCost,
     ConversationCostInput,
     DateBucket,
+    ErrorTypeCount,
+    FailedCalls,
+    FailedCallsInput,
+    Granularity,
     ModelUsage,
+    MyUsage,
+    MyUsageInput,
     ProcedureUsage,
     TopConversation,
     TopConversations,
@@ -46,11 +58,15 @@ from schemas.admin import (
     UsageByModelInput,
     UsageByProcedure,
     UsageByProcedureInput,
+    UsageByUser,
+    UsageByUserInput,
     UsageFigures,
     UsageRow,
+    UserUsage,
+    bucket_start,
 )
 from schemas.money import Money
-from schemas.usage import ReportedTokens, TokenCounts, Usage
+from schemas.usage import ReportedTokens, TokenCounts, Usage, group_cost
 from schemas.validation import Position, decode_cursor, encode_cursor
 from server.conversations import CONVERSATION_COLUMNS, model_shares, totals_from_row
 from server.database import Database
@@ -58,12 +74,15 @@ from server.errors import ConversationNotFoundError
 
 __all__ = (
     "ROLLUP_PERIOD",
+    "get_failed_calls",
+    "get_my_usage",
     "get_top_conversations_by_cost",
     "get_unpriced_calls",
     "get_usage_by_conversation",
     "get_usage_by_date_range",
     "get_usage_by_model",
     "get_usage_by_procedure",
+    "get_usage_by_user",
 )
 
 ROLLUP_PERIOD: Final = timedelta(minutes=15)
@@ -113,12 +132,14 @@ SELECT {CONVERSATION_COLUMNS}, c.model_distribution::text AS model_distribution
 FROM conversations c
 WHERE c.id = $1
 """
+_MOST_EXPENSIVE: Final = "unpriced_calls = calls, cost_usd DESC, calls DESC"
+"""The order of "most expensive first" over aggregate rows: groups whose calls are all unpriced (null cost) last.
+An ORDER BY expression reads the input columns, not the output's: sort a subquery's rows."""
+
 _CONVERSATION_BY_PROCEDURE: Final = f"""
-SELECT procedure, {_FIGURES}
-FROM ai_usage_logs
-WHERE conversation_id = $1
-GROUP BY procedure
-ORDER BY cost_usd DESC, calls DESC, procedure
+SELECT *
+FROM (SELECT procedure, {_FIGURES} FROM ai_usage_logs WHERE conversation_id = $1 GROUP BY procedure) AS usage
+ORDER BY {_MOST_EXPENSIVE}, procedure
 """
 _CONVERSATION_ROWS: Final = f"""
 SELECT {_ROW_COLUMNS}
@@ -181,6 +202,31 @@ ORDER BY created_at DESC, id DESC
 LIMIT $1
 """
 
+_FAILED: Final = "status IN ('error', 'cancelled')"
+"""The predicate of the partial index ``ai_usage_logs_failed_created``: spelt the same, so the planner uses it."""
+_FAILED_BY_TYPE: Final = f"""
+SELECT status, error_type, count(*) AS calls, max(created_at) AS last_at
+FROM ai_usage_logs
+WHERE {_FAILED} {{filters}}
+GROUP BY status, error_type
+ORDER BY calls DESC, status, error_type NULLS FIRST
+"""
+_FAILED_ROWS: Final = f"""
+SELECT {_ROW_COLUMNS}
+FROM ai_usage_logs
+WHERE {_FAILED} {{filters}}
+ORDER BY created_at DESC, id DESC
+LIMIT $1
+"""
+
+_BY_USER: Final = f"""
+SELECT s.*, u.name
+FROM (SELECT user_id, {_FIGURES} FROM ai_usage_logs {{where}} GROUP BY user_id) AS s
+LEFT JOIN users u ON u.id = s.user_id
+ORDER BY s.unpriced_calls = s.calls, s.cost_usd DESC, s.calls DESC, s.user_id NULLS LAST
+LIMIT $1
+"""
+
 
 def _tokens(row: asyncpg.Record) -> TokenCounts:
     prompt = (
@@ -206,18 +252,19 @@ class _Figures(TypedDict):
     cancelled_calls: int
     unpriced_calls: int
     tokens: TokenCounts
-    cost_usd: Money
+    cost_usd: Money | None
 
 
 def _figures(row: asyncpg.Record) -> _Figures:
-    """The figures of an aggregate row (``calls`` is the SQL alias of ``llmCalls``)."""
+    """The figures of an aggregate row (``calls`` is the SQL alias of ``llmCalls``; ``cost_usd`` sums the priced
+    calls, and is null on the wire when there are none)."""
     return {
         "llm_calls": row["calls"],
         "error_calls": row["error_calls"],
         "cancelled_calls": row["cancelled_calls"],
         "unpriced_calls": row["unpriced_calls"],
         "tokens": _tokens(row),
-        "cost_usd": row["cost_usd"],
+        "cost_usd": group_cost(row["cost_usd"], row["calls"], row["unpriced_calls"]),
     }
 
 
@@ -238,13 +285,16 @@ def _sum_figures(parts: Sequence[UsageFigures]) -> UsageFigures:
     def total(field: str) -> int:
         return sum(getattr(p.tokens, field) for p in parts)
 
+    llm_calls, unpriced_calls = sum(p.llm_calls for p in parts), sum(p.unpriced_calls for p in parts)
     return UsageFigures(
-        llm_calls=sum(p.llm_calls for p in parts),
+        llm_calls=llm_calls,
         error_calls=sum(p.error_calls for p in parts),
         cancelled_calls=sum(p.cancelled_calls for p in parts),
-        unpriced_calls=sum(p.unpriced_calls for p in parts),
+        unpriced_calls=unpriced_calls,
         tokens=TokenCounts(**{field: total(field) for field in TokenCounts.__struct_fields__}),
-        cost_usd=Money(sum((p.cost_usd for p in parts), Decimal(0))),
+        cost_usd=group_cost(
+            Money(sum((p.cost_usd for p in parts if p.cost_usd is not None), Decimal(0))), llm_calls, unpriced_calls
+        ),
     )
 
 
@@ -336,6 +386,18 @@ def _window(column: str, start: datetime | None, end: datetime | None, params: _
     return conditions
 
 
+def _page_conditions(
+    start: datetime | None, end: datetime | None, cursor: str | None, params: _Params, conditions: Sequence[str] = ()
+) -> list[str]:
+    """``conditions``, the window, and the position after ``cursor`` in a list ordered by ``(created_at, id)``
+    descending."""
+    page = [*conditions, *_window("created_at", start, end, params)]
+    if cursor is not None:
+        after = decode_cursor(cursor)
+        page.append(f"(created_at, id) < ({params(after.at)}, {params(after.id)})")
+    return page
+
+
 def _floor_period(moment: datetime) -> datetime:
     return moment - (moment - _PERIOD_ORIGIN) % ROLLUP_PERIOD
 
@@ -397,6 +459,10 @@ def _usage_sums(
     return f"SELECT {names}, {_SUMMED_FIGURES} FROM ({' UNION ALL '.join(branches)}) AS parts GROUP BY {names}"
 
 
+def _and(conditions: Sequence[str]) -> str:
+    return "".join(f" AND {c}" for c in conditions)
+
+
 def _fixed_offsets(time_zone: str, *moments: datetime) -> bool:
     """Whether ``time_zone`` is a whole number of rollup periods off UTC at ``moments``: then no rollup period
     straddles one of its local days, weeks or months."""
@@ -440,49 +506,92 @@ async def get_usage_by_conversation(db: Database, data: ConversationCostInput) -
     )
 
 
-async def get_usage_by_date_range(db: Database, data: UsageByDateRangeInput) -> UsageByDateRange:
-    """Calls, tokens and cost per calendar bucket of ``[start, end)`` in ``data.time_zone``, empty buckets included.
+def _date_buckets(
+    params: _Params,
+    *,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
+    time_zone: str,
+    split: _Split,
+    conditions: Sequence[str] = (),
+) -> str:
+    """A statement of every bucket of ``[start, end)`` (``bucket_start``, oldest first) with its figures, NULL for
+    an empty bucket.
 
-    Buckets are computed on local wall-clock time and joined on it, so a day is the zone's calendar day across DST
-    changes.
+    Days, weeks and months are computed on local wall-clock time and joined on it, so a day is the zone's calendar
+    day across DST changes. Hours are absolute hours aligned on the zone's hour at ``start``: a repeated local hour
+    is two buckets and a skipped one none (joining on local wall-clock hours would merge the first and invent the
+    second).
     """
-    params = _Params()
-    start, end, zone = params(data.start), params(data.end), params(data.time_zone)
-    unit = data.granularity
+    low, high = params(start), params(end)
+    if granularity == "hour":
+        origin = params(bucket_start(start, "hour", time_zone))
 
-    def local_bucket(column: str) -> str:
-        return f"date_trunc('{unit}', {column} AT TIME ZONE {zone}::text) AS local_start"
+        def hour(column: str) -> str:
+            return f"date_bin('1 hour', {column}, {origin}::timestamptz) AS bucket_key"
 
-    if _fixed_offsets(data.time_zone, data.start, data.end):
-        split = _split(data.start, data.end)
-    else:
-        split = _Split(rollup=None, raw=((data.start, data.end),))
-    usage = _usage_sums(split, params, keys=local_bucket, key_names=("local_start",))
-    statement = f"""
-        WITH usage AS ({usage}), buckets AS (
-            SELECT local_start
+        usage = _usage_sums(split, params, keys=hour, key_names=("bucket_key",), conditions=conditions)
+        series = f"""
+            SELECT bucket_key
             FROM generate_series(
-                date_trunc('{unit}', {start}::timestamptz AT TIME ZONE {zone}::text),
-                {end}::timestamptz AT TIME ZONE {zone}::text,
-                interval '1 {unit}'
-            ) AS local_start
-            WHERE local_start < {end}::timestamptz AT TIME ZONE {zone}::text
-        )
-        SELECT buckets.local_start AT TIME ZONE {zone}::text AS bucket_start, usage.*
-        FROM buckets LEFT JOIN usage USING (local_start)
-        ORDER BY buckets.local_start"""
-    rows = await db.fetch(statement, *params.values)
-    local = ZoneInfo(data.time_zone)
-    buckets = [
+                date_bin('1 hour', {low}::timestamptz, {origin}::timestamptz), {high}::timestamptz, interval '1 hour'
+            ) AS bucket_key
+            WHERE bucket_key < {high}::timestamptz"""
+        start_of_bucket = "buckets.bucket_key"
+    else:
+        zone = params(time_zone)
+
+        def local(column: str) -> str:
+            return f"date_trunc('{granularity}', {column} AT TIME ZONE {zone}::text) AS bucket_key"
+
+        usage = _usage_sums(split, params, keys=local, key_names=("bucket_key",), conditions=conditions)
+        series = f"""
+            SELECT bucket_key
+            FROM generate_series(
+                date_trunc('{granularity}', {low}::timestamptz AT TIME ZONE {zone}::text),
+                {high}::timestamptz AT TIME ZONE {zone}::text,
+                interval '1 {granularity}'
+            ) AS bucket_key
+            WHERE bucket_key < {high}::timestamptz AT TIME ZONE {zone}::text"""
+        start_of_bucket = f"buckets.bucket_key AT TIME ZONE {zone}::text"
+    return f"""
+        WITH usage AS ({usage}), buckets AS ({series})
+        SELECT {start_of_bucket} AS bucket_start, usage.*
+        FROM buckets LEFT JOIN usage USING (bucket_key)
+        ORDER BY buckets.bucket_key"""
+
+
+def _buckets(rows: Sequence[asyncpg.Record], time_zone: str) -> list[DateBucket]:
+    local = ZoneInfo(time_zone)
+    return [
         DateBucket(
             start=row["bucket_start"].astimezone(local),
             **(_figures(row) if row["calls"] is not None else _NO_FIGURES),
         )
         for row in rows
     ]
+
+
+async def get_usage_by_date_range(db: Database, data: UsageByDateRangeInput) -> UsageByDateRange:
+    """Calls, tokens and cost per calendar bucket of ``[start, end)`` in ``data.time_zone``, empty buckets included.
+
+    Whole rollup periods are read from the rollup when the zone is a whole number of periods off UTC at both ends
+    (no period then straddles a bucket), else every row of the window.
+    """
+    start, end = data.bounds()
+    if _fixed_offsets(data.time_zone, start, end):
+        split = _split(start, end)
+    else:
+        split = _Split(rollup=None, raw=((start, end),))
+    params = _Params()
+    statement = _date_buckets(
+        params, start=start, end=end, granularity=data.granularity, time_zone=data.time_zone, split=split
+    )
+    buckets = _buckets(await db.fetch(statement, *params.values), data.time_zone)
     return UsageByDateRange(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         granularity=data.granularity,
         time_zone=data.time_zone,
         buckets=buckets,
@@ -490,8 +599,51 @@ async def get_usage_by_date_range(db: Database, data: UsageByDateRangeInput) -> 
     )
 
 
+async def get_my_usage(db: Database, user_id: uuid.UUID, data: MyUsageInput, *, now: datetime | None = None) -> MyUsage:
+    """A user's own calls (``ai_usage_logs.user_id``, so calls outside any conversation count too) per calendar
+    bucket and per model, read in one snapshot so that both add up to ``overall``.
+
+    Raises ``InvalidInput`` when the window, defaults filled in, is empty or longer than the granularity allows.
+    """
+    start, end = data.bounds(datetime.now(UTC) if now is None else now)
+    whole = _Split(rollup=None, raw=((start, end),))
+    by_bucket = _Params()
+    buckets_statement = _date_buckets(
+        by_bucket,
+        start=start,
+        end=end,
+        granularity=data.granularity,
+        time_zone=data.time_zone,
+        split=whole,
+        conditions=[f"user_id = {by_bucket(user_id)}"],
+    )
+    by_model = _Params()
+    models_statement = _usage_sums(
+        whole,
+        by_model,
+        keys=lambda _: "model, provider",
+        key_names=("model", "provider"),
+        conditions=[f"user_id = {by_model(user_id)}"],
+    )
+    async with db.snapshot() as connection:
+        bucket_rows = await connection.fetch(buckets_statement, *by_bucket.values)
+        model_rows = await connection.fetch(
+            f"SELECT * FROM ({models_statement}) AS usage ORDER BY {_MOST_EXPENSIVE}, model", *by_model.values
+        )
+    buckets = _buckets(bucket_rows, data.time_zone)
+    return MyUsage(
+        start=start,
+        end=end,
+        granularity=data.granularity,
+        time_zone=data.time_zone,
+        buckets=buckets,
+        models=[ModelUsage(model=row["model"], provider=row["provider"], **_figures(row)) for row in model_rows],
+        overall=_sum_figures(buckets),
+    )
+
+
 async def get_usage_by_model(db: Database, data: UsageByModelInput) -> UsageByModel:
-    """Per reported model, most expensive first; unpriced models sort by calls among the zero-cost ones."""
+    """Per reported model, most expensive first; models whose calls were all unpriced come last, by calls."""
     params = _Params()
     conditions = [f"model = {params(data.model)}"] if data.model is not None else []
     statement = _usage_sums(
@@ -501,7 +653,7 @@ async def get_usage_by_model(db: Database, data: UsageByModelInput) -> UsageByMo
         key_names=("model", "provider"),
         conditions=conditions,
     )
-    rows = await db.fetch(f"{statement} ORDER BY cost_usd DESC, calls DESC, model", *params.values)
+    rows = await db.fetch(f"SELECT * FROM ({statement}) AS usage ORDER BY {_MOST_EXPENSIVE}, model", *params.values)
     return UsageByModel(
         start=data.start,
         end=data.end,
@@ -520,11 +672,27 @@ async def get_usage_by_procedure(db: Database, data: UsageByProcedureInput) -> U
         key_names=("procedure",),
         conditions=conditions,
     )
-    rows = await db.fetch(f"{statement} ORDER BY cost_usd DESC, calls DESC, procedure", *params.values)
+    rows = await db.fetch(f"SELECT * FROM ({statement}) AS usage ORDER BY {_MOST_EXPENSIVE}, procedure", *params.values)
     return UsageByProcedure(
         start=data.start,
         end=data.end,
         procedures=[ProcedureUsage(procedure=row["procedure"], **_figures(row)) for row in rows],
+    )
+
+
+async def get_usage_by_user(db: Database, data: UsageByUserInput) -> UsageByUser:
+    """Per user (by ``ai_usage_logs.user_id``: calls outside conversations count too), most expensive first; ties
+    are broken by user id, so the order is stable between calls."""
+    params = _Params()
+    params(data.limit)
+    conditions = _window("created_at", data.start, data.end, params)
+    if data.user_id is not None:
+        conditions.insert(0, f"user_id = {params(data.user_id)}")
+    rows = await db.fetch(_BY_USER.format(where=_where(conditions)), *params.values)
+    return UsageByUser(
+        start=data.start,
+        end=data.end,
+        users=[UserUsage(user_id=row["user_id"], name=row["name"], **_figures(row)) for row in rows],
     )
 
 
@@ -538,7 +706,7 @@ async def get_top_conversations_by_cost(db: Database, data: TopConversationsInpu
     else:
         params = _Params()
         params(data.limit)
-        window = "".join(f" AND {c}" for c in _window("created_at", data.start, data.end, params))
+        window = _and(_window("created_at", data.start, data.end, params))
         rows = await db.fetch(_TOP_IN_WINDOW.format(window=window), *params.values)
     return TopConversations(
         start=data.start,
@@ -561,14 +729,10 @@ async def get_top_conversations_by_cost(db: Database, data: TopConversationsInpu
 async def get_unpriced_calls(db: Database, data: UnpricedCallsInput) -> UnpricedCalls:
     """Calls that wait for a price: per model (with the period they span) and the rows, newest first."""
     summary = _Params()
-    summary_window = "".join(f" AND {c}" for c in _window("created_at", data.start, data.end, summary))
+    summary_window = _and(_window("created_at", data.start, data.end, summary))
     page = _Params()
     page(data.limit + 1)
-    page_conditions = _window("created_at", data.start, data.end, page)
-    if data.cursor is not None:
-        after = decode_cursor(data.cursor)
-        page_conditions.append(f"(created_at, id) < ({page(after.at)}, {page(after.id)})")
-    page_window = "".join(f" AND {c}" for c in page_conditions)
+    page_window = _and(_page_conditions(data.start, data.end, data.cursor, page))
     async with db.snapshot() as connection:
         models = await connection.fetch(_UNPRICED_BY_MODEL.format(window=summary_window), *summary.values)
         rows = await connection.fetch(_UNPRICED_ROWS.format(window=page_window), *page.values)
@@ -586,6 +750,42 @@ async def get_unpriced_calls(db: Database, data: UnpricedCallsInput) -> Unpriced
                 last_at=row["last_at"],
             )
             for row in models
+        ],
+        rows=[_usage_row(row) for row in rows[: data.limit]],
+        next_cursor=_next_cursor(rows, data.limit),
+    )
+
+
+async def get_failed_calls(db: Database, data: FailedCallsInput) -> FailedCalls:
+    """Calls that failed or were cancelled: counted by status and error type over the window, and the rows newest
+    first (paged), both narrowed by ``procedure`` and ``model`` when given."""
+
+    def narrowing(params: _Params) -> list[str]:
+        conditions = []
+        if data.procedure is not None:
+            conditions.append(f"procedure = {params(data.procedure)}")
+        if data.model is not None:
+            conditions.append(f"model = {params(data.model)}")
+        return conditions
+
+    summary = _Params()
+    summary_filters = _and([*narrowing(summary), *_window("created_at", data.start, data.end, summary)])
+    page = _Params()
+    page(data.limit + 1)
+    page_filters = _and(_page_conditions(data.start, data.end, data.cursor, page, narrowing(page)))
+    async with db.snapshot() as connection:
+        by_type = await connection.fetch(_FAILED_BY_TYPE.format(filters=summary_filters), *summary.values)
+        rows = await connection.fetch(_FAILED_ROWS.format(filters=page_filters), *page.values)
+    return FailedCalls(
+        start=data.start,
+        end=data.end,
+        error_calls=sum(row["calls"] for row in by_type if row["status"] == "error"),
+        cancelled_calls=sum(row["calls"] for row in by_type if row["status"] == "cancelled"),
+        error_types=[
+            ErrorTypeCount(
+                status=row["status"], error_type=row["error_type"], llm_calls=row["calls"], last_at=row["last_at"]
+            )
+            for row in by_type
         ],
         rows=[_usage_row(row) for row in rows[: data.limit]],
         next_cursor=_next_cursor(rows, data.limit),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from schemas.chat import (
 from schemas.money import Money
 from schemas.usage import ConversationTotals, PricingStatus, Provider, ReportedTokens, Usage
 from server.chat.actions import ACTIONS
-from server.conversations import recent_messages
+from server.conversations import recent_history
 from server.database import Database
 from server.errors import LLMError, LLMFailure, StreamRequestUsedError
 from server.llm.core import Attribution, LLMCore, LLMResult
@@ -32,6 +33,8 @@ from server.llm.providers import ChatTurn, CompletionRequest, TextDelta
 from server.llm.recorder import MetadataValue
 from server.llm.structured import object_schema, strip_code_fence
 from server.llm.usage import TokenUsage
+
+logger: Final = logging.getLogger("tollbooth.chat")
 
 HISTORY_LIMIT: Final = 100
 """The most recent messages sent with ``chat.sendMessage``; older ones stay stored but are not sent."""
@@ -64,7 +67,8 @@ class ChatService:
     A conversation of another user is ``ConversationNotFoundError`` (NOT_FOUND, so ids leak nothing); a model that
     fails is ``LLMError``; a structured answer that does not validate is asked for once more, and a second invalid
     answer is ``LLMError(INVALID_OUTPUT)`` (both attempts are recorded and costed). ``default_model`` answers calls
-    that name no model. Database errors propagate (asyncpg's).
+    that name no model, except a message in a conversation, which continues on the model of the conversation's last
+    reply. Database errors propagate (asyncpg's).
     """
 
     llm: LLMCore
@@ -99,14 +103,20 @@ class ChatService:
     async def _chat_call(
         self, user_id: uuid.UUID, data: SendMessageInput | StreamMessageInput, procedure: str
     ) -> tuple[CompletionRequest, Attribution]:
-        """The request with the conversation's history (a new conversation when ``data`` names none), and its owner."""
+        """The request with the conversation's history (a new conversation when ``data`` names none), and its owner.
+
+        Without ``data.model`` a conversation continues on the model of its last reply, a new one starts on
+        ``default_model``.
+        """
+        history: list[ChatTurn] = []
+        model: str | None = None
         if data.conversation_id is None:
-            conversation_id, new, history = uuid.uuid4(), True, []
+            conversation_id, new = uuid.uuid4(), True
         else:
             conversation_id, new = data.conversation_id, False
-            history = await self._history(data.conversation_id, user_id)
+            history, model = await self._history(data.conversation_id, user_id)
         request = CompletionRequest(
-            model=data.model or self.default_model,
+            model=data.model or model or self.default_model,
             messages=(*history, ChatTurn(role="user", content=data.message)),
             system=data.system_prompt,
             max_tokens=data.max_tokens,
@@ -206,16 +216,27 @@ class ChatService:
                     role="user", content=f"That answer is invalid ({answer.problem}). Answer again with JSON only."
                 ),
             ]
+        # Both calls succeeded, so LLMCore logged nothing; the procedure fails all the same. Not the problem's text:
+        # msgspec quotes the invalid value, which is the model's output.
+        logger.warning(
+            "structured answer invalid twice: procedure=%s provider=%s model=%r failure=%s",
+            procedure,
+            results[-1].provider,
+            model,
+            LLMFailure.INVALID_OUTPUT.value,
+        )
         raise LLMError(
             LLMFailure.INVALID_OUTPUT,
             f"the model's answer did not match the expected format twice ({answer.problem})",
             error_type="InvalidModelOutput",
         )
 
-    async def _history(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> list[ChatTurn]:
-        turns = await recent_messages(self.db, conversation_id, user_id, limit=HISTORY_LIMIT)
+    async def _history(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> tuple[list[ChatTurn], str | None]:
+        """The conversation's turns to send, and the model of its last reply (None if unknown)."""
+        history = await recent_history(self.db, conversation_id, user_id, limit=HISTORY_LIMIT)
         # The chat procedures store no system message; were one stored, it is not a turn a provider accepts.
-        return [ChatTurn(role=role, content=content) for role, content in turns if role != "system"]
+        turns = [ChatTurn(role=role, content=content) for role, content in history.messages if role != "system"]
+        return turns, history.model
 
 
 class _StructuredAnswer(Generic[ResultT]):

@@ -4,8 +4,8 @@ Route by model name, claim the call in the ledger (``server.llm.ledger``: commit
 process killed mid-call still leaves a row), call the provider through its official SDK, normalise the usage, price
 it at the rates in force at call time, and record reply, usage row and conversation totals in one transaction that
 also settles the claim. A failed provider call is recorded too (status ``error``), and so is a caller that went away
-(``cancelled``); a database failure after the provider answered never fails the caller's request: the record goes to
-the spool and is replayed later.
+(``cancelled``); every failure is logged once, by kind, never by content. A database failure after the provider
+answered never fails the caller's request: the record goes to the spool and is replayed later.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from server.llm.providers import (
     ProviderSet,
     StreamEnd,
     TextDelta,
-    provider_for_model,
 )
 from server.llm.recorder import CallStatus, MetadataValue, StoredMessage, UsageRecord, UsageRecorder
+from server.llm.routing import provider_for_model
 from server.llm.spool import UsageSpool
 from server.llm.usage import TokenUsage, estimate_usage
 
@@ -163,7 +163,8 @@ class LLMCore:
     gets its answer with ``LLMResult.recorded`` false; the service replays the spool later, idempotently by call id.
 
     Errors: ``LLMError`` (``server.errors``) for any failure of the model call, raised after the failure is recorded;
-    ``LLMFailure.UNKNOWN_MODEL`` / ``NOT_CONFIGURED`` before anything is sent. ``clock`` (UTC) is for tests.
+    ``LLMFailure.UNKNOWN_MODEL`` / ``NOT_CONFIGURED`` before anything is sent. Each is logged once, as a WARNING naming
+    procedure, provider, model, failure and error type, never content. ``clock`` (UTC) is for tests.
     """
 
     def __init__(
@@ -216,15 +217,15 @@ class LLMCore:
             completion = await adapter.complete(call.request)
         except LLMError as error:
             usage = call.estimate(0) if error.billable else _NO_USAGE
-            await asyncio.shield(self._record_failure(call, "error", error.error_type, usage))
+            await asyncio.shield(self._record_failure(call, error, usage))
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             # The caller went away mid-call: the provider may still bill the prompt, so keep an estimate.
-            await asyncio.shield(self._record_failure(call, "cancelled", "Cancelled", call.estimate(0)))
+            await asyncio.shield(self._record_failure(call, cancelled, call.estimate(0)))
             raise
         except Exception as error:
             # A failure no adapter translated (an SDK error we do not know): recorded, then reported as a 500.
-            await asyncio.shield(self._record_failure(call, "error", type(error).__name__, _NO_USAGE))
+            await asyncio.shield(self._record_failure(call, error, _NO_USAGE))
             raise
         metadata = dict(attribution.metadata)
         if annotate is not None:
@@ -272,16 +273,16 @@ class LLMCore:
                 raise LLMError(LLMFailure.BAD_RESPONSE, message, error_type="MissingUsage", billable=True)
         except LLMError as error:
             usage = call.estimate(sum(map(len, received))) if error.billable else _NO_USAGE
-            await asyncio.shield(self._record_failure(call, "error", error.error_type, usage))
+            await asyncio.shield(self._record_failure(call, error, usage))
             raise
-        except (asyncio.CancelledError, GeneratorExit):
+        except (asyncio.CancelledError, GeneratorExit) as cancelled:
             estimate = call.estimate(sum(map(len, received)))
-            await asyncio.shield(self._record_failure(call, "cancelled", "Cancelled", estimate))
+            await asyncio.shield(self._record_failure(call, cancelled, estimate))
             raise
         except Exception as error:
             # A failure no adapter translated (a bug, an error an SDK let through): text had arrived, so it is billed.
             usage = call.estimate(sum(map(len, received))) if received else _NO_USAGE
-            await asyncio.shield(self._record_failure(call, "error", type(error).__name__, usage))
+            await asyncio.shield(self._record_failure(call, error, usage))
             raise
         completion = Completion(text="".join(received), usage=end.usage, model=end.model, service_tier=end.service_tier)
         yield await asyncio.shield(
@@ -290,8 +291,13 @@ class LLMCore:
 
     async def _start(self, request: CompletionRequest, attribution: Attribution) -> tuple[_Call, ProviderAdapter]:
         """Route the call and claim it: nothing is sent before the claim is committed (or spooled)."""
-        provider = provider_for_model(request.model)
-        adapter = self.providers.adapter(provider)
+        provider: ProviderName | None = None
+        try:
+            provider = provider_for_model(request.model)
+            adapter = self.providers.adapter(provider)
+        except LLMError as error:  # nothing was sent, so nothing is recorded; the operator still hears of it
+            _log_failure(attribution.procedure, provider, request.model, error)
+            raise
         call_id, started_at = uuid.uuid4(), self._clock()
         claim_spooled = False
         owner_check = attribution.conversation_id if attribution.check_owner else None
@@ -378,9 +384,12 @@ class LLMCore:
         totals, recorded = await self._persist(call, record)
         return LLMResult(text=completion.text, record=record, totals=totals, recorded=recorded)
 
-    async def _record_failure(self, call: _Call, status: CallStatus, error_type: str, usage: TokenUsage) -> None:
-        """Record a call that produced no answer. No messages are stored and no conversation is created."""
+    async def _record_failure(self, call: _Call, error: BaseException, usage: TokenUsage) -> None:
+        """Record and log a call that produced no answer, ``error`` being why: every failure after routing passes
+        here. No messages are stored and no conversation is created."""
         attribution, model = call.attribution, call.request.model
+        status, _, error_type = _classified(error)
+        _log_failure(attribution.procedure, call.provider, model, error, call.call_id)
         record = UsageRecord(
             call_id=call.call_id,
             created_at=call.started_at,
@@ -419,6 +428,41 @@ class LLMCore:
         if call.claim_spooled:  # the record (written, or spooled itself) supersedes the spooled claim
             await asyncio.to_thread(self.spool.discard_claim, call.call_id)
         return totals, recorded
+
+
+def _classified(error: BaseException) -> tuple[CallStatus, str, str]:
+    """A failed call's status, its failure (the ``LLMFailure`` that decides the caller's tRPC code) and error type."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "cancelled", "CANCELLED", "Cancelled"
+    if isinstance(error, LLMError):
+        return "error", error.failure.value, error.error_type
+    # No adapter translated it: the caller gets INTERNAL_SERVER_ERROR and the transport logs the traceback.
+    return "error", "UNTRANSLATED", type(error).__name__
+
+
+def _log_failure(
+    procedure: str,
+    provider: ProviderName | None,
+    model: str,
+    error: BaseException,
+    call_id: uuid.UUID | None = None,
+) -> None:
+    """Log a failed call once, by kind: WARNING, or INFO for a caller that went away (no fault of the service).
+
+    Never the error's text: a provider may quote the request in it, and the log carries no content and no keys.
+    """
+    status, failure, error_type = _classified(error)
+    logger.log(
+        logging.INFO if status == "cancelled" else logging.WARNING,
+        "model call %s: procedure=%s provider=%s model=%r failure=%s error_type=%s call=%s",
+        "cancelled (the caller went away)" if status == "cancelled" else "failed",
+        procedure,
+        provider or "-",
+        model,
+        failure,
+        error_type,
+        call_id or "-",
+    )
 
 
 def _messages(

@@ -32,6 +32,7 @@ from server.errors import ConversationNotFoundError
 from server.llm.pricing import PriceCatalogue
 from server.llm.recorder import MetadataValue, UsageRecord, UsageRecorder
 from server.llm.usage import TokenUsage
+from server.settings import Settings
 
 __all__ = ("Claim", "LeasePolicy", "Ledger")
 
@@ -108,6 +109,14 @@ class LeasePolicy:
     timeout_seconds: float
     retries: int
     margin_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LeasePolicy:
+        return cls(
+            timeout_seconds=settings.provider_timeout_seconds,
+            retries=settings.provider_max_retries,
+            margin_seconds=settings.claim_lease_margin_seconds,
+        )
 
     @property
     def seconds(self) -> float:

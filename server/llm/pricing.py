@@ -9,6 +9,7 @@ and where they came from, so a stored cost can always be re-derived.
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
@@ -37,6 +38,8 @@ from server.money import tidy
 __all__ = ["FREE", "BucketRates", "PriceCatalogue", "PriceFileError", "PricedUsage", "PricingStatus"]
 
 PricingStatus = Literal["priced", "unpriced"]
+
+logger = logging.getLogger("tollbooth.pricing")
 
 _EXACT = Context(prec=38, traps=[Inexact, InvalidOperation, Overflow, DivisionByZero])
 """Every cost is exact: should a product ever need more than 38 digits this raises rather than rounds."""
@@ -344,7 +347,7 @@ class _Resolution:
 class PriceCatalogue:
     """Prices of every known model; build once at start-up with :meth:`load` and share."""
 
-    __slots__ = ("_file_entries", "_resolutions", "_snapshot")
+    __slots__ = ("_file_entries", "_resolutions", "_snapshot", "_warned_unpriced")
 
     def __init__(self, file_entries: Iterable[PriceFileModel] = (), *, file_name: str = "prices.toml") -> None:
         self._snapshot = DataSnapshot(providers=genai_providers, from_auto_update=False)
@@ -353,6 +356,7 @@ class PriceCatalogue:
             key = (entry.provider, _model_key(entry.provider, entry.model))
             self._file_entries.setdefault(key, []).append(_FileEntry(entry, file_name))
         self._resolutions: dict[tuple[str, str], _Resolution] = {}
+        self._warned_unpriced: set[tuple[str, str]] = set()
 
     @classmethod
     def load(cls, price_file: Path | None) -> PriceCatalogue:
@@ -377,19 +381,49 @@ class PriceCatalogue:
         """Cost ``usage`` at the rates in force at ``at`` for the model the provider reported.
 
         ``service_tier`` is what the provider's response reports (``batch``, ``flex``, ``priority``...); a
-        tier the price data has no rates for is priced at standard rates and says so in ``source``.
+        tier the price data has no rates for is priced at standard rates and says so in ``source``. A model without
+        a price in force is ``UNPRICED``, never free, and warned about once (``warn_unpriced``).
         """
         if at.tzinfo is None:
             raise ValueError("`at` must be timezone-aware; a naive time would pick prices by the server's zone")
-        resolution = self._resolutions.get((provider, model))
-        if resolution is None:
-            resolution = self._resolve(provider, model)
         if service_tier is not None:
             service_tier = service_tier.lower()
             if service_tier in STANDARD_SERVICE_TIERS:
                 service_tier = None
-        plan = resolution.plan(at, service_tier)
-        return UNPRICED if plan is None else plan.price(usage)
+        plan = self._resolution(provider, model).plan(at, service_tier)
+        if plan is None:
+            self.warn_unpriced(provider, model)
+            return UNPRICED
+        return plan.price(usage)
+
+    def is_priced(self, provider: str, model: str, at: datetime.datetime) -> bool:
+        """Whether a call to ``model`` at ``at`` would be priced (at standard rates); it warns of nothing."""
+        if at.tzinfo is None:
+            raise ValueError("`at` must be timezone-aware; a naive time would pick prices by the server's zone")
+        return self._resolution(provider, model).plan(at, None) is not None
+
+    def warn_unpriced(self, provider: str, model: str, *, setting: str | None = None) -> None:
+        """Log, once per model in this catalogue (one per process), that ``model``'s calls are recorded unpriced.
+
+        ``setting`` names the variable that chose the model (``DEFAULT_MODEL``), for a warning given at start-up.
+        Past ``_MAX_CACHED_MODELS`` models (names come from provider responses) each call warns again.
+        """
+        key = (provider, model)
+        if key in self._warned_unpriced:
+            return
+        if len(self._warned_unpriced) < _MAX_CACHED_MODELS:
+            self._warned_unpriced.add(key)
+        logger.warning(
+            "%sno known price for %s model %r: its calls are recorded unpriced (a null cost, counted in "
+            "unpricedCalls; admin.unpricedCalls lists them); give it rates in PRICE_FILE",
+            f"{setting}: " if setting else "",
+            provider,
+            model,
+        )
+
+    def _resolution(self, provider: str, model: str) -> _Resolution:
+        resolution = self._resolutions.get((provider, model))
+        return self._resolve(provider, model) if resolution is None else resolution
 
     def _resolve(self, provider: str, model: str) -> _Resolution:
         key = _model_key(provider, model)

@@ -1,4 +1,4 @@
-"""The providers: which one serves a model, and one adapter per wire API over its official SDK.
+"""The providers: one adapter per wire API over its official SDK (which one serves a model: ``routing``).
 
 Gemini is reached through its OpenAI-compatible endpoint with the ``openai`` SDK; its usage report differs from
 OpenAI's (completion may exclude thinking), so it has its own usage mapping but shares the adapter.
@@ -37,23 +37,6 @@ from server.settings import ProviderSettings, Settings
 ProviderName = Provider
 
 DEFAULT_MAX_TOKENS: Final = 1024
-_OPENAI_MODEL: Final = re.compile(r"^(gpt-|o\d|chatgpt-|ft:gpt-)")
-
-
-def provider_for_model(model: str) -> ProviderName:
-    """Route by model family: gpt-*/o*: OpenAI, claude-*: Anthropic, gemini-*: Gemini."""
-    name = model.lower()
-    if name.startswith("claude-"):
-        return "anthropic"
-    if name.startswith(("gemini-", "models/gemini-")):
-        return "gemini"
-    if _OPENAI_MODEL.match(name):
-        return "openai"
-    raise LLMError(
-        LLMFailure.UNKNOWN_MODEL,
-        f"unknown model family for {model!r}: expected gpt-*/o*, claude-* or gemini-*",
-        error_type="UnknownModel",
-    )
 
 
 class ChatTurn(msgspec.Struct, frozen=True, kw_only=True):

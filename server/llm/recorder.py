@@ -160,7 +160,7 @@ WITH settled AS (
     SELECT :conversation_id, :user_id, :conversation_title, :created_at, :created_at, :prompt_total, :output_tokens,
            :prompt_total + :output_tokens, coalesce(:estimated_cost_usd, 0), 1, :unpriced_call,
            jsonb_build_object(:model::text, jsonb_build_object(
-               'calls', 1, 'tokens', :prompt_total + :output_tokens,
+               'calls', 1, 'unpriced', :unpriced_call::int, 'tokens', :prompt_total + :output_tokens,
                'cost_usd', coalesce(:estimated_cost_usd, 0)::text))
     FROM log
     WHERE :conversation_id::uuid IS NOT NULL
@@ -174,6 +174,8 @@ WITH settled AS (
         unpriced_calls = c.unpriced_calls + excluded.unpriced_calls,
         model_distribution = c.model_distribution || jsonb_build_object(:model::text, jsonb_build_object(
             'calls', coalesce((c.model_distribution -> :model::text ->> 'calls')::bigint, 0) + 1,
+            'unpriced', coalesce((c.model_distribution -> :model::text ->> 'unpriced')::bigint, 0)
+                        + excluded.unpriced_calls,
             'tokens', coalesce((c.model_distribution -> :model::text ->> 'tokens')::bigint, 0)
                       + excluded.total_tokens_used,
             'cost_usd', (coalesce((c.model_distribution -> :model::text ->> 'cost_usd')::numeric, 0)

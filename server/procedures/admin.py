@@ -1,12 +1,17 @@
-"""The ``admin`` namespace: what each conversation cost and where the money goes, and the budgets that cap it. Every
-procedure needs an admin key; the protocol enforces it from the registry (FORBIDDEN for a user key)."""
+"""The ``admin`` namespace: what each conversation cost, where the money goes and who spends it, which calls failed,
+and the budgets that cap it. Every procedure needs an admin key; the protocol enforces it from the registry
+(FORBIDDEN for a user key)."""
 
 from __future__ import annotations
+
+import msgspec
 
 from schemas import admin, budgets
 from schemas.admin import (
     ConversationCost,
     ConversationCostInput,
+    FailedCalls,
+    FailedCallsInput,
     TopConversations,
     TopConversationsInput,
     UnpricedCalls,
@@ -17,10 +22,13 @@ from schemas.admin import (
     UsageByModelInput,
     UsageByProcedure,
     UsageByProcedureInput,
+    UsageByUser,
+    UsageByUserInput,
 )
 from schemas.budgets import (
     AlertList,
     Budget,
+    BudgetChange,
     BudgetList,
     DeleteBudgetInput,
     ListAlertsInput,
@@ -64,13 +72,21 @@ class AdminController(ProcedureController):
     async def unpriced_calls(self, ctx: CallContext[Services], input: UnpricedCallsInput) -> UnpricedCalls:
         return await queries.get_unpriced_calls(ctx.services.db, input)
 
+    @implements(admin.USAGE_BY_USER)
+    async def usage_by_user(self, ctx: CallContext[Services], input: UsageByUserInput) -> UsageByUser:
+        return await queries.get_usage_by_user(ctx.services.db, input)
+
+    @implements(admin.FAILED_CALLS)
+    async def failed_calls(self, ctx: CallContext[Services], input: FailedCallsInput) -> FailedCalls:
+        return await queries.get_failed_calls(ctx.services.db, input)
+
     @implements(budgets.SET_BUDGET)
-    async def set_budget(self, ctx: CallContext[Services], input: SetBudgetInput) -> Budget:
-        return await budget_service.set_budget(ctx.services.db, input)
+    async def set_budget(self, ctx: CallContext[Services], input: SetBudgetInput) -> BudgetChange:
+        return _change(await budget_service.set_budget(ctx.services.db, input))
 
     @implements(budgets.DELETE_BUDGET)
-    async def delete_budget(self, ctx: CallContext[Services], input: DeleteBudgetInput) -> Budget:
-        return await budget_service.delete_budget(ctx.services.db, input.budget_id)
+    async def delete_budget(self, ctx: CallContext[Services], input: DeleteBudgetInput) -> BudgetChange:
+        return _change(await budget_service.delete_budget(ctx.services.db, input.budget_id))
 
     @implements(budgets.LIST_BUDGETS)
     async def list_budgets(self, ctx: CallContext[Services], input: ListBudgetsInput) -> BudgetList:
@@ -79,3 +95,7 @@ class AdminController(ProcedureController):
     @implements(budgets.LIST_ALERTS)
     async def list_alerts(self, ctx: CallContext[Services], input: ListAlertsInput) -> AlertList:
         return await budget_service.list_alerts(ctx.services.db, input)
+
+
+def _change(budget: Budget) -> BudgetChange:
+    return BudgetChange(**msgspec.structs.asdict(budget))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from schemas import budgets, chat, conversations
+from schemas import admin, budgets, chat, conversations
+from schemas.admin import MyUsage, MyUsageInput
 from schemas.budgets import BudgetList
 from schemas.chat import (
     ExecuteActionInput,
@@ -21,6 +22,7 @@ from schemas.chat import (
 )
 from schemas.conversations import ConversationDetail, ConversationList, GetConversationInput, ListConversationsInput
 from server import conversations as repository
+from server.admin import queries as usage_queries
 from server.budgets import service as budget_service
 from server.rpc import CallContext, ProcedureController, implements
 from server.services import Services
@@ -66,3 +68,7 @@ class ChatController(ProcedureController):
     @implements(budgets.GET_BUDGET_STATUS)
     async def get_budget_status(self, ctx: CallContext[Services], input: None) -> BudgetList:
         return await budget_service.get_budget_status(ctx.services.db, ctx.user.user_id)
+
+    @implements(admin.GET_MY_USAGE)
+    async def get_my_usage(self, ctx: CallContext[Services], input: MyUsageInput) -> MyUsage:
+        return await usage_queries.get_my_usage(ctx.services.db, ctx.user.user_id, input)

@@ -37,6 +37,7 @@ from litestar.response import File
 
 from schemas import codec
 from schemas.errors import ErrorEnvelope
+from schemas.idempotency import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LENGTH
 from schemas.registry import Access, Procedure, ProcedureKind, all_optional
 
 __all__ = ("API_KEY_SCHEME", "inline_json_schema", "openapi_config", "operation_class_for")
@@ -98,6 +99,16 @@ class _Description:
     security: list[SecurityRequirement] | None
 
 
+_IDEMPOTENCY_KEY_PARAMETER: Final = Parameter(
+    name=IDEMPOTENCY_KEY_HEADER,
+    param_in="header",
+    required=False,
+    description="The call's idempotency key, quoted or bare, instead of the input's `idempotencyKey` (the same "
+    "value if both are sent): the mutation runs at most once per key.",
+    schema=_RawSchema({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH + 2}),
+)
+
+
 @cache
 def _describe(procedure: Procedure[Any, Any]) -> _Description:
     input_schema = None if procedure.input is None else _RawSchema(inline_json_schema(procedure.input))
@@ -109,6 +120,8 @@ def _describe(procedure: Procedure[Any, Any]) -> _Description:
     parameters: list[Parameter | Reference] | None = None
     request_body = None
     required = not all_optional(procedure)
+    if procedure.kind is ProcedureKind.MUTATION:
+        parameters = [_IDEMPOTENCY_KEY_PARAMETER]
     if input_schema is not None and procedure.kind is ProcedureKind.MUTATION:
         request_body = RequestBody(
             required=required, content={"application/json": OpenAPIMediaType(schema=input_schema)}

@@ -165,6 +165,47 @@ export type Budget = {
   remainingUsd: string;
 };
 
+/** A budget as ``admin.setBudget`` left it or ``admin.deleteBudget`` found it. */
+export type BudgetChange = {
+  /** @format uuid */
+  budgetId: string;
+  scope: "conversation" | "global" | "user";
+  /** @format uuid */
+  subjectId: string | null;
+  period: "day" | "month" | "total" | "week";
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  limitUsd: string;
+  hard: boolean;
+  alertThresholds: number[];
+  /** When the current period began (UTC). */
+  periodStart: string;
+  /** When the current period ends; null for a total budget. */
+  resetsAt: string | null;
+  /**
+   * What the period's settled calls cost, USD.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  spentUsd: string;
+  /**
+   * The worst-case cost of calls admitted and still running, USD.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  reservedUsd: string;
+  /**
+   * limitUsd - spentUsd - reservedUsd, never below 0, USD.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  remainingUsd: string;
+  /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
+  fromIdempotentCache: boolean;
+};
+
 /** Global budgets first, then user and conversation ones by subject; each subject's periods from day to total. */
 export type BudgetList = {
   budgets: Budget[];
@@ -290,11 +331,11 @@ export type ConversationTotals = {
   /** totalPromptTokens + totalOutputTokens. */
   totalTokensUsed: number;
   /**
-   * Sum of the priced calls' costs, USD.
+   * Sum of the priced calls' costs, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
    * @format decimal
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
-  totalCostUsd: string;
+  totalCostUsd: string | null;
   llmCalls: number;
   unpricedCalls: number;
 };
@@ -310,11 +351,11 @@ export type DateBucket = {
   unpricedCalls: number;
   tokens: TokenCounts;
   /**
-   * Sum over the priced calls, USD.
+   * Sum over the priced calls, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
    * @format decimal
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
-  costUsd: string;
+  costUsd: string | null;
   start: string;
 };
 
@@ -322,6 +363,13 @@ export type DateBucket = {
 export type DeleteBudgetInput = {
   /** @format uuid */
   budgetId: string;
+  /**
+   * Run this mutation at most once for this key (per user and procedure, for IDEMPOTENCY_TTL_SECONDS, a day by default): a repeat with the same input returns the stored result marked fromIdempotentCache; with another input it is UNPROCESSABLE_CONTENT; while the first still runs, CONFLICT. A new UUID per action the user means to take.
+   * @minLength 1
+   * @maxLength 255
+   * @default null
+   */
+  idempotencyKey?: string | null;
 };
 
 export type DraftReplyResult = {
@@ -349,6 +397,14 @@ export type Email = {
   from?: string | null;
 };
 
+/** How many calls failed (``error``) or were abandoned (``cancelled``) with one ``errorType``, and when last. */
+export type ErrorTypeCount = {
+  status: "cancelled" | "error" | "ok";
+  errorType: string | null;
+  llmCalls: number;
+  lastAt: string;
+};
+
 export type ExecuteActionInput = {
   action: "classify_intent" | "draft_reply" | "extract_tasks";
   /**
@@ -369,6 +425,13 @@ export type ExecuteActionInput = {
    * @default null
    */
   model?: string | null;
+  /**
+   * Run this mutation at most once for this key (per user and procedure, for IDEMPOTENCY_TTL_SECONDS, a day by default): a repeat with the same input returns the stored result marked fromIdempotentCache; with another input it is UNPROCESSABLE_CONTENT; while the first still runs, CONFLICT. A new UUID per action the user means to take.
+   * @minLength 1
+   * @maxLength 255
+   * @default null
+   */
+  idempotencyKey?: string | null;
 };
 
 export type ExecuteActionOutput = {
@@ -385,6 +448,8 @@ export type ExecuteActionOutput = {
   /** @format uuid */
   conversationId: string | null;
   conversation: ConversationTotals | null;
+  /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
+  fromIdempotentCache: boolean;
   result: DraftReplyResult | ExtractTasksResult | ClassifyIntentResult;
 };
 
@@ -398,6 +463,64 @@ export type ExtractedTask = {
   owner: string | null;
   due: string | null;
   priority: "high" | "low" | "medium";
+};
+
+/**
+ * Calls with status ``error`` or ``cancelled``: counted by error type (most frequent first) and listed newest
+ * first. A failed call may still have cost: its row says so.
+ */
+export type FailedCalls = {
+  start: string | null;
+  end: string | null;
+  errorCalls: number;
+  cancelledCalls: number;
+  errorTypes: ErrorTypeCount[];
+  rows: UsageRow[];
+  nextCursor: string | null;
+};
+
+/**
+ * ``limit`` and ``cursor`` page the calls, newest first; ``procedure`` and ``model`` (as reported) narrow both
+ * the rows and the counts.
+ */
+export type FailedCallsInput = {
+  /**
+   * @format date-time
+   * @default null
+   */
+  start?: string | null;
+  /**
+   * @format date-time
+   * @default null
+   */
+  end?: string | null;
+  /**
+   * @minimum 1
+   * @maximum 500
+   * @default 50
+   */
+  limit?: number;
+  /**
+   * @minLength 1
+   * @maxLength 200
+   * @pattern ^[A-Za-z0-9_-]+={0,2}$
+   * @default null
+   */
+  cursor?: string | null;
+  /**
+   * @minLength 1
+   * @maxLength 100
+   * @pattern ^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$
+   * @default null
+   */
+  procedure?: string | null;
+  /**
+   * @minLength 1
+   * @maxLength 200
+   * @pattern ^[A-Za-z0-9][A-Za-z0-9._:/-]*$
+   * @default null
+   */
+  model?: string | null;
 };
 
 /**
@@ -474,18 +597,20 @@ export type ListConversationsInput = {
 
 /**
  * One model's part of a conversation's totals. ``totalCostUsd`` counts priced calls only: an unpriced call adds
- * calls and tokens but no cost.
+ * calls and tokens but no cost (and when all of them are unpriced, it is null).
  */
 export type ModelShare = {
   model: string;
   llmCalls: number;
+  unpricedCalls: number;
   /** prompt + output tokens of this model's calls. */
   totalTokensUsed: number;
   /**
+   * Sum of the priced calls' costs, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
    * @format decimal
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
-  totalCostUsd: string;
+  totalCostUsd: string | null;
 };
 
 export type ModelUsage = {
@@ -495,13 +620,60 @@ export type ModelUsage = {
   unpricedCalls: number;
   tokens: TokenCounts;
   /**
-   * Sum over the priced calls, USD.
+   * Sum over the priced calls, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
    * @format decimal
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
-  costUsd: string;
+  costUsd: string | null;
   model: string;
   provider: "anthropic" | "gemini" | "openai";
+};
+
+/**
+ * The caller's own calls, in conversations and outside them (``chat.executeAction`` and
+ * ``chat.summarizeEmail`` without a conversation included): every bucket of the window oldest first (empty ones
+ * at zero), per reported model most expensive first, and ``overall``. ``start`` and ``end`` are the window as
+ * used, defaults filled in.
+ */
+export type MyUsage = {
+  start: string;
+  end: string;
+  granularity: "day" | "hour" | "month" | "week";
+  timeZone: string;
+  buckets: DateBucket[];
+  models: ModelUsage[];
+  overall: UsageFigures;
+};
+
+/**
+ * Every field is optional: without ``end`` the window ends with the current bucket (today, for days); without
+ * ``start`` it holds whole buckets up to ``end``: 24 hours, 30 days, 12 weeks or 12 months.
+ */
+export type MyUsageInput = {
+  /**
+   * A date alone (`2026-11-01`: its midnight in `timeZone`) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
+   * @default null
+   */
+  start?: string | null;
+  /**
+   * A date alone (`2026-11-01`: its midnight in `timeZone`) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
+   * @default null
+   */
+  end?: string | null;
+  /**
+   * Bucket size, in `timeZone`: `hour` (windows of at most 45 days), `day` (windows of at most 1,100 days), `week` (windows of at most 3,660 days), `month` (windows of at most 3,660 days). Weeks start on Monday. An hour follows the zone's clock: when clocks go back the repeated hour is two buckets, a skipped hour has none.
+   * @default "day"
+   */
+  granularity?: "day" | "hour" | "month" | "week";
+  /**
+   * IANA time zone (e.g. `Europe/Berlin`) in which hours, days, weeks and months begin; default `UTC`.
+   * @minLength 1
+   * @maxLength 64
+   * @default "UTC"
+   */
+  timeZone?: string;
 };
 
 export type ProcedureUsage = {
@@ -511,11 +683,11 @@ export type ProcedureUsage = {
   unpricedCalls: number;
   tokens: TokenCounts;
   /**
-   * Sum over the priced calls, USD.
+   * Sum over the priced calls, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
    * @format decimal
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
-  costUsd: string;
+  costUsd: string | null;
   procedure: string;
 };
 
@@ -561,6 +733,13 @@ export type SendMessageInput = {
    * @default null
    */
   temperature?: number | null;
+  /**
+   * Run this mutation at most once for this key (per user and procedure, for IDEMPOTENCY_TTL_SECONDS, a day by default): a repeat with the same input returns the stored result marked fromIdempotentCache; with another input it is UNPROCESSABLE_CONTENT; while the first still runs, CONFLICT. A new UUID per action the user means to take.
+   * @minLength 1
+   * @maxLength 255
+   * @default null
+   */
+  idempotencyKey?: string | null;
 };
 
 export type SendMessageOutput = {
@@ -577,6 +756,8 @@ export type SendMessageOutput = {
   /** @format uuid */
   conversationId: string | null;
   conversation: ConversationTotals | null;
+  /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
+  fromIdempotentCache: boolean;
   /** @format uuid */
   messageId: string;
   reply: string;
@@ -612,6 +793,13 @@ export type SetBudgetInput = {
    * @maxItems 20
    */
   alertThresholds?: number[];
+  /**
+   * Run this mutation at most once for this key (per user and procedure, for IDEMPOTENCY_TTL_SECONDS, a day by default): a repeat with the same input returns the stored result marked fromIdempotentCache; with another input it is UNPROCESSABLE_CONTENT; while the first still runs, CONFLICT. A new UUID per action the user means to take.
+   * @minLength 1
+   * @maxLength 255
+   * @default null
+   */
+  idempotencyKey?: string | null;
 };
 
 /** The next piece of the reply; the pieces joined, in order, are the reply. */
@@ -636,6 +824,8 @@ export type StreamMessageDone = {
   /** @format uuid */
   conversationId: string | null;
   conversation: ConversationTotals | null;
+  /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
+  fromIdempotentCache: boolean;
   /** @format uuid */
   messageId: string;
   reply: string;
@@ -712,6 +902,13 @@ export type SummarizeEmailInput = {
    * @default null
    */
   model?: string | null;
+  /**
+   * Run this mutation at most once for this key (per user and procedure, for IDEMPOTENCY_TTL_SECONDS, a day by default): a repeat with the same input returns the stored result marked fromIdempotentCache; with another input it is UNPROCESSABLE_CONTENT; while the first still runs, CONFLICT. A new UUID per action the user means to take.
+   * @minLength 1
+   * @maxLength 255
+   * @default null
+   */
+  idempotencyKey?: string | null;
 };
 
 export type SummarizeEmailOutput = {
@@ -728,6 +925,8 @@ export type SummarizeEmailOutput = {
   /** @format uuid */
   conversationId: string | null;
   conversation: ConversationTotals | null;
+  /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
+  fromIdempotentCache: boolean;
   summary: string;
   keyPoints: string[];
   actionItems: string[];
@@ -862,31 +1061,46 @@ export type Usage = {
   estimated: boolean;
 };
 
-/** Every bucket of the window, empty ones included (with zeros), oldest first; ``overall`` sums them. */
+/**
+ * Every bucket of the window, empty ones included (with zeros), oldest first; ``overall`` sums them. ``start``
+ * and ``end`` are the window's bounds as times.
+ */
 export type UsageByDateRange = {
   start: string;
   end: string;
-  granularity: "day" | "month" | "week";
+  granularity: "day" | "hour" | "month" | "week";
   timeZone: string;
   buckets: DateBucket[];
   overall: UsageFigures;
 };
 
-/** ``timeZone`` (IANA, e.g. ``Europe/Berlin``) decides where a day, week or month begins. */
+/**
+ * ``timeZone`` (IANA, e.g. ``Europe/Berlin``, default ``UTC``) decides where an hour, day, week or month begins,
+ * and which midnight a date alone means.
+ */
 export type UsageByDateRangeInput = {
-  /** @format date-time */
-  start: string;
-  /** @format date-time */
-  end: string;
-  granularity: "day" | "month" | "week";
   /**
+   * A date alone (`2026-11-01`: its midnight in `timeZone`) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
+   */
+  start: string;
+  /**
+   * A date alone (`2026-11-01`: its midnight in `timeZone`) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
+   */
+  end: string;
+  /** Bucket size, in `timeZone`: `hour` (windows of at most 45 days), `day` (windows of at most 1,100 days), `week` (windows of at most 3,660 days), `month` (windows of at most 3,660 days). Weeks start on Monday. An hour follows the zone's clock: when clocks go back the repeated hour is two buckets, a skipped hour has none. */
+  granularity: "day" | "hour" | "month" | "week";
+  /**
+   * IANA time zone (e.g. `Europe/Berlin`) in which hours, days, weeks and months begin; default `UTC`.
    * @minLength 1
    * @maxLength 64
+   * @default "UTC"
    */
-  timeZone: string;
+  timeZone?: string;
 };
 
-/** Per reported model, most expensive first. */
+/** Per reported model, most expensive first (models whose calls were all unpriced last, by calls). */
 export type UsageByModel = {
   start: string | null;
   end: string | null;
@@ -914,7 +1128,7 @@ export type UsageByModelInput = {
   model?: string | null;
 };
 
-/** Per procedure, most expensive first. */
+/** Per procedure, most expensive first (procedures whose calls were all unpriced last, by calls). */
 export type UsageByProcedure = {
   start: string | null;
   end: string | null;
@@ -941,6 +1155,38 @@ export type UsageByProcedureInput = {
   procedure?: string | null;
 };
 
+/** Per user who made calls in the window, most expensive first (users whose calls were all unpriced last). */
+export type UsageByUser = {
+  start: string | null;
+  end: string | null;
+  users: UserUsage[];
+};
+
+/** ``userId`` narrows to one user; ``limit`` bounds the users listed (the most expensive ones). */
+export type UsageByUserInput = {
+  /**
+   * @format date-time
+   * @default null
+   */
+  start?: string | null;
+  /**
+   * @format date-time
+   * @default null
+   */
+  end?: string | null;
+  /**
+   * @format uuid
+   * @default null
+   */
+  userId?: string | null;
+  /**
+   * @minimum 1
+   * @maximum 500
+   * @default 50
+   */
+  limit?: number;
+};
+
 /** Aggregates over recorded calls: ``llmCalls`` counts them all, failed and cancelled ones included. */
 export type UsageFigures = {
   llmCalls: number;
@@ -949,11 +1195,11 @@ export type UsageFigures = {
   unpricedCalls: number;
   tokens: TokenCounts;
   /**
-   * Sum over the priced calls, USD.
+   * Sum over the priced calls, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
    * @format decimal
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
-  costUsd: string;
+  costUsd: string | null;
 };
 
 /**
@@ -990,6 +1236,27 @@ export type UsageRow = {
   priceTier: string | null;
 };
 
+/**
+ * One user's calls, in conversations and outside them. ``userId`` is null for calls recorded without a user;
+ * ``name`` is null when no user has that id (any more).
+ */
+export type UserUsage = {
+  llmCalls: number;
+  errorCalls: number;
+  cancelledCalls: number;
+  unpricedCalls: number;
+  tokens: TokenCounts;
+  /**
+   * Sum over the priced calls, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  costUsd: string | null;
+  /** @format uuid */
+  userId: string | null;
+  name: string | null;
+};
+
 export type WhoAmIOutput = {
   /** @format uuid */
   userId: string;
@@ -1015,7 +1282,13 @@ export type AppRouter = TRPCBuiltRouter<
        *
        * mutation, access: admin
        */
-      deleteBudget: TRPCMutationProcedure<{ input: DeleteBudgetInput; output: Budget; meta: object }>;
+      deleteBudget: TRPCMutationProcedure<{ input: DeleteBudgetInput; output: BudgetChange; meta: object }>;
+      /**
+       * Calls that failed or were cancelled, counted by error type and listed newest first (paged).
+       *
+       * query, access: admin
+       */
+      failedCalls: TRPCQueryProcedure<{ input: FailedCallsInput | undefined; output: FailedCalls; meta: object }>;
       /**
        * A conversation's totals, cost by model and by procedure, and its usage rows newest first (paged).
        *
@@ -1039,7 +1312,7 @@ export type AppRouter = TRPCBuiltRouter<
        *
        * mutation, access: admin
        */
-      setBudget: TRPCMutationProcedure<{ input: SetBudgetInput; output: Budget; meta: object }>;
+      setBudget: TRPCMutationProcedure<{ input: SetBudgetInput; output: BudgetChange; meta: object }>;
       /**
        * The most expensive conversations, all time or within a window, with owner and last activity.
        *
@@ -1053,7 +1326,7 @@ export type AppRouter = TRPCBuiltRouter<
        */
       unpricedCalls: TRPCQueryProcedure<{ input: UnpricedCallsInput | undefined; output: UnpricedCalls; meta: object }>;
       /**
-       * Calls, tokens and cost per day, week or month of a window, in an explicit time zone.
+       * Calls, tokens and cost per hour, day, week or month of a window, in a time zone (default UTC).
        *
        * query, access: admin
        */
@@ -1070,6 +1343,12 @@ export type AppRouter = TRPCBuiltRouter<
        * query, access: admin
        */
       usageByProcedure: TRPCQueryProcedure<{ input: UsageByProcedureInput | undefined; output: UsageByProcedure; meta: object }>;
+      /**
+       * Calls, tokens and cost per user, most expensive first, optionally within a window or for one user.
+       *
+       * query, access: admin
+       */
+      usageByUser: TRPCQueryProcedure<{ input: UsageByUserInput | undefined; output: UsageByUser; meta: object }>;
     };
     chat: {
       /**
@@ -1090,6 +1369,12 @@ export type AppRouter = TRPCBuiltRouter<
        * query, access: user
        */
       getConversation: TRPCQueryProcedure<{ input: GetConversationInput; output: ConversationDetail; meta: object }>;
+      /**
+       * The caller's own calls, tokens and cost per hour, day, week or month and per model, in and outside conversations.
+       *
+       * query, access: user
+       */
+      getMyUsage: TRPCQueryProcedure<{ input: MyUsageInput | undefined; output: MyUsage; meta: object }>;
       /**
        * The caller's conversations with their totals, most recent activity first, paged by cursor.
        *

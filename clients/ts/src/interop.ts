@@ -198,6 +198,7 @@ const JSON_RPC_CODES = {
   NOT_FOUND: -32004,
   METHOD_NOT_SUPPORTED: -32005,
   CONFLICT: -32009,
+  UNPROCESSABLE_CONTENT: -32022,
 } as const;
 type ExpectedCode = keyof typeof JSON_RPC_CODES;
 
@@ -265,9 +266,11 @@ function decimal(text: string, what = 'amount'): Decimal {
   return { units, exponent: -fraction.length };
 }
 
-function sumDecimals(texts: string[], what = 'amount'): Decimal {
+/** The sum of the known amounts: a null one (a group whose calls were all unpriced) adds nothing, as on the server. */
+function sumDecimals(texts: (string | null)[], what = 'amount'): Decimal {
   let sum: Decimal = { units: 0n, exponent: 0 };
   for (const text of texts) {
+    if (text === null) continue;
     const [x, y, exponent] = align(sum, decimal(text, what));
     sum = { units: x + y, exponent };
   }
@@ -374,7 +377,7 @@ function checkTotals(t: ConversationTotals, what: string): void {
   for (const name of counts) expectCount(t[name], `${what}.${name}`);
   expectEqual(t.totalTokensUsed, t.totalPromptTokens + t.totalOutputTokens, `${what}.totalTokensUsed`);
   expect(t.unpricedCalls <= t.llmCalls, `${what}: more unpricedCalls than llmCalls`);
-  decimal(t.totalCostUsd, `${what}.totalCostUsd`);
+  checkGroupCost(t.totalCostUsd, t.llmCalls, t.unpricedCalls, `${what}.totalCostUsd`);
 }
 
 /** The admin aggregates: every call counted in `llmCalls`, the tokens as TokenCounts, the priced calls' cost. */
@@ -385,7 +388,7 @@ function checkFigures(f: UsageFigures, what: string): void {
   expect(f.errorCalls + f.cancelledCalls <= f.llmCalls, `${what}: more failed and cancelled calls than llmCalls`);
   expect(f.unpricedCalls <= f.llmCalls, `${what}: more unpricedCalls than llmCalls`);
   checkTokenCounts(f.tokens, `${what}.tokens`);
-  decimal(f.costUsd, `${what}.costUsd`);
+  checkGroupCost(f.costUsd, f.llmCalls, f.unpricedCalls, `${what}.costUsd`);
 }
 
 /** A recorded call: priced, its bucket costs add up to `costUsd`; unpriced, no cost at all (never zero). */
@@ -434,13 +437,28 @@ function checkConversationList(list: Outputs['chat']['listConversations'], what:
 }
 
 /** Most expensive first: each amount at least the next one. */
-function expectDescending(amounts: string[], what: string): void {
+/** Most expensive first, and the unknown costs (null: every call unpriced) after all known ones. */
+function expectDescending(amounts: (string | null)[], what: string): void {
   for (let i = 1; i < amounts.length; i++) {
+    const [before, after] = [amounts[i - 1]!, amounts[i]!];
     expect(
-      decimalAtLeast(decimal(amounts[i - 1]!), decimal(amounts[i]!)),
+      after === null || (before !== null && decimalAtLeast(decimal(before), decimal(after))),
       `${what} not most expensive first: ${amounts.join(', ')}`,
     );
   }
+}
+
+/** An amount that must be known: the calls behind it were priced. */
+function knownCost(amount: string | null, what: string): string {
+  expect(amount !== null, `${what}: null, as if every call were unpriced`);
+  return amount;
+}
+
+/** A group's cost: null exactly when it has calls and every one of them was unpriced. */
+function checkGroupCost(amount: string | null, llmCalls: number, unpricedCalls: number, what: string): void {
+  const allUnpriced = llmCalls > 0 && unpricedCalls === llmCalls;
+  expectEqual(amount === null, allUnpriced, `${what} is null exactly when every call was unpriced`);
+  if (amount !== null) decimal(amount, what);
 }
 
 /** TokenCounts added up bucket by bucket. */
@@ -639,7 +657,8 @@ async function run(): Promise<void> {
     const first = await plain.chat.sendMessage.mutate({ message: 'Hello from @trpc/client', maxTokens: 64 });
     const one = checkSendMessage(first, 'first');
     expectEqual(first.conversation?.llmCalls, 1, 'first: conversation.llmCalls');
-    expect(decimalEquals(decimal(first.conversation!.totalCostUsd), decimal(one.costUsd)), 'first: total != cost');
+    const firstTotal = knownCost(first.conversation!.totalCostUsd, 'first: totalCostUsd');
+    expect(decimalEquals(decimal(firstTotal), decimal(one.costUsd)), 'first: total != cost');
     const second = await plain.chat.sendMessage.mutate({
       conversationId: one.conversationId,
       message: 'And a second message, to another provider',
@@ -652,7 +671,7 @@ async function run(): Promise<void> {
     expectEqual(second.conversation?.llmCalls, 2, 'second: conversation.llmCalls');
     const expectedTotal = addDecimals(one.costUsd, two.costUsd);
     expect(
-      decimalEquals(decimal(second.conversation!.totalCostUsd), expectedTotal),
+      decimalEquals(decimal(knownCost(second.conversation!.totalCostUsd, 'second: totalCostUsd')), expectedTotal),
       `second: totalCostUsd ${second.conversation!.totalCostUsd} != ${one.costUsd} + ${two.costUsd}`,
     );
     expectEqual(
@@ -765,7 +784,10 @@ async function run(): Promise<void> {
       'modelDistribution: totalTokensUsed',
     );
     expect(
-      decimalEquals(sumDecimals(shares.map((m) => m.totalCostUsd)), decimal(built.totals.totalCostUsd)),
+      decimalEquals(
+        sumDecimals(shares.map((m) => m.totalCostUsd)),
+        decimal(knownCost(built.totals.totalCostUsd, 'built: totalCostUsd')),
+      ),
       `modelDistribution: totalCostUsd ${JSON.stringify(shares)}`,
     );
     return { messages: detail.messages.length, amounts: expectMoney(detail, 'getConversation'), shares };
@@ -975,6 +997,22 @@ async function run(): Promise<void> {
     expectEqual(requests[0]!.method, 'POST', 'method');
     expect(requests[0]!.url.includes('chat.sendMessage,chat.executeAction,chat.summarizeEmail?batch=1'), 'url');
     return requests[0];
+  });
+
+  await check('httpBatchLink: an idempotencyKey per mutation, a repeat replayed without running again', async () => {
+    const keys = [`interop-${Date.now()}-0`, `interop-${Date.now()}-1`] as const;
+    const both = () =>
+      Promise.all([
+        batch.chat.sendMessage.mutate({ message: 'idempotent hello', idempotencyKey: keys[0] }),
+        batch.chat.executeAction.mutate({ action: 'classify_intent', text: 'Run me once', idempotencyKey: keys[1] }),
+      ]);
+    const [sent, action] = await both();
+    const [sentAgain, actionAgain] = await both();
+    expectEqual([sent.fromIdempotentCache, action.fromIdempotentCache], [false, false], 'first run');
+    expectEqual(sentAgain, { ...sent, fromIdempotentCache: true }, 'sendMessage replayed');
+    expectEqual(actionAgain, { ...action, fromIdempotentCache: true }, 'executeAction replayed');
+    const other = batch.chat.sendMessage.mutate({ message: 'another message', idempotencyKey: keys[0] });
+    return expectError(other, 'UNPROCESSABLE_CONTENT', 422, 'chat.sendMessage');
   });
 
   await check('httpBatchLink: mixed results in one batch (207), each call settles on its own', async () => {

@@ -49,7 +49,7 @@ export async function mistypedCalls(client: TRPCClient<AppRouter>): Promise<void
   // @ts-expect-error a query with a required input field refuses to be called without input
   await client.chat.getConversation.query();
 
-  // @ts-expect-error admin.usageByDateRange needs its window (start, end, granularity, timeZone)
+  // @ts-expect-error admin.usageByDateRange needs its window and buckets (start, end, granularity; timeZone is UTC)
   await client.admin.usageByDateRange.query();
 
   // Queries whose input fields are all optional may be called with no input at all.
@@ -158,6 +158,13 @@ export async function mistypedCalls(client: TRPCClient<AppRouter>): Promise<void
   void byDate.overall.calls;
   // @ts-expect-error admin buckets are spelt like the usage's: cacheWrite5m
   void byDate.overall.tokens.cacheWrite5M;
+  // @ts-expect-error a cost is null when every call behind it was unpriced (unknown, not free): check first
+  const knownCostUsd: string = byDate.overall.costUsd;
+  void knownCostUsd;
+  // A date alone is that day's midnight in timeZone (default UTC); hours are buckets too.
+  await client.admin.usageByDateRange.query({ start: '2026-01-01', end: '2026-01-02', granularity: 'hour' });
+  // @ts-expect-error granularity is one of hour, day, week, month
+  await client.admin.usageByDateRange.query({ start: '2026-01-01', end: '2026-01-02', granularity: 'year' });
 
   const unpriced = await client.admin.unpricedCalls.query();
   // @ts-expect-error the count of unpriced calls is unpricedCalls
