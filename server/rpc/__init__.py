@@ -24,7 +24,8 @@ an ADMIN procedure) using the ``Authenticator`` given to ``rpc_router``; the key
 or, for EventSource clients, from ``connectionParams`` (``{"apiKey": key}`` or ``{"authorization": "Bearer key"}``).
 A handler raises a domain error (``server.errors``, classified by ``server.rpc.errors.CODES``) or, for a protocol
 matter, ``TRPCError(ErrorCode.X, message)``; any other exception becomes a generic INTERNAL_SERVER_ERROR, logged with
-its traceback.
+its traceback. Given an ``IdempotencyStore`` (``rpc_router(..., idempotency=...)``), every mutation runs at most once
+per idempotency key (``server.rpc.idempotency``): handlers need not know.
 """
 
 from __future__ import annotations

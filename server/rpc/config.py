@@ -52,7 +52,7 @@ def rpc_cors_config(allow_origins: Sequence[str]) -> CORSConfig:
     return CORSConfig(
         allow_origins=list(allow_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["content-type", "trpc-accept", "authorization", "last-event-id"],
+        allow_headers=["content-type", "trpc-accept", "authorization", "last-event-id", "idempotency-key"],
         expose_headers=["vary"],
         max_age=600,
     )

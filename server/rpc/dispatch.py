@@ -18,12 +18,14 @@ from litestar import Request, Response
 from litestar.response import Stream
 
 from schemas import codec
+from schemas.idempotency import IDEMPOTENCY_KEY_HEADER
 from schemas.registry import Access, ProcedureKind, Registry
 from server.rpc.binding import Binding, build_bindings
 from server.rpc.config import RpcConfig
 from server.rpc.context import Authenticator, CallContext, Caller
 from server.rpc.controller import PROCEDURE_METHOD, ProcedureHost
 from server.rpc.errors import ErrorCode, TRPCError, error_envelope, to_trpc_error
+from server.rpc.idempotency import IdempotencyStore, IdempotentCall, Outcome, idempotency_key, request_hash, run_once
 from server.rpc.inputs import (
     RequestInputs,
     decode_input,
@@ -45,6 +47,7 @@ _JSON_HEADERS: Final = {"vary": VARY}
 _SSE_HEADERS: Final = {**SSE_HEADERS, "content-type": "text/event-stream", "vary": VARY}
 _SUCCESS_PREFIX: Final = b'{"result":{"data":'
 _SUCCESS_SUFFIX: Final = b"}}"
+_IDEMPOTENCY_KEY: Final = IDEMPOTENCY_KEY_HEADER.lower()
 _connection_params_decoder: Final = msgspec.json.Decoder(dict[str, str])
 _CONNECTED_WITHOUT_RECONNECT: Final = b"{}"
 """No ``reconnectAfterInactivityMs`` for a subscription that cannot resume: a reconnect could only start it over, and
@@ -81,6 +84,7 @@ class _Call:
     auth: _Auth
     services: Any
     is_batch: bool
+    idempotency_header: str | None
 
 
 class Dispatcher(ProcedureHost):
@@ -92,10 +96,12 @@ class Dispatcher(ProcedureHost):
         controllers: Sequence[type[ProcedureController]],
         authenticator: Authenticator,
         config: RpcConfig,
+        idempotency: IdempotencyStore | None = None,
     ) -> None:
         self._bindings = build_bindings(registry, controllers)
         self._authenticator = authenticator
         self._config = config
+        self._idempotency = idempotency
         self._encoder = codec.encoder()
         connected: dict[str, int] = {}
         if config.sse_reconnect_after_inactivity_seconds is not None:
@@ -133,6 +139,13 @@ class Dispatcher(ProcedureHost):
             if streamed and not is_batch:
                 raise TRPCError(ErrorCode.BAD_REQUEST, "Streaming requests must be batched (you can do a batch of 1)")
             streamed = streamed or (is_batch and _JSONL in headers.get("accept", ""))
+            idempotency_header = headers.get(_IDEMPOTENCY_KEY)
+            if idempotency_header is not None and is_batch and _has_mutation(bindings):
+                raise TRPCError(
+                    ErrorCode.BAD_REQUEST,
+                    "The Idempotency-Key header is for a single call: in a batch, give each mutation its own "
+                    "idempotencyKey in its input",
+                )
         except TRPCError as error:
             return self._error_response(error)
 
@@ -143,6 +156,7 @@ class Dispatcher(ProcedureHost):
             auth=await self._authenticate(request, connection_params) if needs_auth else _NOT_NEEDED,
             services=request.app.state.get(self._config.services_state_key),
             is_batch=is_batch,
+            idempotency_header=idempotency_header,
         )
         if not is_batch:
             binding = bindings[0]
@@ -213,17 +227,57 @@ class Dispatcher(ProcedureHost):
         try:
             bound, ctx = self._prepare(call, path, binding)
             value = decode_input(path, bound.decoder, call.inputs.get(index), bound.default_input)
-            assert bound.handler is not None
-            output = await bound.handler(ctx, value)
-            if not isinstance(output, bound.procedure.output):
-                raise TypeError(
-                    f"handler returned {type(output).__name__}, the procedure declares "
-                    f"{bound.procedure.output.__name__}"
-                )
-            return 200, _SUCCESS_PREFIX + self._encoder.encode(output) + _SUCCESS_SUFFIX
+            once = self._idempotent_call(call, bound, ctx, value)
+            if once is None:
+                return 200, _SUCCESS_PREFIX + await self._output(bound, ctx, value) + _SUCCESS_SUFFIX
+            assert self._idempotency is not None
+            status, body = await run_once(self._idempotency, once, lambda: self._outcome(bound, ctx, value))
         except Exception as exc:
-            error = to_trpc_error(exc, path)
-            return error.http_status, self._encoder.encode(error_envelope(error, path, debug=self._config.debug))
+            return self._error_envelope(exc, path)
+        if status != 200:
+            return status, body
+        return status, _SUCCESS_PREFIX + body + _SUCCESS_SUFFIX
+
+    async def _output(self, bound: Binding, ctx: CallContext[Any], value: Any) -> bytes:
+        """The handler's output, as JSON."""
+        assert bound.handler is not None
+        output = await bound.handler(ctx, value)
+        if not isinstance(output, bound.procedure.output):
+            raise TypeError(
+                f"handler returned {type(output).__name__}, the procedure declares {bound.procedure.output.__name__}"
+            )
+        return self._encoder.encode(output)
+
+    async def _outcome(self, bound: Binding, ctx: CallContext[Any], value: Any) -> Outcome:
+        """``_output``, or the error envelope of its failure with the failure's code; raises only when cancelled."""
+        try:
+            return 200, await self._output(bound, ctx, value), None
+        except Exception as exc:
+            error = to_trpc_error(exc, ctx.path)
+            return error.http_status, self._encode_error(error, ctx.path), error.code
+
+    def _idempotent_call(self, call: _Call, bound: Binding, ctx: CallContext[Any], value: Any) -> IdempotentCall | None:
+        """The key of a mutation that has one, in its scope; None when the call runs without one."""
+        if self._idempotency is None or bound.procedure.kind is not ProcedureKind.MUTATION:
+            return None
+        key = idempotency_key(value, call.idempotency_header)
+        if key is None:
+            return None
+        if ctx.caller is None:
+            raise TRPCError(ErrorCode.BAD_REQUEST, "An idempotency key needs an API key: keys are kept per user")
+        return IdempotentCall(
+            user_id=ctx.caller.user_id,
+            procedure=ctx.path,
+            key=key,
+            request_hash=request_hash(value, self._encoder.encode),
+        )
+
+    def _error_envelope(self, exc: Exception, path: str) -> tuple[int, bytes]:
+        error = to_trpc_error(exc, path)
+        return error.http_status, self._encode_error(error, path)
+
+    def _encode_error(self, error: TRPCError, path: str) -> bytes:
+        return self._encoder.encode(error_envelope(error, path, debug=self._config.debug))
 
     def _envelope_runner(
         self, call: _Call, path: str, binding: Binding | None, index: int
@@ -269,6 +323,10 @@ class Dispatcher(ProcedureHost):
     def _error_response(self, error: TRPCError) -> Response[bytes]:
         body = self._encoder.encode(error_envelope(error, None, debug=self._config.debug))
         return Response(body, status_code=error.http_status, media_type=_JSON, headers=_JSON_HEADERS)
+
+
+def _has_mutation(bindings: list[Binding | None]) -> bool:
+    return any(b is not None and b.procedure.kind is ProcedureKind.MUTATION for b in bindings)
 
 
 def _media_type(content_type: str) -> str:

@@ -14,6 +14,7 @@ from server.rpc.context import Authenticator
 from server.rpc.controller import ALL_METHODS, DISPATCHER_OPT_KEY, ProcedureController
 from server.rpc.dispatch import Dispatcher
 from server.rpc.errors import error_envelope, to_trpc_error
+from server.rpc.idempotency import IdempotencyStore
 
 __all__ = ("rpc_router",)
 
@@ -23,15 +24,17 @@ def rpc_router(
     registry: Registry,
     authenticator: Authenticator,
     config: RpcConfig | None = None,
+    idempotency: IdempotencyStore | None = None,
 ) -> Router:
     """Mount ``controllers`` at ``config.path`` (``/trpc``), serving every procedure of ``registry``.
 
     Raises at once (start-up) when a procedure has no handler, two handlers, or a handler whose signature does not
-    match it. Besides each controller's routes, a catch-all route serves batches (``/trpc/a,b?batch=1``) and answers
+    match it. With ``idempotency``, mutations run once per idempotency key (``server.rpc.idempotency``). Besides
+    each controller's routes, a catch-all route serves batches (``/trpc/a,b?batch=1``) and answers
     unknown paths with tRPC's NOT_FOUND.
     """
     config = config or RpcConfig()
-    dispatcher = Dispatcher(registry, controllers, authenticator, config)
+    dispatcher = Dispatcher(registry, controllers, authenticator, config, idempotency)
 
     @route("/{path:path}", http_method=list(ALL_METHODS), include_in_schema=False, status_code=200)
     async def batch_or_unknown(request: Request[Any, Any, Any], path: FromPath[str]) -> Response[Any]:
