@@ -5,10 +5,11 @@ part of the key, so a budget simply starts afresh when a new period begins. A ``
 worst-case cost would take it over its limit (PAYMENT_REQUIRED, the error's ``data.budget`` naming it); a soft one
 only alerts. Alert thresholds are fractions of the limit (``0.8`` alerts at 80 %).
 
-A budget is keyed by ``(scope, subjectId, period)``: ``admin.setBudget`` creates it or changes its terms, keeping what
-the current period has spent. Every figure of a ``Budget`` is its current UTC period's: ``spentUsd`` by settled calls,
-``reservedUsd`` by the worst case of calls admitted and still running (hard budgets only), ``remainingUsd`` what is
-left of the limit after both (never below 0). An alert (``kind`` ``threshold`` or ``spike``) is kept in the database,
+A budget is keyed by ``(scope, subjectId, period)``: ``admin.setBudget`` creates it or changes its terms, keeping
+what the current period has spent (a new budget starts with what its scope already spent in the current period).
+Every figure of a ``Budget`` is its current UTC period's: ``spentUsd`` by settled calls, ``reservedUsd`` by the
+worst case of calls admitted and still running (hard budgets only), ``remainingUsd`` what is left of the limit after
+both (never below 0). An alert (``kind`` ``threshold`` or ``spike``) is kept in the database,
 listed by ``admin.listAlerts``, and posted to the webhook as a ``BudgetAlert``.
 """
 

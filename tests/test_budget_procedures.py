@@ -129,9 +129,9 @@ async def test_budget_status_shows_the_caller_the_budgets_that_apply_to_them(
     admin: TollboothClient, client: TollboothClient, alice: NewUser, app_server: ServedApp
 ) -> None:
     bob = await create_user("bob")
-    _, conversation = await _spend(client)
+    first, conversation = await _spend(client)
     async with TollboothClient(app_server.url, api_key=bob.api_key) as bob_client:
-        _, bobs_conversation = await _spend(bob_client)
+        bobs_first, bobs_conversation = await _spend(bob_client)
         await admin.admin.set_budget(SetBudgetInput(scope="global", period="month", limit_usd=Money(100)))
         await admin.admin.set_budget(
             SetBudgetInput(scope="user", subject_id=alice.id, period="day", limit_usd=Money(1))
@@ -143,7 +143,7 @@ async def test_budget_status_shows_the_caller_the_budgets_that_apply_to_them(
         await admin.admin.set_budget(
             SetBudgetInput(scope="conversation", subject_id=bobs_conversation, period="total", limit_usd=Money(1))
         )
-        cost, _ = await _spend(client, conversation)  # the one call since the budgets were set
+        cost, _ = await _spend(client, conversation)  # a call after the budgets were set
         mine = (await client.chat.get_budget_status()).budgets
         bobs = (await bob_client.chat.get_budget_status()).budgets
     assert [(b.scope, b.subject_id) for b in mine] == [
@@ -156,9 +156,15 @@ async def test_budget_status_shows_the_caller_the_budgets_that_apply_to_them(
         ("user", bob.id),
         ("conversation", bobs_conversation),
     ]
-    assert [b.spent_usd for b in mine] == [cost, cost, cost]
-    assert [b.spent_usd for b in bobs] == [cost, 0, 0]  # bob's own call came before his budgets
-    assert [b.remaining_usd for b in mine] == [Decimal(100) - cost, Decimal(1) - cost, Decimal(1) - cost]
+    # A budget starts with what its period had already spent in its scope: the first calls count too.
+    everyone = first + bobs_first + cost
+    assert [b.spent_usd for b in mine] == [everyone, first + cost, first + cost]
+    assert [b.spent_usd for b in bobs] == [everyone, bobs_first, bobs_first]
+    assert [b.remaining_usd for b in mine] == [
+        Decimal(100) - everyone,
+        Decimal(1) - first - cost,
+        Decimal(1) - first - cost,
+    ]
 
 
 async def test_delete_budget_returns_what_was_deleted_and_keeps_its_alerts(

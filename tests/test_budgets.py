@@ -11,8 +11,11 @@ from decimal import Decimal
 
 import pytest
 
+from schemas.budgets import SetBudgetInput
 from schemas.chat import SendMessageInput
+from schemas.money import Money
 from server.admin import check_totals
+from server.budgets.service import set_budget
 from server.errors import BudgetExceededError
 from server.llm.core import Attribution, LLMCore, prompt_tokens_bound
 from server.llm.ledger import BUDGETED_MAX_OUTPUT_TOKENS, Claim
@@ -270,3 +273,21 @@ async def test_a_refusal_reaches_the_client_as_payment_required_naming_the_budge
     assert error.budget.resets_at is not None
     assert error.budget.resets_at.day == 1
     assert sim.state.requests == []
+
+
+async def test_a_budget_created_mid_period_starts_with_what_the_period_has_spent(
+    make_services: MakeServices, sim: RunningSimulator, alice: NewUser
+) -> None:
+    sim.state.enqueue(_answer(), _answer())
+    services = make_services()
+    await services.chat.send_message(alice.id, _ask())
+    await services.chat.send_message(alice.id, _ask())
+    budget = await set_budget(
+        app_database(),
+        SetBudgetInput(scope="user", subject_id=alice.id, period="day", limit_usd=Money("1")),
+    )
+    assert budget.spent_usd == Decimal("0.000105")  # both calls of today, 0.0000525 each
+    sim.state.enqueue(_answer())
+    await services.chat.send_message(alice.id, _ask())
+    assert await _period(budget.budget_id) == {"spent_usd": Decimal("0.0001575"), "reserved_usd": 0}
+    assert (await check_totals(app_database())).consistent

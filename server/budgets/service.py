@@ -32,7 +32,7 @@ from schemas.budgets import (
 )
 from schemas.money import Money, format_money
 from schemas.validation import Position, decode_cursor, encode_cursor
-from server.budgets.admission import period_end
+from server.budgets.admission import APPLICABLE, period_end
 from server.database import Connection, Database
 from server.errors import BudgetNotFoundError, BudgetSubjectNotFoundError
 
@@ -212,6 +212,20 @@ async def _state(connection: Connection | Database, now: datetime.datetime, budg
     return None if row is None else _budget(row)
 
 
+_OPEN_WITH_SPEND: Final = f"""
+INSERT INTO budget_periods (budget_id, period_start, spent_usd)
+SELECT b.id, budget_period_start(b.period, $2), coalesce((
+    SELECT sum(u.estimated_cost_usd) FROM ai_usage_logs u
+    WHERE u.created_at >= budget_period_start(b.period, $2)
+      AND {APPLICABLE.format(user="u.user_id", conversation="u.conversation_id")}
+), 0)
+FROM budgets b
+WHERE b.id = $1
+ON CONFLICT (budget_id, period_start) DO NOTHING
+"""
+"""The current period of a new budget, with the spend its period has already seen (calls in its scope)."""
+
+
 async def set_budget(db: Database, data: SetBudgetInput, *, now: datetime.datetime | None = None) -> Budget:
     """Create the budget of ``(scope, subject_id, period)`` or change its terms; returns it with its current period.
 
@@ -235,6 +249,12 @@ async def set_budget(db: Database, data: SetBudgetInput, *, now: datetime.dateti
         )
         assert row is not None
         budget_id: uuid.UUID = row["id"]
+        if row["created"]:
+            # A budget created mid-period starts with what its period has already spent. Recording transactions
+            # that began before this one would not see the new budget, so they are waited for (SHARE blocks new
+            # usage rows until this commits: milliseconds, and only when a budget is created).
+            await connection.execute("LOCK TABLE ai_usage_logs IN SHARE MODE")
+            await connection.execute(_OPEN_WITH_SPEND, budget_id, now)
         alerts = [alert_from_row(alert) for alert in await connection.fetch(_ALERT_REACHED, budget_id, now)]
         budget = await _state(connection, now, budget_id)
     assert budget is not None
