@@ -51,13 +51,18 @@ from schemas.validation import (
 
 __all__ = (
     "ADMIN_PROCEDURES",
+    "CACHE_STATS",
     "DEFAULT_BUCKETS",
     "GET_MY_USAGE",
     "LONGEST_RANGE",
     "BucketCosts",
     "BucketRates",
+    "CacheFigures",
+    "CacheStats",
+    "CacheStatsInput",
     "ConversationCost",
     "ConversationCostInput",
+    "DailyCacheStats",
     "DateBucket",
     "ErrorTypeCount",
     "FailedCalls",
@@ -67,6 +72,7 @@ __all__ = (
     "ModelUsage",
     "MyUsage",
     "MyUsageInput",
+    "ProcedureCacheStats",
     "ProcedureUsage",
     "TopConversation",
     "TopConversations",
@@ -428,6 +434,53 @@ class FailedCalls(WireOutput, frozen=True, kw_only=True):
     next_cursor: str | None
 
 
+# --- admin.cacheStats ---------------------------------------------------------------------------------------------
+
+
+class CacheStatsInput(_Window, frozen=True, kw_only=True):
+    """Every field is optional: the window narrows the lookups, savings and replays (not ``entries``, which are
+    the entries live now); ``procedure`` narrows everything."""
+
+    procedure: ProcedureName | None = None
+
+
+class CacheFigures(WireOutput, frozen=True, kw_only=True):
+    """Response-cache lookups and idempotent replays over a group.
+
+    ``hits``: calls the cache answered (usage rows with status ``cache_hit``); ``misses``: calls that asked for the
+    cache (``mode: "use"``), found no entry and called the model (a refresh is neither); ``hitRatio``:
+    ``hits / (hits + misses)``, null without lookups; ``savedUsd``: what the hits would have cost (each at its day's
+    rates), null when every hit was of an unpriced model; ``idempotentReplays``: requests answered by replaying an
+    idempotency key's stored answer (no usage row, no model call), counted per UTC day."""
+
+    hits: int
+    misses: int
+    hit_ratio: float | None
+    saved_usd: Money | None
+    idempotent_replays: int
+
+
+class ProcedureCacheStats(CacheFigures, frozen=True, kw_only=True):
+    procedure: str
+
+
+class DailyCacheStats(CacheFigures, frozen=True, kw_only=True):
+    day: Annotated[date, msgspec.Meta(description="A UTC day.")]
+
+
+class CacheStats(WireOutput, frozen=True, kw_only=True):
+    """The response cache and idempotency keys at work: ``entries`` live now, and over the window ``combined`` (every
+    procedure), per procedure (most hits first) and per UTC day (oldest first; days without lookups or replays are
+    left out). Replays are counted per whole UTC day: a window that cuts a day counts that day's replays whole."""
+
+    start: datetime | None
+    end: datetime | None
+    entries: int
+    combined: CacheFigures
+    by_procedure: list[ProcedureCacheStats]
+    by_day: list[DailyCacheStats]
+
+
 # --- chat.getMyUsage ----------------------------------------------------------------------------------------------
 
 
@@ -565,6 +618,15 @@ UNPRICED_CALLS = query(
     "Calls recorded without a price, by model and newest first, so that prices can be added and rows repriced.",
 )
 
+CACHE_STATS = query(
+    "admin.cacheStats",
+    CacheStatsInput,
+    CacheStats,
+    Access.ADMIN,
+    "Response-cache entries, hits, misses, hit ratio and saved USD, and idempotent replays: overall, per procedure "
+    "and per UTC day.",
+)
+
 ADMIN_PROCEDURES: Final = (
     GET_CONVERSATION_COST,
     USAGE_BY_DATE_RANGE,
@@ -574,4 +636,5 @@ ADMIN_PROCEDURES: Final = (
     UNPRICED_CALLS,
     USAGE_BY_USER,
     FAILED_CALLS,
+    CACHE_STATS,
 )

@@ -8,6 +8,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from schemas.base import WireInput, WireOutput
+from schemas.cache import CacheAgeSeconds, CacheOptions, FromCache, SavedUsd
 from schemas.idempotency import FromIdempotentCache, IdempotencyKey
 from schemas.money import Money
 from schemas.registry import Access, mutation, one_of, subscription
@@ -34,6 +35,9 @@ class LLMCallOutput(WireOutput, frozen=True, kw_only=True):
     conversation_id: uuid.UUID | None = None
     conversation: ConversationTotals | None = None
     from_idempotent_cache: FromIdempotentCache = False
+    from_cache: FromCache = False
+    cache_age_seconds: CacheAgeSeconds = None
+    saved_usd: SavedUsd = None
 
 
 class SendMessageInput(WireInput, frozen=True, kw_only=True):
@@ -44,6 +48,7 @@ class SendMessageInput(WireInput, frozen=True, kw_only=True):
     max_tokens: MaxTokens | None = None
     temperature: Temperature | None = None
     idempotency_key: IdempotencyKey | None = None
+    cache: CacheOptions | None = None
 
 
 STREAM_MESSAGE_MAX_LENGTH: Final = 4_000
@@ -120,6 +125,7 @@ class ExecuteActionInput(WireInput, frozen=True, kw_only=True):
     conversation_id: uuid.UUID | None = None
     model: ModelName | None = None
     idempotency_key: IdempotencyKey | None = None
+    cache: CacheOptions | None = None
 
 
 class DraftReplyResult(WireOutput, frozen=True, kw_only=True, tag="draft_reply", tag_field="type"):
@@ -164,6 +170,7 @@ class SummarizeEmailInput(WireInput, frozen=True, kw_only=True):
     conversation_id: uuid.UUID | None = None
     model: ModelName | None = None
     idempotency_key: IdempotencyKey | None = None
+    cache: CacheOptions | None = None
 
 
 class SummarizeEmailOutput(LLMCallOutput, frozen=True, kw_only=True):

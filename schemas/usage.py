@@ -43,8 +43,9 @@ __all__ = (
 Provider = Literal["openai", "anthropic", "gemini"]
 PricingStatus = Literal["priced", "unpriced"]
 """``unpriced``: the model had no known price when the call was made; its cost is null, never zero."""
-CallStatus = Literal["ok", "error", "cancelled"]
-"""``ok``: the model answered; ``error``: it failed (it may still have billed); ``cancelled``: the caller left."""
+CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
+"""``ok``: the model answered; ``error``: it failed (it may still have billed); ``cancelled``: the caller left;
+``cache_hit``: the response cache answered (no provider call, cost 0)."""
 UNKNOWN_COST: Final = "Null when every call counted is unpriced: their cost is unknown, not zero."
 ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 

@@ -97,7 +97,7 @@ LEFT JOIN LATERAL (
 ) m ON true
 LEFT JOIN LATERAL (
     SELECT requested_model FROM ai_usage_logs
-    WHERE conversation_id = c.id AND status = 'ok' AND message_id IS NOT NULL
+    WHERE conversation_id = c.id AND status IN ('ok', 'cache_hit') AND message_id IS NOT NULL
     ORDER BY created_at DESC, id DESC LIMIT 1
 ) reply ON true
 WHERE c.id = $1 AND c.owner = $2

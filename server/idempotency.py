@@ -78,6 +78,10 @@ WHERE user_id = $1 AND procedure = $2 AND idempotency_key = $3 AND claim_id = $4
 _RELEASE: Final = """
 DELETE FROM idempotency_keys WHERE user_id = $1 AND procedure = $2 AND idempotency_key = $3 AND claim_id = $4
 """
+_REPLAYED: Final = """
+INSERT INTO idempotent_replay_counts AS c (day, procedure, replays) VALUES ($1, $2, 1)
+ON CONFLICT (day, procedure) DO UPDATE SET replays = c.replays + 1
+"""
 _PRUNE: Final = """
 DELETE FROM idempotency_keys
 WHERE ctid = ANY (ARRAY(SELECT ctid FROM idempotency_keys WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))
@@ -139,6 +143,13 @@ class IdempotencyKeys:
 
     async def release(self, call: IdempotentCall, claim_id: uuid.UUID) -> None:
         await self._db.execute(_RELEASE, call.user_id, call.procedure, call.key, claim_id)
+
+    async def replayed(self, call: IdempotentCall, *, now: datetime.datetime | None = None) -> None:
+        """Count one replay in ``idempotent_replay_counts`` (per UTC day and procedure; kept after the key is pruned).
+
+        One statement on the replay path only: a call without a key, or one that runs, never reaches it."""
+        now = now or datetime.datetime.now(datetime.UTC)
+        await self._db.execute(_REPLAYED, now.astimezone(datetime.UTC).date(), call.procedure)
 
     async def prune(self, *, now: datetime.datetime | None = None) -> int:
         """Delete the keys kept past their time; returns how many."""

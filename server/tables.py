@@ -16,6 +16,7 @@ from piccolo.columns import (
     Array,
     BigInt,
     Boolean,
+    Bytea,
     ForeignKey,
     Integer,
     Numeric,
@@ -110,6 +111,9 @@ class AiUsageLog(Table, tablename="ai_usage_logs"):
     error_type = Varchar(length=100, null=True, default=None)
     metadata = JSONB(default={}, null=False)
     created_at = Timestamptz(default=TimestamptzNow(), null=False, index=True)
+    # A cache hit's saving (its answering call's usage priced at the hit's rates) and that call.
+    saved_usd = _money(null=True)
+    cached_call_id = UUID(null=True, default=None)
 
 
 class StreamRequest(Table, tablename="stream_requests"):
@@ -126,6 +130,10 @@ class StreamRequest(Table, tablename="stream_requests"):
     user_id = UUID(null=False, default=None)
     request_id = UUID(null=False, default=None)
     created_at = Timestamptz(default=TimestamptzNow(), null=False)
+    request_hash = Bytea(null=True, default=None)
+    """SHA-256 of the input: only a repeat of the same input is replayed."""
+    response = Bytea(null=True, default=None)
+    """The finished stream's ``done`` event (JSON), replayed to a repeat of its ``requestId`` and input."""
     stream_requests_user_id_request_id_key = Unique([user_id, request_id])
 
 

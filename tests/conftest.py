@@ -50,6 +50,9 @@ TABLES = (
     "budget_periods",
     "budget_alerts",
     "idempotency_keys",
+    "response_cache",
+    "response_cache_daily",
+    "idempotent_replay_counts",
 )
 
 _admin_url: str | None = None

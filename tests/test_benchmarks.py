@@ -39,6 +39,17 @@ def test_chat_bench_uses_the_embedded_postgres_by_default_and_says_so(embedded_d
     assert "server/direct throughput ratio" in result.stdout
 
 
+def test_cache_bench_measures_a_hit_and_a_replay_beside_the_provider_call() -> None:
+    server = os.environ["DATABASE_URL"]  # the test session's database; the bench creates its own beside it
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_DATABASE_URL"}
+    result = _bench("cache_bench.py", "--database-url", server, "--requests", "5", "--concurrency", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert {row[1] for row in rows if len(row) == 5 and row[0] == "1"} == {"direct", "provider", "hit", "replay"}
+    assert "hit p50" in result.stdout
+    assert "replay p50" in result.stdout
+
+
 def test_admin_bench_uses_the_server_it_is_given_and_says_so() -> None:
     server = os.environ["DATABASE_URL"]  # the test session's database; the bench creates its own beside it
     database = f"tollbooth_bench_{uuid.uuid4().hex[:8]}"

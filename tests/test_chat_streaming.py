@@ -348,7 +348,7 @@ def _error_of(response: httpx.Response) -> dict[str, Any]:
     return shape
 
 
-async def test_the_same_url_again_is_refused_with_conflict_and_calls_no_model(
+async def test_the_same_url_again_replays_the_finished_stream_and_calls_no_model(
     app_server: ServedApp, sim: RunningSimulator, alice: NewUser
 ) -> None:
     """What protects @trpc/client users: after a dropped connection its EventSource opens the same URL again, with
@@ -370,17 +370,18 @@ async def test_the_same_url_again_is_refused_with_conflict_and_calls_no_model(
 
         again = await http.get(url)
         with_id = await http.get(url, headers={"last-event-id": "anything"})
-    for refused in (again, with_id):
-        assert refused.status_code == 200  # SSE: the error is an event, which @trpc/client hands to onError
-        shape = _error_of(refused)
-        assert shape["data"] == {"code": "CONFLICT", "httpStatus": 409, "path": "chat.streamMessage"}
-        assert "send a new requestId" in shape["message"]
+    done = json.loads(blocks[3].split("data: ", 1)[1])
+    for replayed in (again, with_id):
+        replay = _sse_blocks(replayed)
+        assert replay[:2] == ["event: connected\ndata: {}", 'data: {"type":"delta","text":"one two"}']
+        assert json.loads(replay[2].split("data: ", 1)[1]) == {**done, "fromIdempotentCache": True}
+        assert replay[3:] == ["event: return\ndata: "]
     assert len(sim.state.requests_to("openai")) == 1, "the repeated requests sent nothing to the provider"
     assert len(await fetch_rows("SELECT 1 FROM ai_usage_logs")) == 1
     assert len(await fetch_rows("SELECT 1 FROM messages")) == 2
 
 
-async def test_a_second_subscription_with_the_same_request_id_is_conflict(
+async def test_a_second_subscription_with_the_same_finished_request_id_replays_it(
     client: TollboothClient, sim: RunningSimulator, alice: NewUser
 ) -> None:
     ask = StreamMessageInput(request_id=uuid.uuid4(), message="What is a token?", model="gpt-4o")
@@ -388,10 +389,9 @@ async def test_a_second_subscription_with_the_same_request_id_is_conflict(
     await _collect(client.chat.stream_message(ask), events)
     _, done = _split(events)
 
-    with pytest.raises(TRPCClientError) as raised:
-        await _collect(client.chat.stream_message(ask), [])
-    assert (raised.value.code, raised.value.http_status) == ("CONFLICT", 409)
-    assert str(ask.request_id) in str(raised.value)
+    replayed: list[Event] = []
+    await _collect(client.chat.stream_message(ask), replayed)
+    assert replayed == [StreamMessageDelta(text=done.reply), msgspec.structs.replace(done, from_idempotent_cache=True)]
     # The same message with a new requestId is a new message, sent and billed again.
     await _collect(client.chat.stream_message(msgspec.structs.replace(ask, request_id=uuid.uuid4())), [])
     assert len(sim.state.requests_to("openai")) == 2

@@ -84,12 +84,16 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "error_type": "character varying",
         "metadata": "jsonb",
         "created_at": "timestamp with time zone",
+        "saved_usd": "numeric",
+        "cached_call_id": "uuid",
     },
     "stream_requests": {
         "id": "uuid",
         "user_id": "uuid",
         "request_id": "uuid",
         "created_at": "timestamp with time zone",
+        "request_hash": "bytea",
+        "response": "bytea",
     },
     "llm_call_claims": {
         "call_id": "uuid",
@@ -154,6 +158,28 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "lease_expires_at": "timestamp with time zone",
         "expires_at": "timestamp with time zone",
     },
+    "response_cache": {
+        "cache_key": "bytea",
+        "user_id": "uuid",
+        "procedure": "character varying",
+        "provider": "character varying",
+        "requested_model": "character varying",
+        "model": "character varying",
+        "service_tier": "character varying",
+        "reply": "text",
+        "usage": "jsonb",
+        "call_id": "uuid",
+        "created_at": "timestamp with time zone",
+        "expires_at": "timestamp with time zone",
+    },
+    "response_cache_daily": {
+        "day": "date",
+        "procedure": "character varying",
+        "entries_created": "bigint",
+        "entries_replaced": "bigint",
+        "entries_expired": "bigint",
+    },
+    "idempotent_replay_counts": {"day": "date", "procedure": "character varying", "replays": "bigint"},
 }
 
 

@@ -44,6 +44,7 @@ class AdminNamespace(Namespace):
     unpriced_calls = query(admin.UNPRICED_CALLS)
     usage_by_user = query(admin.USAGE_BY_USER)
     failed_calls = query(admin.FAILED_CALLS)
+    cache_stats = query(admin.CACHE_STATS)
     set_budget = mutation(budgets.SET_BUDGET)
     delete_budget = mutation(budgets.DELETE_BUDGET)
     list_budgets = query(budgets.LIST_BUDGETS)

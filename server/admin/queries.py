@@ -35,8 +35,12 @@ import msgspec
 from schemas.admin import (
     BucketCosts,
     BucketRates,
+    CacheFigures,
+    CacheStats,
+    CacheStatsInput,
     ConversationCost,
     ConversationCostInput,
+    DailyCacheStats,
     DateBucket,
     ErrorTypeCount,
     FailedCalls,
@@ -45,6 +49,7 @@ from schemas.admin import (
     ModelUsage,
     MyUsage,
     MyUsageInput,
+    ProcedureCacheStats,
     ProcedureUsage,
     TopConversation,
     TopConversations,
@@ -74,6 +79,7 @@ from server.errors import ConversationNotFoundError
 
 __all__ = (
     "ROLLUP_PERIOD",
+    "get_cache_stats",
     "get_failed_calls",
     "get_my_usage",
     "get_top_conversations_by_cost",
@@ -789,4 +795,95 @@ async def get_failed_calls(db: Database, data: FailedCallsInput) -> FailedCalls:
         ],
         rows=[_usage_row(row) for row in rows[: data.limit]],
         next_cursor=_next_cursor(rows, data.limit),
+    )
+
+
+# --- admin.cacheStats ---------------------------------------------------------------------------------------------
+
+CACHE_LOOKUP: Final = "(status = 'cache_hit' OR metadata ? 'cache')"
+"""The usage rows of cache lookups: hits, and the model calls of misses and refreshes (``metadata.cache``, set by
+``LLMCore``). Spelled as the predicate of the partial index ``ai_usage_logs_cache_lookups``, which it must match."""
+_CACHE_LOOKUPS: Final = f"""
+SELECT (created_at AT TIME ZONE 'UTC')::date AS day, procedure,
+       count(*) FILTER (WHERE status = 'cache_hit') AS hits,
+       count(*) FILTER (WHERE status <> 'cache_hit' AND metadata ->> 'cache' = 'miss') AS misses,
+       count(*) FILTER (WHERE status = 'cache_hit' AND saved_usd IS NULL) AS unpriced_hits,
+       coalesce(sum(saved_usd) FILTER (WHERE status = 'cache_hit'), 0) AS saved_usd
+FROM ai_usage_logs
+WHERE {CACHE_LOOKUP}{{filters}}
+GROUP BY 1, 2
+"""
+_REPLAYS: Final = "SELECT day, procedure, replays FROM idempotent_replay_counts {where}"
+_LIVE_ENTRIES: Final = "SELECT count(*) FROM response_cache WHERE expires_at > now(){filters}"
+
+
+@dataclass
+class _CacheTally:
+    hits: int = 0
+    misses: int = 0
+    unpriced_hits: int = 0
+    saved_usd: Decimal = Decimal(0)
+    replays: int = 0
+
+    def add(self, row: Any) -> None:
+        self.hits += row["hits"]
+        self.misses += row["misses"]
+        self.unpriced_hits += row["unpriced_hits"]
+        self.saved_usd += row["saved_usd"]
+
+    def figures(self) -> dict[str, Any]:
+        lookups = self.hits + self.misses
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_ratio": self.hits / lookups if lookups else None,
+            "saved_usd": group_cost(Money(self.saved_usd), self.hits, self.unpriced_hits),
+            "idempotent_replays": self.replays,
+        }
+
+
+async def get_cache_stats(db: Database, data: CacheStatsInput) -> CacheStats:
+    """Response-cache entries live now; hits, misses, hit ratio and savings over the window (from the usage rows of
+    lookups, through their partial index); idempotent replays per whole UTC day that meets the window. One snapshot."""
+    lookups = _Params()
+    lookup_filters = _window("created_at", data.start, data.end, lookups)
+    replays = _Params()
+    replay_filters = []
+    if data.start is not None:
+        replay_filters.append(f"day >= {replays(data.start.astimezone(UTC).date())}")
+    if data.end is not None:
+        replay_filters.append(f"day <= {replays((data.end - timedelta(microseconds=1)).astimezone(UTC).date())}")
+    entries = _Params()
+    entry_filters = []
+    if data.procedure is not None:
+        lookup_filters.append(f"procedure = {lookups(data.procedure)}")
+        replay_filters.append(f"procedure = {replays(data.procedure)}")
+        entry_filters.append(f"procedure = {entries(data.procedure)}")
+    async with db.snapshot() as connection:
+        live = await connection.fetchval(_LIVE_ENTRIES.format(filters=_and(entry_filters)), *entries.values)
+        lookup_rows = await connection.fetch(_CACHE_LOOKUPS.format(filters=_and(lookup_filters)), *lookups.values)
+        replay_rows = await connection.fetch(_REPLAYS.format(where=_where(replay_filters)), *replays.values)
+    overall = _CacheTally()
+    by_procedure: dict[str, _CacheTally] = {}
+    by_day: dict[Any, _CacheTally] = {}
+    for row in lookup_rows:
+        for tally in (overall, by_procedure.setdefault(row["procedure"], _CacheTally())):
+            tally.add(row)
+        by_day.setdefault(row["day"], _CacheTally()).add(row)
+    for row in replay_rows:
+        overall.replays += row["replays"]
+        by_procedure.setdefault(row["procedure"], _CacheTally()).replays += row["replays"]
+        by_day.setdefault(row["day"], _CacheTally()).replays += row["replays"]
+    return CacheStats(
+        start=data.start,
+        end=data.end,
+        entries=live,
+        combined=CacheFigures(**overall.figures()),
+        by_procedure=[
+            ProcedureCacheStats(procedure=procedure, **tally.figures())
+            for procedure, tally in sorted(
+                by_procedure.items(), key=lambda item: (-item[1].hits, -item[1].misses, item[0])
+            )
+        ],
+        by_day=[DailyCacheStats(day=day, **tally.figures()) for day, tally in sorted(by_day.items())],
     )

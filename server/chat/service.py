@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -11,6 +12,8 @@ from typing import Any, Final, Generic, TypedDict, TypeVar
 
 import msgspec
 
+from schemas import codec
+from schemas.cache import CacheOptions
 from schemas.chat import (
     ExecuteActionInput,
     ExecuteActionOutput,
@@ -31,6 +34,7 @@ from server.errors import LLMError, LLMFailure, StreamRequestUsedError
 from server.llm.core import Attribution, LLMCore, LLMResult
 from server.llm.providers import ChatTurn, CompletionRequest, TextDelta
 from server.llm.recorder import MetadataValue
+from server.llm.response_cache import DEFAULT_TTL_SECONDS, CachePolicy, policy_for
 from server.llm.structured import object_schema, strip_code_fence
 from server.llm.usage import TokenUsage
 
@@ -41,11 +45,23 @@ HISTORY_LIMIT: Final = 100
 TITLE_LENGTH: Final = 80
 SCHEMA_VERSION: Final = 1
 
+# One round trip, as before replays existed: ``id`` is null when the id was claimed before, and ``response`` then
+# holds the finished stream's ``done`` event if it was for the same input (null while it runs, when it failed, or
+# for another input). A row claimed by a concurrent statement is not in this statement's snapshot: its response
+# reads null, which is right (it is still running).
 _CLAIM_STREAM_REQUEST: Final = """
-INSERT INTO stream_requests (user_id, request_id) VALUES ($1, $2)
-ON CONFLICT (user_id, request_id) DO NOTHING
-RETURNING id
+WITH claimed AS (
+    INSERT INTO stream_requests (user_id, request_id, request_hash) VALUES ($1, $2, $3)
+    ON CONFLICT (user_id, request_id) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT id FROM claimed) AS id,
+       (SELECT response FROM stream_requests WHERE user_id = $1 AND request_id = $2 AND request_hash = $3)
+       AS response
 """
+_STORE_STREAM_RESPONSE: Final = "UPDATE stream_requests SET response = $3 WHERE user_id = $1 AND request_id = $2"
+_DONE_ENCODER: Final = codec.encoder()
+_DONE_DECODER: Final = codec.decoder(StreamMessageDone)
 
 
 class _Summary(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,7 +93,10 @@ class ChatService:
 
     async def send_message(self, user_id: uuid.UUID, data: SendMessageInput) -> SendMessageOutput:
         request, attribution = await self._chat_call(user_id, data, "chat.sendMessage")
-        result = await self.llm.invoke(request, attribution, store=[("user", data.message)], store_reply=True)
+        cache = policy_for("chat.sendMessage", _policy(data.cache))
+        result = await self.llm.invoke(
+            request, attribution, store=[("user", data.message)], store_reply=True, cache=cache
+        )
         return SendMessageOutput(**_sent_fields(result, attribution))
 
     async def stream_message(
@@ -86,11 +105,21 @@ class ChatService:
         """``send_message`` with the reply streamed; only a completed stream stores messages (``LLMCore.stream``).
 
         It runs at most once per ``data.request_id`` and user: the id is claimed by one committed statement before
-        anything else, and a request whose id was claimed before (an EventSource reconnect repeats the URL, hence the
-        id) is refused with CONFLICT, before the model is called.
+        anything else. A request whose id was claimed before (an EventSource reconnect repeats the URL, hence the
+        id) with the same input replays a finished stream's reply as one delta and its ``done`` event
+        (``fromIdempotentCache``); it is refused with CONFLICT while that stream still runs, when it failed, and for
+        another input. The model is not called again.
         """
-        if await self.db.fetchval(_CLAIM_STREAM_REQUEST, user_id, data.request_id) is None:
-            raise StreamRequestUsedError(data.request_id)
+        request_hash = hashlib.sha256(_DONE_ENCODER.encode(data)).digest()
+        claim = await self.db.fetchrow(_CLAIM_STREAM_REQUEST, user_id, data.request_id, request_hash)
+        assert claim is not None  # a SELECT without FROM: always one row
+        if claim["id"] is None:
+            if claim["response"] is None:
+                raise StreamRequestUsedError(data.request_id)
+            done = _DONE_DECODER.decode(claim["response"])
+            yield StreamMessageDelta(text=done.reply)
+            yield msgspec.structs.replace(done, from_idempotent_cache=True)
+            return
         request, attribution = await self._chat_call(user_id, data, "chat.streamMessage")
         events = self.llm.stream(request, attribution, store=[("user", data.message)], store_reply=True)
         async with contextlib.aclosing(events):
@@ -98,7 +127,16 @@ class ChatService:
                 if isinstance(event, TextDelta):
                     yield StreamMessageDelta(text=event.text)
                 else:
-                    yield StreamMessageDone(**_sent_fields(event, attribution))
+                    done = StreamMessageDone(**_sent_fields(event, attribution))
+                    # Kept before it is sent, so that a reconnect after it replays it rather than meet CONFLICT; a
+                    # failure to keep it only means a repeat meets CONFLICT, as before replays existed.
+                    try:
+                        await self.db.execute(
+                            _STORE_STREAM_RESPONSE, user_id, data.request_id, _DONE_ENCODER.encode(done)
+                        )
+                    except Exception as error:
+                        logger.warning("stream %s not kept for replay (%s)", data.request_id, type(error).__name__)
+                    yield done
 
     async def _chat_call(
         self, user_id: uuid.UUID, data: SendMessageInput | StreamMessageInput, procedure: str
@@ -146,6 +184,7 @@ class ChatService:
             decoder=action.decoder,
             metadata={"task": "action", "action": action.name, "schema_version": action.schema_version},
             labels=action.labels,
+            cache=_policy(data.cache),
         )
         return ExecuteActionOutput(result=parsed, **_call_fields(results, data.conversation_id))
 
@@ -168,6 +207,7 @@ class ChatService:
             schema_name="email_summary",
             decoder=_SUMMARY_DECODER,
             metadata={"task": "summarize_email", "max_words": data.max_words, "schema_version": SCHEMA_VERSION},
+            cache=_policy(data.cache),
         )
         return SummarizeEmailOutput(
             summary=summary.summary,
@@ -190,8 +230,13 @@ class ChatService:
         decoder: msgspec.json.Decoder[ResultT],
         metadata: Mapping[str, MetadataValue],
         labels: Callable[[ResultT], Mapping[str, MetadataValue]] = lambda _: {},
+        cache: CachePolicy | None = None,
     ) -> tuple[list[LLMResult], ResultT]:
-        """Ask for JSON valid against ``schema``; an invalid answer is asked again once. Every attempt is recorded."""
+        """Ask for JSON valid against ``schema``; an invalid answer is asked again once. Every attempt is recorded.
+
+        ``cache`` applies to the first attempt, the caller's request: an invalid answer is never stored, and the
+        second attempt's request holds the first's answer."""
+        cache = policy_for(procedure, cache)
         turns = [ChatTurn(role="user", content=content)]
         results: list[LLMResult] = []
         for attempt in (1, 2):
@@ -206,7 +251,9 @@ class ChatService:
                 metadata={**metadata, "attempt": attempt},
                 check_owner=conversation_id is not None,  # the claim proves the conversation is the caller's
             )
-            result = await self.llm.invoke(request, attribution, annotate=answer.read)
+            result = await self.llm.invoke(
+                request, attribution, annotate=answer.read, cache=cache if attempt == 1 else None
+            )
             results.append(result)
             if answer.value is not None:
                 return results, answer.value
@@ -259,6 +306,12 @@ class _StructuredAnswer(Generic[ResultT]):
         return {"output_valid": True, **self._labels(self.value)}
 
 
+def _policy(options: CacheOptions | None) -> CachePolicy | None:
+    if options is None:
+        return None
+    return CachePolicy(mode=options.mode, ttl_seconds=options.ttl_seconds or DEFAULT_TTL_SECONDS)
+
+
 def _title(message: str) -> str:
     line = " ".join(message.split())
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1] + "…"
@@ -285,6 +338,9 @@ class _CallReport(TypedDict):
     llm_calls: int
     conversation_id: uuid.UUID | None
     conversation: ConversationTotals | None
+    from_cache: bool
+    cache_age_seconds: float | None
+    saved_usd: Money | None
 
 
 class _SentReport(_CallReport):
@@ -305,6 +361,9 @@ def _call_fields(results: Sequence[LLMResult], conversation_id: uuid.UUID | None
         "llm_calls": len(results),
         "conversation_id": conversation_id,
         "conversation": last.totals,
+        "from_cache": last.from_cache,
+        "cache_age_seconds": last.cache_age_seconds,
+        "saved_usd": None if last.record.saved_usd is None else Money(last.record.saved_usd),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import time
@@ -37,6 +38,7 @@ from server.llm.providers import (
     TextDelta,
 )
 from server.llm.recorder import CallStatus, MetadataValue, StoredMessage, UsageRecord, UsageRecorder
+from server.llm.response_cache import CACHE_LABEL, CachedAnswer, CachePolicy, ResponseCache, cache_label
 from server.llm.routing import provider_for_model
 from server.llm.spool import UsageSpool
 from server.llm.usage import TokenUsage, estimate_usage
@@ -44,6 +46,7 @@ from server.llm.usage import TokenUsage, estimate_usage
 logger = logging.getLogger("tollbooth.llm")
 
 DATABASE_WRITE_TIMEOUT: Final = 5.0
+_CACHE_HIT: Final = msgspec.structs.replace(FREE, source="response cache")
 _NO_USAGE: Final = TokenUsage(
     input=0,
     cache_read=0,
@@ -89,6 +92,14 @@ class LLMResult:
     """None outside a conversation, or when the record was spooled."""
     recorded: bool
     """False when the database write failed and the record waits in the spool."""
+    service_tier: str | None = None
+    """The provider's service tier for the call (priced differently: batch, flex, priority), as it reported it."""
+    cache_age_seconds: float | None = None
+    """How old the cached answer was, for a call the response cache answered (``record.status == "cache_hit"``)."""
+
+    @property
+    def from_cache(self) -> bool:
+        return self.record.status == "cache_hit"
 
     @property
     def call_id(self) -> uuid.UUID:
@@ -175,6 +186,7 @@ class LLMCore:
         spool: UsageSpool,
         ledger: Ledger,
         *,
+        cache: ResponseCache | None = None,
         clock: Callable[[], datetime.datetime] = _utc_now,
     ) -> None:
         self.providers = providers
@@ -182,6 +194,7 @@ class LLMCore:
         self.recorder = recorder
         self.spool = spool
         self.ledger = ledger
+        self.cache = cache or ResponseCache(ledger.db)
         self._clock = clock
 
     async def sweep(self) -> int:
@@ -202,15 +215,22 @@ class LLMCore:
         store: Sequence[tuple[Literal["user", "system"], str]] = (),
         store_reply: bool = False,
         annotate: Callable[[str], Mapping[str, MetadataValue]] | None = None,
+        cache: CachePolicy | None = None,
     ) -> LLMResult:
         """Call the model and record the call. ``store`` are messages to keep with the reply (``store_reply``).
 
         ``annotate`` sees the reply before it is recorded and returns labels to add to the record's metadata (whether
         a structured answer was valid, the intent it found): labels, never content.
+        ``cache`` (``server.llm.response_cache``): ``use`` answers from the response cache when it holds this
+        request's answer (a ``cache_hit`` record, no claim, no provider call), else calls once for every identical
+        miss in flight and stores a complete, valid answer; ``refresh`` calls and replaces the entry; ``bypass`` and
+        None touch no cache (None costs no database round trip).
         Raises ``LLMError`` for a provider failure, after recording it; before anything is sent,
         ``ConversationNotFoundError`` (``attribution.check_owner``) and ``DatabaseUnavailableError`` (a claim that
         needed the database could not be made).
         """
+        if cache is not None and cache.mode != "bypass":
+            return await self._invoke_cached(request, attribution, cache, store, store_reply, annotate)
         call, adapter = await self._start(request, attribution)
         # Every failure is recorded shielded: a caller that leaves while the record is written must not abort it.
         try:
@@ -232,6 +252,115 @@ class LLMCore:
             metadata.update(annotate(completion.text))
         # The provider has answered and will bill: a caller that leaves now must not abort the record.
         return await asyncio.shield(self._record_success(call, completion, metadata, store, store_reply))
+
+    async def _invoke_cached(
+        self,
+        request: CompletionRequest,
+        attribution: Attribution,
+        policy: CachePolicy,
+        store: Sequence[tuple[Literal["user", "system"], str]],
+        store_reply: bool,
+        annotate: Callable[[str], Mapping[str, MetadataValue]] | None,
+    ) -> LLMResult:
+        try:
+            provider = provider_for_model(request.model)
+        except LLMError:  # refused, logged and raised as any call with this model is
+            return await self.invoke(request, attribution, store=store, store_reply=store_reply, annotate=annotate)
+        key = self.cache.key(
+            user_id=attribution.user_id,
+            procedure=attribution.procedure,
+            provider=provider,
+            request=request,
+            schema_version=attribution.metadata.get("schema_version"),
+        )
+        if policy.mode == "use":
+            while True:
+                flight = self.cache.in_flight(key)
+                if flight is not None:
+                    await flight.wait()
+                try:
+                    answer = await self.cache.get(key, self._clock())
+                except DatabaseUnavailableError:  # a miss: the call's claim decides whether it may run without it
+                    answer = None
+                if answer is not None:
+                    return await self._record_hit(request, attribution, answer, store, store_reply, annotate)
+                if self.cache.in_flight(key) is None:
+                    break
+        flight = self.cache.lead(key)
+        # Label the provider call a lookup made (``admin.cacheStats`` counts misses by it; hits are ``cache_hit`` rows).
+        labelled = dataclasses.replace(attribution, metadata={**attribution.metadata, CACHE_LABEL: cache_label(policy)})
+        try:
+            result = await self.invoke(request, labelled, store=store, store_reply=store_reply, annotate=annotate)
+            if (
+                result.recorded
+                and not result.usage.estimated
+                and result.record.metadata.get("output_valid") is not False
+            ):
+                answer = CachedAnswer(
+                    reply=result.text,
+                    usage=result.usage,
+                    provider=result.provider,
+                    requested_model=request.model,
+                    model=result.model,
+                    service_tier=result.service_tier,
+                    call_id=result.call_id,
+                    created_at=self._clock(),
+                )
+                try:
+                    await self.cache.put(
+                        key,
+                        user_id=attribution.user_id,
+                        procedure=attribution.procedure,
+                        answer=answer,
+                        ttl_seconds=policy.ttl_seconds,
+                    )
+                except Exception as error:  # the caller has its answer; the next identical call pays again
+                    logger.warning("response cache entry not stored (%s)", type(error).__name__)
+            return result
+        finally:
+            self.cache.land(key, flight)
+
+    async def _record_hit(
+        self,
+        request: CompletionRequest,
+        attribution: Attribution,
+        answer: CachedAnswer,
+        store: Sequence[tuple[Literal["user", "system"], str]],
+        store_reply: bool,
+        annotate: Callable[[str], Mapping[str, MetadataValue]] | None,
+    ) -> LLMResult:
+        """Record a call the cache answered: its own usage row (``cache_hit``, cost 0, what it saved at today's
+        rates, the answering call) with the messages and totals, in one transaction; no claim, no provider call."""
+        started, now = time.perf_counter(), self._clock()
+        if attribution.check_owner and attribution.conversation_id is not None:
+            await ensure_owned(self.ledger.db, attribution.conversation_id, attribution.user_id)
+        metadata = dict(attribution.metadata)
+        if annotate is not None:
+            metadata.update(annotate(answer.reply))
+        saved = self.catalogue.price(answer.provider, answer.model, answer.usage, now, service_tier=answer.service_tier)
+        completion = Completion(text=answer.reply, usage=_NO_USAGE, model=answer.model)
+        record = UsageRecord(
+            call_id=uuid.uuid4(),
+            created_at=now,
+            user_id=attribution.user_id,
+            conversation_id=attribution.conversation_id,
+            conversation_title=storable(attribution.conversation_title),
+            procedure=attribution.procedure,
+            provider=answer.provider,
+            requested_model=request.model,
+            model=answer.model,
+            usage=_NO_USAGE,
+            priced=_CACHE_HIT,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            status="cache_hit",
+            metadata=metadata,
+            messages=_messages(store, completion if store_reply else None, now, self._clock()),
+            saved_usd=saved.total_cost,
+            cached_call_id=answer.call_id,
+        )
+        totals, recorded = await self._write(record)
+        age = max((now - answer.created_at).total_seconds(), 0.0)
+        return LLMResult(text=answer.reply, record=record, totals=totals, recorded=recorded, cache_age_seconds=age)
 
     async def stream(
         self,
@@ -382,7 +511,13 @@ class LLMCore:
             messages=messages,
         )
         totals, recorded = await self._persist(call, record)
-        return LLMResult(text=completion.text, record=record, totals=totals, recorded=recorded)
+        return LLMResult(
+            text=completion.text,
+            record=record,
+            totals=totals,
+            recorded=recorded,
+            service_tier=completion.service_tier,
+        )
 
     async def _record_failure(self, call: _Call, error: BaseException, usage: TokenUsage) -> None:
         """Record and log a call that produced no answer, ``error`` being why: every failure after routing passes
@@ -411,6 +546,13 @@ class LLMCore:
         await self._persist(call, record)
 
     async def _persist(self, call: _Call, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:
+        totals, recorded = await self._write(record)
+        if call.claim_spooled:  # the record (written, or spooled itself) supersedes the spooled claim
+            await asyncio.to_thread(self.spool.discard_claim, call.call_id)
+        return totals, recorded
+
+    async def _write(self, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:
+        """Write ``record``, or spool it when the database fails: the record is never lost."""
         try:
             async with asyncio.timeout(DATABASE_WRITE_TIMEOUT):
                 totals, recorded = await self.recorder.write(record), True
@@ -425,8 +567,6 @@ class LLMCore:
                 )
             await asyncio.to_thread(self.spool.put, record)
             totals, recorded = None, False
-        if call.claim_spooled:  # the record (written, or spooled itself) supersedes the spooled claim
-            await asyncio.to_thread(self.spool.discard_claim, call.call_id)
         return totals, recorded
 
 

@@ -26,7 +26,7 @@ from server.llm.usage import TokenUsage
 
 logger: Final = logging.getLogger("tollbooth.budgets")
 
-CallStatus = Literal["ok", "error", "cancelled"]
+CallStatus = Literal["ok", "error", "cancelled", "cache_hit"]
 MetadataValue = str | int | float | bool | None
 
 
@@ -56,6 +56,10 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     error_type: str | None = None
     metadata: dict[str, MetadataValue] = msgspec.field(default_factory=dict)
     messages: tuple[StoredMessage, ...] = ()
+    saved_usd: Decimal | None = None
+    """A cache hit's saving: the answering call's usage priced at the rates of the hit's day (None if unpriced)."""
+    cached_call_id: uuid.UUID | None = None
+    """A cache hit's link to the call that produced the answer."""
 
     @property
     def message_id(self) -> uuid.UUID | None:
@@ -118,6 +122,8 @@ class _CallParameters(msgspec.Struct, frozen=True, kw_only=True):
     error_type: str | None
     metadata: str
     """The metadata as JSON text."""
+    saved_usd: Decimal | None
+    cached_call_id: uuid.UUID | None
     prompt_total: int
     """All prompt buckets, cached ones included: what the conversation's ``total_prompt_tokens`` grows by."""
     unpriced_call: int
@@ -140,7 +146,7 @@ WITH settled AS (
         reasoning_tokens, prompt_tokens, completion_tokens, total_tokens, usage_estimated,
         rate_input, rate_cache_read, rate_cache_write_5m, rate_cache_write_1h, rate_output, price_source, price_tier,
         cost_input, cost_cache_read, cost_cache_write_5m, cost_cache_write_1h, cost_output, estimated_cost_usd,
-        pricing_status, latency_ms, status, error_type, metadata, created_at
+        pricing_status, latency_ms, status, error_type, metadata, created_at, saved_usd, cached_call_id
     ) VALUES (
         :row_id, :call_id, :conversation_id, :message_id, :user_id, :procedure, :provider, :requested_model, :model,
         :input_tokens, :cache_read_tokens, :cache_write_5m_tokens, :cache_write_1h_tokens, :output_tokens,
@@ -148,7 +154,8 @@ WITH settled AS (
         :rate_input, :rate_cache_read, :rate_cache_write_5m, :rate_cache_write_1h, :rate_output, :price_source,
         :price_tier,
         :cost_input, :cost_cache_read, :cost_cache_write_5m, :cost_cache_write_1h, :cost_output, :estimated_cost_usd,
-        :pricing_status, :latency_ms, :status, :error_type, :metadata::jsonb, :created_at
+        :pricing_status, :latency_ms, :status, :error_type, :metadata::jsonb, :created_at, :saved_usd,
+        :cached_call_id
     )
     ON CONFLICT (call_id) DO NOTHING
     RETURNING call_id
@@ -307,6 +314,8 @@ def _call_parameters(record: UsageRecord) -> _CallParameters:
         status=record.status,
         error_type=record.error_type,
         metadata=msgspec.json.encode(record.metadata).decode(),
+        saved_usd=record.saved_usd,
+        cached_call_id=record.cached_call_id,
         prompt_total=usage.prompt_total,
         unpriced_call=1 if priced.status == "unpriced" else 0,
         message_ids=[m.id for m in record.messages],

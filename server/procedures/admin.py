@@ -8,6 +8,8 @@ import msgspec
 
 from schemas import admin, budgets
 from schemas.admin import (
+    CacheStats,
+    CacheStatsInput,
     ConversationCost,
     ConversationCostInput,
     FailedCalls,
@@ -79,6 +81,10 @@ class AdminController(ProcedureController):
     @implements(admin.FAILED_CALLS)
     async def failed_calls(self, ctx: CallContext[Services], input: FailedCallsInput) -> FailedCalls:
         return await queries.get_failed_calls(ctx.services.db, input)
+
+    @implements(admin.CACHE_STATS)
+    async def cache_stats(self, ctx: CallContext[Services], input: CacheStatsInput) -> CacheStats:
+        return await queries.get_cache_stats(ctx.services.db, input)
 
     @implements(budgets.SET_BUDGET)
     async def set_budget(self, ctx: CallContext[Services], input: SetBudgetInput) -> BudgetChange:

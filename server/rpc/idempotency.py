@@ -92,6 +92,10 @@ class IdempotencyStore(Protocol):
         """Free the key of the claim ``claim_id`` (if it still holds it), so that the next call runs."""
         ...
 
+    async def replayed(self, call: IdempotentCall) -> None:
+        """Count a replay (a request de-duplicated by its key); called only on the replay path."""
+        ...
+
 
 def idempotency_key(value: Any, header: str | None) -> str | None:
     """The call's key: its input's ``idempotencyKey``, or the ``Idempotency-Key`` header (quoted or bare); both
@@ -133,7 +137,12 @@ async def run_once(
     """``run`` the call unless its key has already run: then its stored answer (a result marked as a replay)."""
     claimed = await store.claim(call)
     if isinstance(claimed, KeyHeld):
-        return _replay(claimed, call)
+        replay = _replay(claimed, call)
+        try:
+            await store.replayed(call)
+        except Exception:  # a statistic: the replay stands without it
+            logger.warning("could not count a replay of an idempotency key of %s", call.procedure)
+        return replay
     try:
         status, body, code = await run()
     except BaseException:  # cancelled: the call may not have finished, so a retry must be able to run

@@ -211,6 +211,81 @@ export type BudgetList = {
   budgets: Budget[];
 };
 
+/**
+ * Response-cache lookups and idempotent replays over a group.
+ *
+ * ``hits``: calls the cache answered (usage rows with status ``cache_hit``); ``misses``: calls that asked for the
+ * cache (``mode: "use"``), found no entry and called the model (a refresh is neither); ``hitRatio``:
+ * ``hits / (hits + misses)``, null without lookups; ``savedUsd``: what the hits would have cost (each at its day's
+ * rates), null when every hit was of an unpriced model; ``idempotentReplays``: requests answered by replaying an
+ * idempotency key's stored answer (no usage row, no model call), counted per UTC day.
+ */
+export type CacheFigures = {
+  hits: number;
+  misses: number;
+  hitRatio: number | null;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
+  idempotentReplays: number;
+};
+
+/** Whether this call may be answered from, and stored in, the response cache (per user, never shared). */
+export type CacheOptions = {
+  /**
+   * use: answer from the cache when it can, else call the model and store the answer; refresh: call the model and replace the stored answer; bypass: neither read nor write the cache.
+   * @default "use"
+   */
+  mode?: "bypass" | "refresh" | "use";
+  /**
+   * How long a stored answer is kept, in seconds (default a day, at most 30 days).
+   * @minimum 1
+   * @maximum 2592000
+   * @default null
+   */
+  ttlSeconds?: number | null;
+};
+
+/**
+ * The response cache and idempotency keys at work: ``entries`` live now, and over the window ``combined`` (every
+ * procedure), per procedure (most hits first) and per UTC day (oldest first; days without lookups or replays are
+ * left out). Replays are counted per whole UTC day: a window that cuts a day counts that day's replays whole.
+ */
+export type CacheStats = {
+  start: string | null;
+  end: string | null;
+  entries: number;
+  combined: CacheFigures;
+  byProcedure: ProcedureCacheStats[];
+  byDay: DailyCacheStats[];
+};
+
+/**
+ * Every field is optional: the window narrows the lookups, savings and replays (not ``entries``, which are
+ * the entries live now); ``procedure`` narrows everything.
+ */
+export type CacheStatsInput = {
+  /**
+   * @format date-time
+   * @default null
+   */
+  start?: string | null;
+  /**
+   * @format date-time
+   * @default null
+   */
+  end?: string | null;
+  /**
+   * @minLength 1
+   * @maxLength 100
+   * @pattern ^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$
+   * @default null
+   */
+  procedure?: string | null;
+};
+
 export type ClassifyIntentResult = {
   type: "classify_intent";
   intent: "complaint" | "feedback" | "other" | "question" | "request" | "scheduling";
@@ -340,6 +415,23 @@ export type ConversationTotals = {
   unpricedCalls: number;
 };
 
+export type DailyCacheStats = {
+  hits: number;
+  misses: number;
+  hitRatio: number | null;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
+  idempotentReplays: number;
+  /**
+   * A UTC day.
+   * @format date
+   */
+  day: string;
+};
+
 /**
  * ``start`` is the bucket's calendar start, with the requested zone's offset at that time (the first bucket may
  * begin before the window's ``start``, but only calls inside the window are counted).
@@ -399,7 +491,7 @@ export type Email = {
 
 /** How many calls failed (``error``) or were abandoned (``cancelled``) with one ``errorType``, and when last. */
 export type ErrorTypeCount = {
-  status: "cancelled" | "error" | "ok";
+  status: "cache_hit" | "cancelled" | "error" | "ok";
   errorType: string | null;
   llmCalls: number;
   lastAt: string;
@@ -432,6 +524,8 @@ export type ExecuteActionInput = {
    * @default null
    */
   idempotencyKey?: string | null;
+  /** @default null */
+  cache?: CacheOptions | null;
 };
 
 export type ExecuteActionOutput = {
@@ -450,6 +544,16 @@ export type ExecuteActionOutput = {
   conversation: ConversationTotals | null;
   /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
   fromIdempotentCache: boolean;
+  /** True when the response cache answered: no model call was made, it cost 0. */
+  fromCache: boolean;
+  /** How old the cached answer is, in seconds; null when not from the cache. */
+  cacheAgeSeconds: number | null;
+  /**
+   * What the cached answer would cost today (its original usage at today's rates), USD; null when not from the cache, or when the model has no known price.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
   result: DraftReplyResult | ExtractTasksResult | ClassifyIntentResult;
 };
 
@@ -676,6 +780,19 @@ export type MyUsageInput = {
   timeZone?: string;
 };
 
+export type ProcedureCacheStats = {
+  hits: number;
+  misses: number;
+  hitRatio: number | null;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
+  idempotentReplays: number;
+  procedure: string;
+};
+
 export type ProcedureUsage = {
   llmCalls: number;
   errorCalls: number;
@@ -740,6 +857,8 @@ export type SendMessageInput = {
    * @default null
    */
   idempotencyKey?: string | null;
+  /** @default null */
+  cache?: CacheOptions | null;
 };
 
 export type SendMessageOutput = {
@@ -758,6 +877,16 @@ export type SendMessageOutput = {
   conversation: ConversationTotals | null;
   /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
   fromIdempotentCache: boolean;
+  /** True when the response cache answered: no model call was made, it cost 0. */
+  fromCache: boolean;
+  /** How old the cached answer is, in seconds; null when not from the cache. */
+  cacheAgeSeconds: number | null;
+  /**
+   * What the cached answer would cost today (its original usage at today's rates), USD; null when not from the cache, or when the model has no known price.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
   /** @format uuid */
   messageId: string;
   reply: string;
@@ -826,6 +955,16 @@ export type StreamMessageDone = {
   conversation: ConversationTotals | null;
   /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
   fromIdempotentCache: boolean;
+  /** True when the response cache answered: no model call was made, it cost 0. */
+  fromCache: boolean;
+  /** How old the cached answer is, in seconds; null when not from the cache. */
+  cacheAgeSeconds: number | null;
+  /**
+   * What the cached answer would cost today (its original usage at today's rates), USD; null when not from the cache, or when the model has no known price.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
   /** @format uuid */
   messageId: string;
   reply: string;
@@ -909,6 +1048,8 @@ export type SummarizeEmailInput = {
    * @default null
    */
   idempotencyKey?: string | null;
+  /** @default null */
+  cache?: CacheOptions | null;
 };
 
 export type SummarizeEmailOutput = {
@@ -927,6 +1068,16 @@ export type SummarizeEmailOutput = {
   conversation: ConversationTotals | null;
   /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
   fromIdempotentCache: boolean;
+  /** True when the response cache answered: no model call was made, it cost 0. */
+  fromCache: boolean;
+  /** How old the cached answer is, in seconds; null when not from the cache. */
+  cacheAgeSeconds: number | null;
+  /**
+   * What the cached answer would cost today (its original usage at today's rates), USD; null when not from the cache, or when the model has no known price.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
   summary: string;
   keyPoints: string[];
   actionItems: string[];
@@ -1220,7 +1371,7 @@ export type UsageRow = {
   provider: "anthropic" | "gemini" | "openai";
   requestedModel: string;
   model: string;
-  status: "cancelled" | "error" | "ok";
+  status: "cache_hit" | "cancelled" | "error" | "ok";
   errorType: string | null;
   latencyMs: number;
   usage: Usage;
@@ -1277,6 +1428,12 @@ export type AppRouter = TRPCBuiltRouter<
   AppRouterRoot,
   {
     admin: {
+      /**
+       * Response-cache entries, hits, misses, hit ratio and saved USD, and idempotent replays: overall, per procedure and per UTC day.
+       *
+       * query, access: admin
+       */
+      cacheStats: TRPCQueryProcedure<{ input: CacheStatsInput | undefined; output: CacheStats; meta: object }>;
       /**
        * Delete a budget; returns it as it stood. Its alerts are kept.
        *

@@ -1260,7 +1260,7 @@ async function run(): Promise<void> {
     }
   });
 
-  await check('httpSubscriptionLink: chat.streamMessage cut after done is refused on reconnect, the reply not sent again', async () => {
+  await check('httpSubscriptionLink: chat.streamMessage cut after done replays the stored reply on reconnect, no new call', async () => {
     const proxy = await cuttingProxy(baseUrl, (block) => block.includes('"type":"done"'));
     try {
       const client = createTRPCClient<AppRouter>({
@@ -1268,13 +1268,15 @@ async function run(): Promise<void> {
       });
       const input = { requestId: crypto.randomUUID(), message: 'Cut me after done', model: 'gemini-2.5-flash' };
       const cut = await collectMessage(client, input);
-      // The reply is whole; the reconnect that the missing `return` caused is refused instead of answered again.
+      // The stream finished; the reconnect that the missing `return` caused replays its stored reply (one delta and
+      // the done event, marked fromIdempotentCache) and completes, without calling the model again.
       expect(cut.done !== undefined, 'no done event');
-      expectEqual(cut.deltas.join(''), cut.done.reply, 'the deltas joined');
-      expect(!cut.completed, 'onComplete: the `return` event should have been cut off');
-      const refused = checkError(cut.error, 'CONFLICT', 409, 'chat.streamMessage');
+      expectEqual(cut.deltas[cut.deltas.length - 1], cut.done.reply, 'the replayed delta (the whole reply)');
+      expectEqual(cut.deltas.slice(0, -1).join(''), cut.done.reply, 'the streamed deltas joined');
+      expect(cut.done.fromIdempotentCache, 'the replayed done is not marked fromIdempotentCache');
+      expect(cut.completed && cut.error === undefined, 'the replay should complete the subscription');
       expectReconnectedToTheSameUrl(proxy.connections);
-      return { deltas: cut.deltas.length, refused };
+      return { deltas: cut.deltas.length, replayed: cut.done.fromIdempotentCache };
     } finally {
       await proxy.close();
     }
