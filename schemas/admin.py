@@ -36,7 +36,6 @@ from schemas.usage import (
     Usage,
 )
 from schemas.validation import (
-    AwareDatetime,
     Cursor,
     DateOrTime,
     InvalidInput,
@@ -122,6 +121,10 @@ _DATE_OR_TIME: Final = (
     "A date alone (`2026-11-01`: its midnight in `timeZone`) or a time with an offset (`2026-11-01T09:30:00Z`); "
     "a time without an offset is refused."
 )
+_UTC_DATE_OR_TIME: Final = (
+    "A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); "
+    "a time without an offset is refused."
+)
 
 
 # --- figures ------------------------------------------------------------------------------------------------------
@@ -184,13 +187,21 @@ class UsageRow(WireOutput, frozen=True, kw_only=True):
 
 
 class _Window(WireInput, frozen=True, kw_only=True):
-    """An optional ``[start, end)`` window: without ``start`` it is open to the past, without ``end`` to the future."""
+    """An optional ``[start, end)`` window: without ``start`` it is open to the past, without ``end`` to the future.
+    A date alone means its midnight in UTC."""
 
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Annotated[DateOrTime | None, msgspec.Meta(description=_UTC_DATE_OR_TIME)] = None
+    end: Annotated[DateOrTime | None, msgspec.Meta(description=_UTC_DATE_OR_TIME)] = None
 
     def __post_init__(self) -> None:
-        check_window(self.start, self.end)
+        check_window(*self.window())
+
+    def window(self) -> tuple[datetime | None, datetime | None]:
+        """``start`` and ``end`` as times (a date is its midnight in UTC)."""
+        return (
+            None if self.start is None else resolve_date_or_time(self.start, "UTC", "start"),
+            None if self.end is None else resolve_date_or_time(self.end, "UTC", "end"),
+        )
 
 
 # --- admin.getConversationCost ------------------------------------------------------------------------------------

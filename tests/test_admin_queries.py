@@ -498,10 +498,7 @@ def test_start_must_come_before_end_and_the_error_names_the_field() -> None:
         UsageByDateRangeInput(start=T0, end=T0, granularity="day", time_zone="UTC")
     assert raised.value.field == "end"
     with pytest.raises(msgspec.ValidationError, match="`end` must be after `start`"):
-        msgspec.json.decode(
-            b'{"start":"2026-03-02T00:00:00Z","end":"2026-03-01T00:00:00Z"}',
-            type=UsageByModelInput,
-        )
+        codec.decoder(UsageByModelInput).decode(b'{"start":"2026-03-02T00:00:00Z","end":"2026-03-01T00:00:00Z"}')
 
 
 def test_time_zones_must_be_iana_names() -> None:
@@ -523,13 +520,13 @@ def test_times_without_an_offset_are_rejected() -> None:
 
 def test_limits_and_ranges_are_bounded() -> None:
     with pytest.raises(msgspec.ValidationError, match=r"\$.limit"):
-        msgspec.json.decode(b'{"limit":1000}', type=TopConversationsInput)
+        codec.decoder(TopConversationsInput).decode(b'{"limit":1000}')
     with pytest.raises(msgspec.ValidationError, match=r"\$.limit"):
-        msgspec.json.decode(b'{"limit":0}', type=UnpricedCallsInput)
+        codec.decoder(UnpricedCallsInput).decode(b'{"limit":0}')
     with pytest.raises(InvalidInput, match="at most 1100 days"):
         UsageByDateRangeInput(start=T0, end=T0 + timedelta(days=2_000), granularity="day", time_zone="UTC")
     with pytest.raises(msgspec.ValidationError, match="unknown field"):
-        msgspec.json.decode(b'{"limit":5,"offset":3}', type=TopConversationsInput)
+        codec.decoder(TopConversationsInput).decode(b'{"limit":5,"offset":3}')
 
 
 def test_a_cursor_must_be_one_the_server_returned() -> None:
@@ -560,7 +557,7 @@ def test_window_times_out_of_range_are_rejected_naming_the_field(
 ) -> None:
     message = f"`{field}` must be a time in the years 1970 to 9000 (UTC)"
     with pytest.raises(msgspec.ValidationError, match=re.escape(message)):
-        msgspec.json.decode(msgspec.json.encode({field: value}), type=input_type)
+        codec.decoder(input_type).decode(msgspec.json.encode({field: value}))
     window: dict[str, Any] = {field: msgspec.json.decode(msgspec.json.encode(value), type=datetime)}
     with pytest.raises(InvalidInput) as raised:
         input_type(**window)
@@ -579,8 +576,8 @@ def test_date_range_times_out_of_range_are_rejected_naming_the_field(value: str)
 
 @pytest.mark.parametrize("value", IN_RANGE)
 def test_window_times_at_the_bounds_are_accepted(value: str) -> None:
-    assert msgspec.json.decode(msgspec.json.encode({"start": value}), type=UsageByModelInput).start is not None
-    assert msgspec.json.decode(msgspec.json.encode({"end": value}), type=UnpricedCallsInput).end is not None
+    assert codec.decoder(UsageByModelInput).decode(msgspec.json.encode({"start": value})).start is not None
+    assert codec.decoder(UnpricedCallsInput).decode(msgspec.json.encode({"end": value})).end is not None
 
 
 @pytest.mark.parametrize("value", OUT_OF_RANGE)
@@ -596,4 +593,16 @@ def test_a_cursor_out_of_range_is_not_a_cursor_this_server_returned(value: str) 
             make()
         assert raised.value.field == "cursor"
     with pytest.raises(msgspec.ValidationError, match="`cursor` is not a cursor this server returned"):
-        msgspec.json.decode(msgspec.json.encode({"cursor": cursor}), type=UnpricedCallsInput)
+        codec.decoder(UnpricedCallsInput).decode(msgspec.json.encode({"cursor": cursor}))
+
+
+def test_every_window_takes_a_date_alone_as_its_utc_midnight() -> None:
+    """``admin.usageByModel`` and the other windowed reads accept ``"2026-11-01"`` as ``usageByDateRange`` does."""
+    for input_type in (UsageByModelInput, UnpricedCallsInput, TopConversationsInput):
+        data = codec.decoder(input_type).decode(b'{"start":"2026-11-01","end":"2026-11-02T12:00:00+01:00"}')
+        assert data.window() == (
+            datetime(2026, 11, 1, tzinfo=UTC),
+            datetime(2026, 11, 2, 11, tzinfo=UTC),
+        )
+    with pytest.raises(msgspec.ValidationError):
+        codec.decoder(UsageByModelInput).decode(b'{"start":"2026-11-01T00:00:00"}')  # a time needs its offset

@@ -517,7 +517,7 @@ def _bad_request(path: str, input_type: type[msgspec.Struct], raw: bytes) -> str
         (
             "admin.usageByModel",  # not a field of fixed values: msgspec's own message
             b'{"start": 3}',
-            "Expected `datetime | null`, got `int` - at `$.start`",
+            "Expected a date or a time as a string, got `int` - at `$.start`",
         ),
     ],
 )

@@ -650,10 +650,11 @@ async def get_my_usage(db: Database, user_id: uuid.UUID, data: MyUsageInput, *, 
 
 async def get_usage_by_model(db: Database, data: UsageByModelInput) -> UsageByModel:
     """Per reported model, most expensive first; models whose calls were all unpriced come last, by calls."""
+    start, end = data.window()
     params = _Params()
     conditions = [f"model = {params(data.model)}"] if data.model is not None else []
     statement = _usage_sums(
-        _split(data.start, data.end),
+        _split(start, end),
         params,
         keys=lambda _: "model, provider",
         key_names=("model", "provider"),
@@ -661,18 +662,19 @@ async def get_usage_by_model(db: Database, data: UsageByModelInput) -> UsageByMo
     )
     rows = await db.fetch(f"SELECT * FROM ({statement}) AS usage ORDER BY {_MOST_EXPENSIVE}, model", *params.values)
     return UsageByModel(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         models=[ModelUsage(model=row["model"], provider=row["provider"], **_figures(row)) for row in rows],
     )
 
 
 async def get_usage_by_procedure(db: Database, data: UsageByProcedureInput) -> UsageByProcedure:
     """Per procedure, most expensive first."""
+    start, end = data.window()
     params = _Params()
     conditions = [f"procedure = {params(data.procedure)}"] if data.procedure is not None else []
     statement = _usage_sums(
-        _split(data.start, data.end),
+        _split(start, end),
         params,
         keys=lambda _: "procedure",
         key_names=("procedure",),
@@ -680,8 +682,8 @@ async def get_usage_by_procedure(db: Database, data: UsageByProcedureInput) -> U
     )
     rows = await db.fetch(f"SELECT * FROM ({statement}) AS usage ORDER BY {_MOST_EXPENSIVE}, procedure", *params.values)
     return UsageByProcedure(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         procedures=[ProcedureUsage(procedure=row["procedure"], **_figures(row)) for row in rows],
     )
 
@@ -689,15 +691,16 @@ async def get_usage_by_procedure(db: Database, data: UsageByProcedureInput) -> U
 async def get_usage_by_user(db: Database, data: UsageByUserInput) -> UsageByUser:
     """Per user (by ``ai_usage_logs.user_id``: calls outside conversations count too), most expensive first; ties
     are broken by user id, so the order is stable between calls."""
+    start, end = data.window()
     params = _Params()
     params(data.limit)
-    conditions = _window("created_at", data.start, data.end, params)
+    conditions = _window("created_at", start, end, params)
     if data.user_id is not None:
         conditions.insert(0, f"user_id = {params(data.user_id)}")
     rows = await db.fetch(_BY_USER.format(where=_where(conditions)), *params.values)
     return UsageByUser(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         users=[UserUsage(user_id=row["user_id"], name=row["name"], **_figures(row)) for row in rows],
     )
 
@@ -707,16 +710,17 @@ async def get_top_conversations_by_cost(db: Database, data: TopConversationsInpu
 
     Ties are broken by id, so the order is stable between calls.
     """
-    if data.start is None and data.end is None:
+    start, end = data.window()
+    if start is None and end is None:
         rows = await db.fetch(_TOP_ALL_TIME, data.limit)
     else:
         params = _Params()
         params(data.limit)
-        window = _and(_window("created_at", data.start, data.end, params))
+        window = _and(_window("created_at", start, end, params))
         rows = await db.fetch(_TOP_IN_WINDOW.format(window=window), *params.values)
     return TopConversations(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         conversations=[
             TopConversation(
                 conversation_id=row["id"],
@@ -734,17 +738,18 @@ async def get_top_conversations_by_cost(db: Database, data: TopConversationsInpu
 
 async def get_unpriced_calls(db: Database, data: UnpricedCallsInput) -> UnpricedCalls:
     """Calls that wait for a price: per model (with the period they span) and the rows, newest first."""
+    start, end = data.window()
     summary = _Params()
-    summary_window = _and(_window("created_at", data.start, data.end, summary))
+    summary_window = _and(_window("created_at", start, end, summary))
     page = _Params()
     page(data.limit + 1)
-    page_window = _and(_page_conditions(data.start, data.end, data.cursor, page))
+    page_window = _and(_page_conditions(start, end, data.cursor, page))
     async with db.snapshot() as connection:
         models = await connection.fetch(_UNPRICED_BY_MODEL.format(window=summary_window), *summary.values)
         rows = await connection.fetch(_UNPRICED_ROWS.format(window=page_window), *page.values)
     return UnpricedCalls(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         unpriced_calls=sum(row["calls"] for row in models),
         models=[
             UnpricedModel(
@@ -765,6 +770,7 @@ async def get_unpriced_calls(db: Database, data: UnpricedCallsInput) -> Unpriced
 async def get_failed_calls(db: Database, data: FailedCallsInput) -> FailedCalls:
     """Calls that failed or were cancelled: counted by status and error type over the window, and the rows newest
     first (paged), both narrowed by ``procedure`` and ``model`` when given."""
+    start, end = data.window()
 
     def narrowing(params: _Params) -> list[str]:
         conditions = []
@@ -775,16 +781,16 @@ async def get_failed_calls(db: Database, data: FailedCallsInput) -> FailedCalls:
         return conditions
 
     summary = _Params()
-    summary_filters = _and([*narrowing(summary), *_window("created_at", data.start, data.end, summary)])
+    summary_filters = _and([*narrowing(summary), *_window("created_at", start, end, summary)])
     page = _Params()
     page(data.limit + 1)
-    page_filters = _and(_page_conditions(data.start, data.end, data.cursor, page, narrowing(page)))
+    page_filters = _and(_page_conditions(start, end, data.cursor, page, narrowing(page)))
     async with db.snapshot() as connection:
         by_type = await connection.fetch(_FAILED_BY_TYPE.format(filters=summary_filters), *summary.values)
         rows = await connection.fetch(_FAILED_ROWS.format(filters=page_filters), *page.values)
     return FailedCalls(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         error_calls=sum(row["calls"] for row in by_type if row["status"] == "error"),
         cancelled_calls=sum(row["calls"] for row in by_type if row["status"] == "cancelled"),
         error_types=[
@@ -845,14 +851,15 @@ class _CacheTally:
 async def get_cache_stats(db: Database, data: CacheStatsInput) -> CacheStats:
     """Response-cache entries live now; hits, misses, hit ratio and savings over the window (from the usage rows of
     lookups, through their partial index); idempotent replays per whole UTC day that meets the window. One snapshot."""
+    start, end = data.window()
     lookups = _Params()
-    lookup_filters = _window("created_at", data.start, data.end, lookups)
+    lookup_filters = _window("created_at", start, end, lookups)
     replays = _Params()
     replay_filters = []
-    if data.start is not None:
-        replay_filters.append(f"day >= {replays(data.start.astimezone(UTC).date())}")
-    if data.end is not None:
-        replay_filters.append(f"day <= {replays((data.end - timedelta(microseconds=1)).astimezone(UTC).date())}")
+    if start is not None:
+        replay_filters.append(f"day >= {replays(start.astimezone(UTC).date())}")
+    if end is not None:
+        replay_filters.append(f"day <= {replays((end - timedelta(microseconds=1)).astimezone(UTC).date())}")
     entries = _Params()
     entry_filters = []
     if data.procedure is not None:
@@ -875,8 +882,8 @@ async def get_cache_stats(db: Database, data: CacheStatsInput) -> CacheStats:
         by_procedure.setdefault(row["procedure"], _CacheTally()).replays += row["replays"]
         by_day.setdefault(row["day"], _CacheTally()).replays += row["replays"]
     return CacheStats(
-        start=data.start,
-        end=data.end,
+        start=start,
+        end=end,
         entries=live,
         combined=CacheFigures(**overall.figures()),
         by_procedure=[

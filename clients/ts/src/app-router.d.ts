@@ -268,12 +268,14 @@ export type CacheStats = {
  */
 export type CacheStatsInput = {
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   start?: string | null;
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   end?: string | null;
@@ -589,12 +591,14 @@ export type FailedCalls = {
  */
 export type FailedCallsInput = {
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   start?: string | null;
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   end?: string | null;
@@ -1125,12 +1129,14 @@ export type TopConversations = {
 /** Without a window the ranking is by all-time totals; with one, by what each conversation cost inside it. */
 export type TopConversationsInput = {
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   start?: string | null;
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   end?: string | null;
@@ -1155,12 +1161,14 @@ export type UnpricedCalls = {
 /** ``limit`` and ``cursor`` page the calls, newest first. */
 export type UnpricedCallsInput = {
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   start?: string | null;
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   end?: string | null;
@@ -1261,12 +1269,14 @@ export type UsageByModel = {
 /** ``model`` (as the provider reported it) narrows to one model. */
 export type UsageByModelInput = {
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   start?: string | null;
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   end?: string | null;
@@ -1288,12 +1298,14 @@ export type UsageByProcedure = {
 
 export type UsageByProcedureInput = {
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   start?: string | null;
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   end?: string | null;
@@ -1316,12 +1328,14 @@ export type UsageByUser = {
 /** ``userId`` narrows to one user; ``limit`` bounds the users listed (the most expensive ones). */
 export type UsageByUserInput = {
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   start?: string | null;
   /**
-   * @format date-time
+   * A date alone (`2026-11-01`: its midnight in UTC) or a time with an offset (`2026-11-01T09:30:00Z`); a time without an offset is refused.
+   * @pattern ^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ].+)?$
    * @default null
    */
   end?: string | null;
