@@ -21,32 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
-import asyncpg
 import openai
 from bench_database import add_argument as add_database_argument
-from bench_database import server_url, with_database
-from chat_bench import background, drive, free_port, percentile
+from bench_database import server_url
+from chat_bench import drive, percentile, running_service
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATABASE = "tollbooth_bench_cache"
 MESSAGE = "What does a token cost?"
-
-
-async def recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
-    connection = await asyncpg.connect(admin_url)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        if not drop_only:
-            await connection.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
-    finally:
-        await connection.close()
 
 
 async def measure(args: argparse.Namespace, server: str, api_key: str, openai_url: str) -> None:
@@ -112,39 +96,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     add_database_argument(parser)
     args = parser.parse_args()
-    admin_url = server_url(args.database_url)
-    asyncio.run(recreate_database(admin_url))
-    simulator_port, server_port = free_port(), free_port()
-    simulator = f"http://127.0.0.1:{simulator_port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": with_database(admin_url, BENCH_DATABASE),
-        "PORT": str(server_port),
-        "LOG_LEVEL": "WARNING",
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_BASE_URL": f"{simulator}/openai/v1",
-        "PROVIDER_MAX_RETRIES": "0",
-    }
-    try:
-        subprocess.run([sys.executable, "-m", "server", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
-        created = subprocess.run(
-            [sys.executable, "-m", "server", "create-user", "--name", "bench", "--quiet"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        api_key = created.stdout.strip()
-        simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]
-        with (
-            background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator"),
-            background([sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"),
-        ):
-            print(f"{args.requests} calls per row; server and simulator are separate processes on loopback")
-            asyncio.run(measure(args, f"http://127.0.0.1:{server_port}", api_key, f"{simulator}/openai/v1"))
-    finally:
-        asyncio.run(recreate_database(admin_url, drop_only=True))
+    with running_service(server_url(args.database_url), BENCH_DATABASE) as service:
+        print(f"{args.requests} calls per row; server and simulator are separate processes on loopback")
+        asyncio.run(measure(args, service.url, service.api_key, service.openai_url))
 
 
 if __name__ == "__main__":

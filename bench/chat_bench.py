@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -45,12 +46,12 @@ def free_port() -> int:
         return port
 
 
-async def recreate_database(admin_url: str, *, drop_only: bool = False) -> None:
+async def recreate_database(admin_url: str, database: str = BENCH_DATABASE, *, drop_only: bool = False) -> None:
     connection = await asyncpg.connect(admin_url)
     try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+        await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         if not drop_only:
-            await connection.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
+            await connection.execute(f'CREATE DATABASE "{database}"')
     finally:
         await connection.close()
 
@@ -152,20 +153,25 @@ async def add_global_budget(url: str) -> None:
         await connection.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="calls per measurement (default 2000)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--budget", action="store_true", help="run every call under a global hard budget")
-    add_database_argument(parser)
-    args = parser.parse_args()
-    admin_url = server_url(args.database_url)
-    asyncio.run(recreate_database(admin_url))
+@dataclass(frozen=True)
+class Service:
+    """The service under test and its provider, as the load generator reaches them."""
+
+    url: str
+    api_key: str
+    openai_url: str
+
+
+@contextmanager
+def running_service(admin_url: str, database: str, *, budget: bool = False) -> Iterator[Service]:
+    """A fresh ``database`` on ``admin_url``'s server, migrated, with one user (under a global hard budget with
+    ``budget``), the simulator and ``python -m server`` as separate processes on loopback; all removed afterwards."""
+    asyncio.run(recreate_database(admin_url, database))
     simulator_port, server_port = free_port(), free_port()
     simulator = f"http://127.0.0.1:{simulator_port}"
     env = {
         **os.environ,
-        "DATABASE_URL": with_database(admin_url, BENCH_DATABASE),
+        "DATABASE_URL": with_database(admin_url, database),
         "PORT": str(server_port),
         "LOG_LEVEL": "WARNING",
         "OPENAI_API_KEY": "sk-bench",
@@ -182,18 +188,28 @@ def main() -> None:
             capture_output=True,
             text=True,
         )
-        api_key = created.stdout.strip()
-        if args.budget:
-            asyncio.run(add_global_budget(with_database(admin_url, BENCH_DATABASE)))
+        if budget:
+            asyncio.run(add_global_budget(with_database(admin_url, database)))
         simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]
         with (
             background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator"),
             background([sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"),
         ):
-            print(f"{args.requests} calls per row; server and simulator are separate processes on loopback")
-            asyncio.run(measure(args, f"http://127.0.0.1:{server_port}", api_key, f"{simulator}/openai/v1"))
+            yield Service(f"http://127.0.0.1:{server_port}", created.stdout.strip(), f"{simulator}/openai/v1")
     finally:
-        asyncio.run(recreate_database(admin_url, drop_only=True))
+        asyncio.run(recreate_database(admin_url, database, drop_only=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="calls per measurement (default 2000)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--budget", action="store_true", help="run every call under a global hard budget")
+    add_database_argument(parser)
+    args = parser.parse_args()
+    with running_service(server_url(args.database_url), BENCH_DATABASE, budget=args.budget) as service:
+        print(f"{args.requests} calls per row; server and simulator are separate processes on loopback")
+        asyncio.run(measure(args, service.url, service.api_key, service.openai_url))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ import contextlib
 import datetime
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from litestar import Litestar, Request, get
 from litestar.response import Response
@@ -20,7 +20,6 @@ from server.budgets.alerts import AlertDeliverer
 from server.database import Database
 from server.errors import DatabaseUnavailableError
 from server.idempotency import PRUNE_INTERVAL_SECONDS, IdempotencyKeys
-from server.llm.core import LLMCore
 from server.llm.ledger import LeasePolicy
 from server.llm.pricing import PriceCatalogue
 from server.llm.response_cache import PRUNE_INTERVAL_SECONDS as CACHE_PRUNE_INTERVAL_SECONDS
@@ -50,32 +49,16 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     )
 
 
-async def _sweep_forever(llm: LLMCore, interval_seconds: float) -> None:
-    """Settle the claims of dead processes at start-up and every ``interval_seconds``; a failed pass is retried."""
+async def _every(interval_seconds: float, job: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``job`` at start-up and every ``interval_seconds``; a failed pass is logged (an outage only by the
+    database, once) and retried at the next."""
     while True:
         try:
-            await llm.sweep()
+            await job()
         except DatabaseUnavailableError:
-            pass  # logged once by the database; the next pass retries
+            pass
         except Exception:
-            logger.exception("claim sweep failed; will retry")
-        await asyncio.sleep(interval_seconds)
-
-
-class _Prunable(Protocol):
-    async def prune(self) -> int: ...
-
-
-async def _prune_forever(rows: _Prunable, what: str, interval_seconds: float) -> None:
-    """Delete rows kept past their time (idempotency keys, response cache entries), at start-up and every
-    ``interval_seconds``."""
-    while True:
-        try:
-            await rows.prune()
-        except DatabaseUnavailableError:
-            pass  # logged once by the database; the next pass retries
-        except Exception:
-            logger.exception("%s pruning failed; will retry", what)
+            logger.exception("%s failed; will retry", what)
         await asyncio.sleep(interval_seconds)
 
 
@@ -126,16 +109,16 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin)
             app.state["services"] = services
             llm = services.llm
-            replayer = asyncio.create_task(
-                llm.spool.replay_forever(llm.recorder.write, llm.ledger.replay, SPOOL_REPLAY_INTERVAL_SECONDS)
-            )
-            sweeper = asyncio.create_task(_sweep_forever(llm, settings.claim_sweep_interval_seconds))
+            replayer = asyncio.create_task(_every(SPOOL_REPLAY_INTERVAL_SECONDS, llm.replay_spool, "spool replay"))
+            sweeper = asyncio.create_task(_every(settings.claim_sweep_interval_seconds, llm.sweep, "claim sweep"))
             deliverer = AlertDeliverer.from_settings(settings, db)
             stack.push_async_callback(deliverer.aclose)
             alerts = asyncio.create_task(deliverer.run_forever())
-            pruner = asyncio.create_task(_prune_forever(idempotency_keys, "idempotency key", PRUNE_INTERVAL_SECONDS))
+            pruner = asyncio.create_task(
+                _every(PRUNE_INTERVAL_SECONDS, idempotency_keys.prune, "idempotency key pruning")
+            )
             cache_pruner = asyncio.create_task(
-                _prune_forever(llm.cache, "response cache", CACHE_PRUNE_INTERVAL_SECONDS)
+                _every(CACHE_PRUNE_INTERVAL_SECONDS, llm.cache.prune, "response cache pruning")
             )
             # Everything built so far (SDK clients, pydantic models, price tables) lives as long as the process: keep
             # it out of the collector's scans. Measured: p99 at concurrency 16 went from 131 ms to 50 ms.

@@ -185,6 +185,17 @@ class Database:
             self._came_back()
         return result
 
+    async def delete_in_batches(self, sql: str, *args: object, batch: int) -> int:
+        """Run a ``DELETE`` whose last parameter is a row limit until it deletes fewer than ``batch`` rows (each batch
+        its own statement, so no lock is held long); returns how many rows it deleted in all."""
+        deleted = 0
+        while True:
+            status = await self.execute(sql, *args, batch)
+            count = int(status.rsplit(" ", 1)[1])
+            deleted += count
+            if count < batch:
+                return deleted
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """A READ COMMITTED transaction: commits when the block ends, rolls back when it raises.

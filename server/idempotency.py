@@ -153,11 +153,4 @@ class IdempotencyKeys:
 
     async def prune(self, *, now: datetime.datetime | None = None) -> int:
         """Delete the keys kept past their time; returns how many."""
-        now = now or datetime.datetime.now(datetime.UTC)
-        pruned = 0
-        while True:
-            status = await self._db.execute(_PRUNE, now, PRUNE_BATCH)
-            deleted = int(status.rsplit(" ", 1)[1])
-            pruned += deleted
-            if deleted < PRUNE_BATCH:
-                return pruned
+        return await self._db.delete_in_batches(_PRUNE, now or datetime.datetime.now(datetime.UTC), batch=PRUNE_BATCH)

@@ -196,7 +196,7 @@ async def _worst_case(services: Services, alice: NewUser) -> Decimal:
         created_at=now,
         lease_expires_at=now,
     )
-    await services.llm.ledger.claim(claim, prompt_tokens_bound=prompt_tokens_bound(request))
+    await services.llm.ledger.claim(claim, prompt_tokens_bound=lambda: prompt_tokens_bound(request))
     [row] = await fetch_rows("SELECT reserved_usd FROM llm_call_claims")
     await app_database().execute("DELETE FROM llm_call_claims")
     await app_database().execute("DELETE FROM budgets WHERE id = $1", budget_id)

@@ -449,7 +449,7 @@ class LLMCore:
             )
             try:
                 claimed = await self.ledger.claim(
-                    claim, owner_check=owner_check, prompt_tokens_bound=prompt_tokens_bound(request)
+                    claim, owner_check=owner_check, prompt_tokens_bound=lambda: prompt_tokens_bound(request)
                 )
             except DatabaseUnavailableError:
                 if owner_check is not None or self.ledger.hard_budgets_exist is not False:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -235,10 +236,17 @@ class Ledger:
         self._catalogue = catalogue
         self.lease = lease
 
-    async def claim(self, claim: Claim, *, owner_check: uuid.UUID | None = None, prompt_tokens_bound: int = 0) -> Claim:
+    async def claim(
+        self,
+        claim: Claim,
+        *,
+        owner_check: uuid.UUID | None = None,
+        prompt_tokens_bound: Callable[[], int] = lambda: 0,
+    ) -> Claim:
         """Commit ``claim``; with ``owner_check``, only if that conversation belongs to ``claim.user_id``.
 
-        Under a hard budget the call's worst case (``prompt_tokens_bound`` prompt tokens at the input rate of the
+        Under a hard budget the call's worst case (``prompt_tokens_bound()`` prompt tokens, computed only then, at
+        the input rate of the
         tier they fall in, plus ``max_output_tokens`` at the output rate) is reserved first, or the call refused with
         ``BudgetExceededError``. A call without ``max_output_tokens`` is then given ``BUDGETED_MAX_OUTPUT_TOKENS``,
         so that its worst case is bounded: the claim returned says what to send.
@@ -255,16 +263,17 @@ class Ledger:
         self.hard_budgets_exist = True
         if claim.max_output_tokens is None:
             claim = msgspec.structs.replace(claim, max_output_tokens=BUDGETED_MAX_OUTPUT_TOKENS)
+        prompt_tokens = prompt_tokens_bound()
         worst = TokenUsage(
-            input=prompt_tokens_bound,
+            input=prompt_tokens,
             cache_read=0,
             cache_write_5m=0,
             cache_write_1h=0,
             output=claim.max_output_tokens or 0,
             reasoning=0,
-            prompt_tokens=prompt_tokens_bound,
+            prompt_tokens=prompt_tokens,
             completion_tokens=claim.max_output_tokens or 0,
-            total_tokens=prompt_tokens_bound + (claim.max_output_tokens or 0),
+            total_tokens=prompt_tokens + (claim.max_output_tokens or 0),
         )
         worst_case_usd = self._catalogue.price(
             claim.provider, claim.requested_model, worst, claim.created_at

@@ -42,8 +42,8 @@ class UsageSpool:
     ``put`` is durable before it returns and blocks (fsync): call it in a thread. ``replay`` writes every pending
     record, oldest first, through a writer (``UsageRecorder.write``) and deletes it once written; a record the database
     refuses for good (``asyncpg.DataError``, a constraint) moves to ``directory/rejected`` so it cannot block the rest,
-    and any other failure stops the pass, leaving the rest for the next one. ``replay_forever`` runs a pass every
-    ``interval`` seconds. Nothing here raises for a database failure; ``put`` raises ``OSError`` when the disk does.
+    and any other failure stops the pass, leaving the rest for the next one (the app runs a pass every few seconds).
+    Nothing here raises for a database failure; ``put`` raises ``OSError`` when the disk does.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -117,21 +117,6 @@ class UsageSpool:
             await asyncio.to_thread(path.unlink, True)
             written += 1
         return written, True
-
-    async def replay_forever(
-        self,
-        write: Callable[[UsageRecord], Awaitable[object]],
-        write_claim: Callable[[Claim], Awaitable[object]] | None,
-        interval: float,
-    ) -> None:
-        """Replay pending claims and records every ``interval`` seconds until cancelled; a failed pass never ends
-        the loop."""
-        while True:
-            try:
-                await self.replay(write, write_claim)
-            except Exception:
-                logger.exception("usage spool: replay pass failed; will retry")
-            await asyncio.sleep(interval)
 
     async def _reject(self, path: Path, reason: str) -> None:
         def move() -> None:
