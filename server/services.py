@@ -13,6 +13,7 @@ from server.llm.pricing import PriceCatalogue
 from server.llm.providers import ProviderSet
 from server.llm.recorder import UsageRecorder
 from server.llm.spool import UsageSpool
+from server.media import MediaStore, media_store
 from server.settings import Settings
 
 HEALTH_TIMEOUT_SECONDS: Final = 2.0
@@ -23,14 +24,16 @@ class Services:
     """Everything a procedure handler needs, built once per application by ``build_services``.
 
     ``settings`` (read once from the environment), ``db`` (the PostgreSQL pool, started by the app's lifespan), ``llm``
-    (every model call, with its recording) and ``chat`` (the chat procedures). Handlers receive it as
-    ``CallContext.services``; tests build their own with other settings or an unreachable database.
+    (every model call, with its recording), ``chat`` (the chat procedures) and ``media`` (where generated images are
+    stored; the app's lifespan closes it). Handlers receive it as ``CallContext.services``; tests build their own with
+    other settings or an unreachable database.
     """
 
     settings: Settings
     db: Database
     llm: LLMCore
     chat: ChatService
+    media: MediaStore
 
     async def check_database(self) -> bool:
         """Whether the database answers within ``HEALTH_TIMEOUT_SECONDS`` (for ``/healthz`` and ``system.health``)."""
@@ -43,8 +46,10 @@ def build_services(
     *,
     catalogue: PriceCatalogue | None = None,
     simulator_origin: str | None = None,
+    media: MediaStore | None = None,
 ) -> Services:
-    """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator."""
+    """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator; ``media``
+    defaults to the store the settings configure (``media_store``)."""
     catalogue = catalogue or PriceCatalogue.load(settings.price_file)
     recorder = UsageRecorder(db, enabled=settings.enable_usage_logging)
     lease = LeasePolicy.from_settings(settings)
@@ -56,4 +61,4 @@ def build_services(
         ledger=Ledger(db, recorder, catalogue, lease),
     )
     chat = ChatService(llm=llm, db=db, default_model=settings.default_model)
-    return Services(settings=settings, db=db, llm=llm, chat=chat)
+    return Services(settings=settings, db=db, llm=llm, chat=chat, media=media or media_store(settings))

@@ -1,0 +1,186 @@
+"""Media storage: content-addressed, create-only puts and the URLs they hand out, on both backends.
+
+The local backend is served by the real application over HTTP; requests that try to leave the media folder are sent
+byte for byte over a socket, since an HTTP client would normalise their paths first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from server.media import CACHE_CONTROL, LocalMediaStore, StoredObject, content_key, media_store
+from server.settings import Settings, SettingsError
+from tests.conftest import ServedApp
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"persona one" * 50
+OTHER_PNG = b"\x89PNG\r\n\x1a\n" + b"persona two" * 50
+
+
+def _local_store(app: ServedApp) -> LocalMediaStore:
+    """A store on the served application's media folder (as a second worker process would have)."""
+    store = media_store(app.settings)
+    assert isinstance(store, LocalMediaStore)
+    return store
+
+
+async def _raw_get(app: ServedApp, target: str) -> tuple[int, bytes]:
+    """GET ``target`` exactly as written (no normalisation of ``..`` or percent escapes); status and body."""
+    address = urlsplit(app.url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: {address.netloc}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def test_a_local_put_is_a_file_under_data_dir_served_with_its_type(app_server: ServedApp) -> None:
+    store = _local_store(app_server)
+    stored = await store.put(PNG, content_type="image/png")
+
+    digest = hashlib.sha256(PNG).hexdigest()
+    assert stored == StoredObject(
+        key=f"{digest}.png", url=f"/media/{digest}.png", content_type="image/png", size_bytes=len(PNG), created=True
+    )
+    assert (app_server.settings.data_dir / "media" / f"{digest}.png").read_bytes() == PNG
+    async with httpx.AsyncClient(base_url=app_server.url) as http:
+        response = await http.get(stored.url)
+        assert response.status_code == 200
+        assert response.content == PNG
+        assert response.headers["content-type"] == "image/png"
+        assert response.headers["cache-control"] == CACHE_CONTROL
+        assert response.headers["etag"] == f'"{digest}"'
+        assert response.headers["x-content-type-options"] == "nosniff"
+        again = await http.get(stored.url, headers={"If-None-Match": f'"{digest}"'})
+        assert (again.status_code, again.content) == (304, b"")
+    assert await store.url_for(stored.key) == stored.url
+
+
+async def test_a_repeated_local_put_is_one_file_and_not_created_again(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    first = await store.put(PNG, content_type="image/png")
+    results = await asyncio.gather(*(store.put(PNG, content_type="image/png") for _ in range(8)))
+    other = await store.put(OTHER_PNG, content_type="image/png")
+
+    assert first.created
+    assert {result.key for result in results} == {first.key}
+    assert not any(result.created for result in results)
+    assert other.created
+    assert other.key != first.key
+    assert sorted(path.name for path in (tmp_path / "media").iterdir()) == sorted([first.key, other.key])
+
+
+async def test_concurrent_first_puts_create_the_file_once(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    results = await asyncio.gather(*(store.put(PNG, content_type="image/png") for _ in range(8)))
+    assert sum(result.created for result in results) == 1
+    assert [path.name for path in (tmp_path / "media").iterdir()] == [results[0].key]
+
+
+async def test_the_extension_follows_the_content_type_and_others_are_refused(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path)
+    assert (await store.put(b"jpeg bytes", content_type="image/jpeg")).key.endswith(".jpg")
+    assert (await store.put(b"webp bytes", content_type="image/webp")).key.endswith(".webp")
+    with pytest.raises(ValueError, match="cannot store media of type 'text/html'"):
+        await store.put(b"<script>", content_type="text/html")
+    with pytest.raises(ValueError, match="not a media key"):
+        await store.url_for("../settings.py")
+
+
+def test_keys_are_named_by_content_and_prefix() -> None:
+    digest = hashlib.sha256(PNG).hexdigest()
+    assert content_key(PNG, "image/png", "media/") == f"media/{digest}.png"
+    assert content_key(PNG, "image/png") != content_key(OTHER_PNG, "image/png")
+
+
+async def test_public_base_url_makes_local_urls_absolute(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DATA_DIR": str(tmp_path), "PUBLIC_BASE_URL": "https://api.example.com/"})
+    store = media_store(settings)
+    assert await store.url_for("a" * 64 + ".png") == f"https://api.example.com/media/{'a' * 64}.png"
+
+
+async def test_paths_outside_the_media_folder_are_refused(app_server: ServedApp) -> None:
+    data_dir = app_server.settings.data_dir
+    stored = await _local_store(app_server).put(PNG, content_type="image/png")
+    outside = "b" * 64 + ".png"
+    (data_dir / outside).write_bytes(b"SECRET outside the media folder")
+    linked = "c" * 64 + ".png"
+    (data_dir / "media" / linked).symlink_to(data_dir / outside)
+    (data_dir / "media" / ("d" * 64 + ".png")).mkdir()
+
+    assert (await _raw_get(app_server, f"/media/{stored.key}"))[0] == 200
+    for target in (
+        f"/media/../{outside}",
+        f"/media/..%2f{outside}",
+        f"/media/%2e%2e%2f{outside}",
+        f"/media/%2E%2E/{outside}",
+        f"/media/..%5c{outside}",
+        f"/media/{linked}",
+        f"/media/{'d' * 64}.png",
+        "/media/%2fetc%2fpasswd",
+        "/media//etc/passwd",
+        "/media/..",
+        f"/media/{stored.key.upper()}",
+        f"/media/{stored.key}.png",
+        f"/media/{stored.key[:-4]}.exe",
+        f"/media/{'e' * 64}.png",
+        "/media/.incoming-x.part",
+        "/media/",
+    ):
+        status, body = await _raw_get(app_server, target)
+        assert status in (400, 404), target
+        assert b"SECRET" not in body, target
+
+
+def test_s3_settings_are_read_and_validated() -> None:
+    env = {
+        "S3_BUCKET": "tollbooth-media",
+        "S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "S3_REGION": "auto",
+        "S3_ACCESS_KEY_ID": "AKIA-hunter2",
+        "S3_SECRET_ACCESS_KEY": "hunter3",
+        "S3_URL_TTL_SECONDS": "600",
+        "S3_KEY_PREFIX": "personas/images/",
+        "S3_ADDRESSING_STYLE": "path",
+    }
+    settings = Settings.from_env(env)
+    assert settings.s3 is not None
+    assert (settings.s3.bucket, settings.s3.url_ttl_seconds, settings.s3.key_prefix) == (
+        "tollbooth-media",
+        600,
+        "personas/images/",
+    )
+    assert "hunter2" not in repr(settings)
+    assert "hunter3" not in repr(settings)
+    assert Settings.from_env({"S3_BUCKET": "b-1"}).s3.key_prefix == "media/"  # type: ignore[union-attr]
+    assert Settings.from_env({"S3_BUCKET": "b-1", "S3_KEY_PREFIX": ""}).s3.key_prefix == ""  # type: ignore[union-attr]
+    assert Settings.from_env({}).s3 is None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"S3_ENDPOINT_URL": "http://127.0.0.1:9000"}, "S3_ENDPOINT_URL is set but S3_BUCKET is not"),
+        ({"S3_BUCKET": "b-1", "S3_ACCESS_KEY_ID": "x"}, "must be set together"),
+        ({"S3_BUCKET": "b-1", "S3_SECRET_ACCESS_KEY": "x"}, "must be set together"),
+        ({"S3_BUCKET": "b-1", "S3_URL_TTL_SECONDS": "604801"}, "S3_URL_TTL_SECONDS must be between 1 and 604800"),
+        ({"S3_BUCKET": "b-1", "S3_KEY_PREFIX": "/media/"}, "S3_KEY_PREFIX must be"),
+        ({"S3_BUCKET": "b-1", "S3_KEY_PREFIX": "a/../b/"}, "S3_KEY_PREFIX must be"),
+        ({"S3_BUCKET": "b-1", "S3_KEY_PREFIX": "a//"}, "S3_KEY_PREFIX must be"),
+        ({"S3_BUCKET": "b/1"}, "S3_BUCKET must be a bucket name"),
+        ({"S3_BUCKET": "b-1", "S3_PUBLIC_BASE_URL": "cdn.example.com"}, "S3_PUBLIC_BASE_URL must be an http"),
+        ({"S3_BUCKET": "b-1", "S3_ADDRESSING_STYLE": "dns"}, "S3_ADDRESSING_STYLE must be one of"),
+        ({"PUBLIC_BASE_URL": "example.com"}, "PUBLIC_BASE_URL must be an http"),
+    ],
+)
+def test_invalid_storage_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
