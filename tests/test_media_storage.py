@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from server.media import CACHE_CONTROL, LocalMediaStore, StoredObject, content_key, media_store
+from schemas.errors import ErrorCode
+from server.errors import StorageError, StorageUnavailableError
+from server.media import CACHE_CONTROL, LocalMediaStore, S3MediaStore, StoredObject, content_key, media_store
+from server.rpc.errors import to_trpc_error
 from server.settings import Settings, SettingsError
-from tests.conftest import ServedApp
+from server.simulator import RunningSimulator
+from tests.conftest import ServedApp, serve_app, simulator_env
+from tests.s3_server import S3Bucket
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"persona one" * 50
 OTHER_PNG = b"\x89PNG\r\n\x1a\n" + b"persona two" * 50
@@ -138,6 +144,128 @@ async def test_paths_outside_the_media_folder_are_refused(app_server: ServedApp)
         status, body = await _raw_get(app_server, target)
         assert status in (400, 404), target
         assert b"SECRET" not in body, target
+
+
+def _s3_store(env: dict[str, str]) -> S3MediaStore:
+    store = media_store(Settings.from_env(env))
+    assert isinstance(store, S3MediaStore)
+    return store
+
+
+async def test_an_s3_put_is_one_object_with_its_type_and_cache_headers_behind_a_presigned_url(
+    s3_bucket: S3Bucket,
+) -> None:
+    store = _s3_store(s3_bucket.env)
+    try:
+        stored = await store.put(PNG, content_type="image/png")
+        again = await store.put(PNG, content_type="image/png")
+        other = await store.put(OTHER_PNG, content_type="image/png")
+        fresh_url = await store.url_for(stored.key)
+    finally:
+        await store.aclose()
+
+    key = f"media/{hashlib.sha256(PNG).hexdigest()}.png"
+    assert (stored.key, stored.content_type, stored.size_bytes, stored.created) == (key, "image/png", len(PNG), True)
+    assert (again.key, again.created) == (key, False)
+    assert other.created
+    assert other.key != key
+    assert s3_bucket.keys() == sorted([key, other.key])
+    head = s3_bucket.head(key)
+    assert (head["ContentType"], head["CacheControl"], head["ContentLength"]) == ("image/png", CACHE_CONTROL, len(PNG))
+    assert s3_bucket.get(key) == PNG
+    query = urlsplit(stored.url).query
+    assert "X-Amz-Signature=" in query
+    assert "X-Amz-Expires=3600" in query
+    async with httpx.AsyncClient() as http:
+        for url in (stored.url, again.url, fresh_url):
+            response = await http.get(url)
+            assert response.status_code == 200
+            assert response.content == PNG
+            assert response.headers["content-type"] == "image/png"
+
+
+async def test_a_public_bucket_url_is_the_base_url_and_the_key(s3_bucket: S3Bucket) -> None:
+    s3_bucket.make_public()
+    store = _s3_store(
+        {
+            **s3_bucket.env,
+            "S3_PUBLIC_BASE_URL": s3_bucket.public_base_url,
+            "S3_KEY_PREFIX": "personas/",
+            "S3_URL_TTL_SECONDS": "60",
+        }
+    )
+    try:
+        stored = await store.put(PNG, content_type="image/png")
+    finally:
+        await store.aclose()
+
+    assert stored.key == f"personas/{hashlib.sha256(PNG).hexdigest()}.png"
+    assert stored.url == s3_bucket.public_base_url + stored.key
+    assert s3_bucket.keys() == [stored.key]
+    async with httpx.AsyncClient() as http:
+        response = await http.get(stored.url)
+    assert (response.status_code, response.content) == (200, PNG)
+    with pytest.raises(ValueError, match="not a media key of this bucket"):
+        await store.url_for(f"media/{hashlib.sha256(PNG).hexdigest()}.png")
+
+
+async def test_a_missing_bucket_is_a_clear_internal_error(s3_bucket: S3Bucket) -> None:
+    store = _s3_store({**s3_bucket.env, "S3_BUCKET": "tollbooth-no-such-bucket"})
+    try:
+        with pytest.raises(StorageError) as raised:
+            await store.put(PNG, content_type="image/png")
+    finally:
+        await store.aclose()
+
+    assert not isinstance(raised.value, StorageUnavailableError)
+    assert raised.value.message == (
+        f"the media bucket 'tollbooth-no-such-bucket' does not exist at {urlsplit(s3_bucket.endpoint).netloc}: "
+        "create it, or correct S3_BUCKET / S3_ENDPOINT_URL"
+    )
+    error = to_trpc_error(raised.value, "personas.generate")
+    assert (error.code, error.message) == (ErrorCode.INTERNAL_SERVER_ERROR, raised.value.message)
+
+
+async def test_a_bucket_without_credentials_says_which_settings_are_missing(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    env = {name: value for name, value in s3_bucket.env.items() if "ACCESS_KEY" not in name}
+    for extra in ({}, {"S3_PUBLIC_BASE_URL": s3_bucket.public_base_url}):
+        store = _s3_store({**env, **extra})
+        try:
+            with pytest.raises(StorageError, match=f"no credentials for the media bucket '{s3_bucket.name}': set "):
+                await store.put(PNG, content_type="image/png")
+        finally:
+            await store.aclose()
+    assert s3_bucket.keys() == []
+
+
+async def test_an_unreachable_storage_is_service_unavailable(s3_bucket: S3Bucket) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = _s3_store({**s3_bucket.env, "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+    try:
+        with pytest.raises(StorageUnavailableError, match="cannot reach the storage of the media bucket") as raised:
+            await store.put(PNG, content_type="image/png")
+    finally:
+        await store.aclose()
+    assert to_trpc_error(raised.value).code == ErrorCode.SERVICE_UNAVAILABLE
+    assert "moto-test-secret" not in raised.value.message
+
+
+async def test_with_a_bucket_the_service_serves_no_local_media(
+    s3_bucket: S3Bucket, sim: RunningSimulator, db: None, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), **s3_bucket.env))
+    stored = await LocalMediaStore(settings.media_dir).put(PNG, content_type="image/png")
+    async with serve_app(settings) as served, httpx.AsyncClient(base_url=served.url) as http:
+        assert (await http.get(f"/media/{stored.key}")).status_code == 404
 
 
 def test_s3_settings_are_read_and_validated() -> None:
