@@ -263,7 +263,7 @@ class S3MediaStore:
         self._config = AioConfig(
             connect_timeout=S3_CONNECT_TIMEOUT_SECONDS,
             read_timeout=S3_READ_TIMEOUT_SECONDS,
-            retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+            retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
             s3={"addressing_style": settings.addressing_style},
             signature_version="s3v4",
             request_checksum_calculation="when_required",

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from aiohttp import web
 
 from schemas.errors import ErrorCode
 from server.errors import StorageError, StorageUnavailableError
@@ -257,6 +260,110 @@ async def test_an_unreachable_storage_is_service_unavailable(s3_bucket: S3Bucket
         await store.aclose()
     assert to_trpc_error(raised.value).code == ErrorCode.SERVICE_UNAVAILABLE
     assert "moto-test-secret" not in raised.value.message
+
+
+Fault = Callable[[web.Request], web.Response | None]
+
+
+def _s3_error(status: int, code: str) -> web.Response:
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{code}</Message></Error>'
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
+@asynccontextmanager
+async def _s3_in_front(upstream: str, fault: Fault) -> AsyncIterator[str]:
+    """An HTTP proxy to the S3 server at ``upstream`` that answers a request itself when ``fault`` returns a response
+    for it (an S3-compatible server without conditional writes, a busy one...); its URL."""
+    async with httpx.AsyncClient(base_url=upstream) as http:
+
+        async def forward(request: web.Request) -> web.Response:
+            answer = fault(request)
+            if answer is not None:
+                return answer
+            hop = {"host", "content-length", "transfer-encoding", "connection", "expect"}
+            response = await http.request(
+                request.method,
+                request.raw_path,
+                content=await request.read(),
+                headers={name: value for name, value in request.headers.items() if name.lower() not in hop},
+            )
+            hop |= {"content-encoding", "server", "date"}
+            headers = {name: value for name, value in response.headers.items() if name.lower() not in hop}
+            return web.Response(status=response.status_code, body=response.content, headers=headers)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            host, port = runner.addresses[0][:2]
+            yield f"http://{host}:{port}"
+        finally:
+            await runner.cleanup()
+
+
+async def test_without_conditional_writes_a_put_heads_first_and_still_creates_once(s3_bucket: S3Bucket) -> None:
+    refused: list[str] = []
+
+    def no_conditional_writes(request: web.Request) -> web.Response | None:
+        if request.method == "PUT" and "If-None-Match" in request.headers:
+            refused.append(request.path)
+            return _s3_error(501, "NotImplemented")
+        return None
+
+    async with _s3_in_front(s3_bucket.endpoint, no_conditional_writes) as endpoint:
+        store = _s3_store({**s3_bucket.env, "S3_ENDPOINT_URL": endpoint})
+        try:
+            first = await store.put(PNG, content_type="image/png")
+            second = await store.put(PNG, content_type="image/png")
+        finally:
+            await store.aclose()
+
+    assert (first.created, second.created) == (True, False)
+    assert len(refused) == 2
+    assert s3_bucket.keys() == [first.key]
+    head = s3_bucket.head(first.key)
+    assert (head["ContentType"], head["CacheControl"]) == ("image/png", CACHE_CONTROL)
+
+
+async def test_a_conditional_write_conflict_is_tried_again(s3_bucket: S3Bucket) -> None:
+    conflicts: list[str] = []
+
+    def one_conflict(request: web.Request) -> web.Response | None:
+        if request.method == "PUT" and not conflicts:
+            conflicts.append(request.path)
+            return _s3_error(409, "ConditionalRequestConflict")
+        return None
+
+    async with _s3_in_front(s3_bucket.endpoint, one_conflict) as endpoint:
+        store = _s3_store({**s3_bucket.env, "S3_ENDPOINT_URL": endpoint})
+        try:
+            stored = await store.put(PNG, content_type="image/png")
+        finally:
+            await store.aclose()
+
+    assert stored.created
+    assert len(conflicts) == 1
+    assert s3_bucket.keys() == [stored.key]
+
+
+async def test_a_storage_that_keeps_failing_is_service_unavailable_after_three_attempts(s3_bucket: S3Bucket) -> None:
+    attempts: list[str] = []
+
+    def busy(request: web.Request) -> web.Response:
+        attempts.append(request.path)
+        return _s3_error(503, "SlowDown")
+
+    async with _s3_in_front(s3_bucket.endpoint, busy) as endpoint:
+        store = _s3_store({**s3_bucket.env, "S3_ENDPOINT_URL": endpoint})
+        try:
+            with pytest.raises(StorageUnavailableError, match=r"failed to store an object \(SlowDown\); try again"):
+                await store.put(PNG, content_type="image/png")
+        finally:
+            await store.aclose()
+    assert len(attempts) == 3
 
 
 async def test_with_a_bucket_the_service_serves_no_local_media(
