@@ -251,8 +251,9 @@ class S3MediaStore:
     """
 
     def __init__(self, settings: S3Settings) -> None:
-        import aioboto3
+        import aioboto3  # here: importing it takes seconds, which a service without a bucket never pays
         from aiobotocore.config import AioConfig
+        from botocore.exceptions import BotoCoreError, ClientError
 
         self.settings = settings
         self._session = aioboto3.Session(
@@ -274,6 +275,7 @@ class S3MediaStore:
         self._client: Any = None
         self._exit = contextlib.AsyncExitStack()
         self._opening = asyncio.Lock()
+        self._failures: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
 
     async def put(self, data: bytes, *, content_type: str) -> StoredObject:
         key = content_key(data, content_type, self.settings.key_prefix)
@@ -294,7 +296,7 @@ class S3MediaStore:
                 Params={"Bucket": self.settings.bucket, "Key": key},
                 ExpiresIn=self.settings.url_ttl_seconds,
             )
-        except Exception as error:
+        except self._failures as error:
             raise self._error(error, "sign a URL for") from error
         return url
 
@@ -323,7 +325,7 @@ class S3MediaStore:
         for attempt in range(S3_CONFLICT_RETRIES + 1):
             try:
                 await client.put_object(**fields, IfNoneMatch="*")
-            except Exception as error:
+            except self._failures as error:
                 code = _s3_code(error)
                 if code in _S3_ABSENT:
                     return False
@@ -342,12 +344,12 @@ class S3MediaStore:
         try:
             await client.head_object(Bucket=self.settings.bucket, Key=key)
             return False
-        except Exception as error:
+        except self._failures as error:
             if _s3_code(error) not in ("404", "NoSuchKey", "NotFound"):
                 raise self._error(error, "store") from error
         try:
             await client.put_object(**fields)
-        except Exception as error:
+        except self._failures as error:
             raise self._error(error, "store") from error
         return True
 
