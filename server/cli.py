@@ -2,9 +2,9 @@
 
 Commands: ``serve`` (``--host``/``--port`` override ``HOST``/``PORT``), ``migrate``, the users' (``create-user``,
 ``list-users``, ``revoke-key``, ``rotate-key``), ``check-totals``, ``reprice`` and ``typescript``. Every failure the
-operator can fix (a bad setting, an unreachable database, a user that does not exist) ends in one line naming what to fix and a
-non-zero exit, never a traceback. A key is printed once, on a line of its own; ``--quiet`` prints only the key and
-``--json`` one JSON object, for scripts (``KEY=$(python -m server create-user --name alice --quiet)``).
+operator can fix (a bad setting, an unreachable database, a user that does not exist) ends in one line naming what
+to fix and a non-zero exit, never a traceback. A key is printed once, on a line of its own; ``--quiet`` prints only
+the key and ``--json`` one JSON object, for scripts (``KEY=$(python -m server create-user --name alice --quiet)``).
 """
 
 from __future__ import annotations

@@ -45,6 +45,10 @@ from typing import Any, Final, TextIO
 
 import asyncpg
 
+from schemas.money import Money
+from schemas.reprice import RepriceModelFigures, RepriceRuns, RepriceRunsInput
+from schemas.reprice import RepriceRun as RepriceRunRecord
+from schemas.validation import Position, decode_cursor, encode_cursor
 from server.budgets.admission import APPLICABLE, COUNTED_SINCE_CREATION
 from server.database import Connection, Database
 from server.llm.pricing import PriceCatalogue, PricedUsage
@@ -57,6 +61,7 @@ __all__ = (
     "RepriceError",
     "RepriceFilters",
     "RepriceRun",
+    "list_runs",
     "reprice",
     "resume",
 )
@@ -631,3 +636,66 @@ async def resume(
     if run.dry_run:  # a dry run keeps no cursor worth trusting: it starts again
         run.by_model, run.cursor = {}, None
     return await _walk(db, run, catalogue, progress=progress, progress_every=progress_every)
+
+
+# --- admin.repriceRuns --------------------------------------------------------------------------------------------
+
+_RUN_COLUMNS: Final = """
+    id, status, dry_run, reason, since, until, models, price_file, started_at, finished_at, matched_calls,
+    scanned_calls, changed_calls, newly_priced_calls, skipped_calls, delta_usd, by_model::text AS by_model, error"""
+_RUNS: Final = f"SELECT {_RUN_COLUMNS} FROM reprice_runs ORDER BY started_at DESC, id DESC LIMIT $1"
+_RUNS_AFTER: Final = f"""
+SELECT {_RUN_COLUMNS} FROM reprice_runs
+WHERE (started_at, id) < ($2, $3)
+ORDER BY started_at DESC, id DESC
+LIMIT $1
+"""
+
+
+def _run_record(row: asyncpg.Record) -> RepriceRunRecord:
+    figures = {model: ModelFigures.from_json(value) for model, value in json.loads(row["by_model"]).items()}
+    models = [
+        RepriceModelFigures(
+            model=model,
+            scanned_calls=f.scanned,
+            changed_calls=f.changed,
+            newly_priced_calls=f.newly_priced,
+            skipped_calls=f.skipped,
+            delta_usd=Money(f.delta_usd),
+        )
+        for model, f in sorted(figures.items(), key=lambda item: (-item[1].changed, item[0]))
+    ]
+    return RepriceRunRecord(
+        run_id=row["id"],
+        status=row["status"],
+        dry_run=row["dry_run"],
+        reason=row["reason"],
+        start=row["since"],
+        end=row["until"],
+        model_filter=list(row["models"]),
+        price_file=row["price_file"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        matched_calls=row["matched_calls"],
+        scanned_calls=row["scanned_calls"],
+        changed_calls=row["changed_calls"],
+        newly_priced_calls=row["newly_priced_calls"],
+        skipped_calls=row["skipped_calls"],
+        delta_usd=row["delta_usd"],
+        models=models,
+        error=row["error"],
+    )
+
+
+async def list_runs(db: Database, data: RepriceRunsInput) -> RepriceRuns:
+    """Reprice runs newest first, ``data.limit`` a page, after ``data.cursor`` when given."""
+    if data.cursor is None:
+        rows = await db.fetch(_RUNS, data.limit + 1)
+    else:
+        after = decode_cursor(data.cursor)
+        rows = await db.fetch(_RUNS_AFTER, data.limit + 1, after.at, after.id)
+    page = rows[: data.limit]
+    next_cursor = (
+        encode_cursor(Position(at=page[-1]["started_at"], id=page[-1]["id"])) if len(rows) > data.limit else None
+    )
+    return RepriceRuns(runs=[_run_record(row) for row in page], next_cursor=next_cursor)
