@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from server.database import Database, check_connection, database_url
+from server.database import Database, check_connection, database_url, engine_config
 from server.errors import DatabaseUnavailableError
 from server.llm.sdk_warnings import route_sdk_warnings
 from server.migrations import MigrationError, MigrationsApplied, migrate_forwards
@@ -344,6 +344,8 @@ async def _check_totals() -> int:
 
 
 async def _reprice(args: argparse.Namespace, settings: Settings) -> int:
+    from piccolo.engine.postgres import PostgresEngine
+
     from server.admin import reprice
     from server.llm.pricing import PriceCatalogue
 
@@ -354,7 +356,7 @@ async def _reprice(args: argparse.Namespace, settings: Settings) -> int:
         print("tollbooth: --since must be before --until", file=sys.stderr)
         return EXIT_USAGE
     catalogue = PriceCatalogue.load(settings.price_file)
-    db = Database.from_piccolo_conf()
+    db = Database(PostgresEngine(config=engine_config()))  # its own pool: also when called inside another process
     await db.start(min_size=1, max_size=2)
     progress = reprice.print_progress()
     try:

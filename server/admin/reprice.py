@@ -16,10 +16,11 @@ only, and is resumed from its cursor (``--resume RUN_ID``), or simply run again.
 
 Concurrency: calls recorded while a run applies are neither lost nor counted twice. A batch locks its usage rows
 (``FOR UPDATE``, in key order) before reading their costs, so the old cost it subtracts is the one stored; totals and
-spend move by atomic increments, as the recorder's do; the rollup triggers take free stripes (``SKIP LOCKED``). Locks
-are taken in one order, usage rows, rollup, conversations (by id), budget periods (by budget and start), the
-recorder's order with the usage rows first, so the two never deadlock; a transaction-level advisory lock makes
-concurrent runs take turns batch by batch.
+spend move by atomic increments, as the recorder's do; the rollup triggers take free stripes (``SKIP LOCKED``).
+Conversations are locked by id, budget periods by budget and start. The recorder's one statement may lock its
+conversation and its budget periods in either order, so a batch waits at most ``_LOCK_TIMEOUT_MS`` for a lock and
+then gives way (rolls back and is retried): the recording never waits long and is never the side a deadlock aborts.
+A transaction-level advisory lock makes concurrent runs take turns batch by batch.
 
 Not repriced: cache hits (they cost nothing: no provider call) and calls that consumed no tokens (free at any
 price); and calls priced at a non-standard service tier (batch, flex...), because the usage row does not keep the
@@ -32,6 +33,8 @@ the usage row and the pricing is one more name in that tuple.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime
 import json
 import re
@@ -71,6 +74,13 @@ BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "ou
 
 _ADVISORY_LOCK: Final = 0x7265_7072_6963_65
 """``pg_advisory_xact_lock`` key every applying batch takes: concurrent runs take turns, batch by batch."""
+
+_LOCK_TIMEOUT_MS: Final = 200
+"""How long a batch waits for a row lock before it gives way and is retried. The recorder settles a call in one
+statement whose updates (conversation, budget periods) may take their locks in either order; a batch holding some
+of those rows must be the side that yields, well before PostgreSQL's deadlock check (1 s by default) could pick the
+recording instead."""
+_RETRIES: Final = 50
 
 _NOT_REPRICED: Final = "status <> 'cache_hit' AND price_source IS DISTINCT FROM 'no tokens'"
 """Cache hits and calls without tokens: their cost is 0 whatever the price."""
@@ -177,6 +187,13 @@ class RepriceRun:
     def absorb(self, batch: dict[str, ModelFigures]) -> None:
         for model, figures in batch.items():
             self.by_model.setdefault(model, ModelFigures()).add(figures)
+
+    def after(self, batch: dict[str, ModelFigures], cursor: tuple[datetime.datetime, uuid.UUID]) -> RepriceRun:
+        """This run as it will stand once ``batch`` is committed (the run itself is unchanged until then)."""
+        by_model = {model: dataclasses.replace(figures) for model, figures in self.by_model.items()}
+        following = dataclasses.replace(self, by_model=by_model, cursor=cursor)
+        following.absorb(batch)
+        return following
 
     def by_model_json(self) -> str:
         return json.dumps({model: figures.as_json() for model, figures in sorted(self.by_model.items())})
@@ -469,24 +486,42 @@ async def _next_rows(
     return await connection.fetch(sql, run.batch_size, *position, *arguments)
 
 
-async def _apply_batch(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> int:
-    """One batch in one transaction; returns the rows scanned (0: the run is through)."""
+async def _apply_batch_once(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> RepriceRun | None:
+    """One batch in one transaction; returns the run as it stands after it (None: the run is through)."""
     async with db.transaction() as connection:
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _ADVISORY_LOCK)
         state = await connection.fetchrow(_LOCK_RUN, run.run_id)
         if state is None or state["status"] != "running":
             raise RepriceError(f"reprice run {run.run_id} is no longer running (another process finished it)")
+        await connection.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_MS}ms'")
         cursor = None if state["cursor_id"] is None else (state["cursor_created_at"], state["cursor_id"])
         rows = await _next_rows(connection, run, cursor, lock=True)
         if not rows:
-            return 0
+            return None
         changes, figures = _price_batch(rows, catalogue)
         if changes:
             await _apply(connection, run, changes)
-        run.cursor = (rows[-1]["created_at"], rows[-1]["id"])
-        run.absorb(figures)
-        await _save(connection, run)
-    return len(rows)
+        following = run.after(figures, (rows[-1]["created_at"], rows[-1]["id"]))
+        await _save(connection, following)
+    return following
+
+
+async def _apply_batch(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> int:
+    """One batch, retried when it gave way to a recording transaction; returns the rows scanned (0: through)."""
+    before = run.totals.scanned
+    for attempt in range(_RETRIES + 1):
+        try:
+            following = await _apply_batch_once(db, run, catalogue)
+        except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
+            if attempt == _RETRIES:
+                raise
+            await asyncio.sleep(0.02 * (attempt + 1))
+            continue
+        if following is None:
+            return 0
+        run.by_model, run.cursor = following.by_model, following.cursor
+        return run.totals.scanned - before
+    raise AssertionError("unreachable")
 
 
 async def _dry_batch(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> int:
