@@ -219,7 +219,9 @@ INSERT INTO reprice_runs (id, status, dry_run, reason, since, until, models, bat
 VALUES ($1, 'running', $2, $3, $4, $5, $6::text[], $7, $8, $9)
 RETURNING started_at
 """
-_LOCK_RUN: Final = "SELECT status, cursor_created_at, cursor_id FROM reprice_runs WHERE id = $1 FOR UPDATE"
+_LOCK_RUN: Final = """
+SELECT status, cursor_created_at, cursor_id, by_model::text AS by_model FROM reprice_runs WHERE id = $1 FOR UPDATE
+"""
 _SAVE_RUN: Final = """
 UPDATE reprice_runs SET
     cursor_created_at = $2, cursor_id = $3, scanned_calls = $4, changed_calls = $5, newly_priced_calls = $6,
@@ -500,41 +502,48 @@ async def _next_rows(
     return await connection.fetch(sql, run.batch_size, *position, *arguments)
 
 
-async def _apply_batch_once(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> RepriceRun | None:
-    """One batch in one transaction; returns the run as it stands after it (None: the run is through)."""
+async def _apply_batch_once(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> tuple[RepriceRun, int] | None:
+    """One batch in one transaction; returns the run as it stands after it and the rows scanned (None: through)."""
     async with db.transaction() as connection:
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _ADVISORY_LOCK)
         state = await connection.fetchrow(_LOCK_RUN, run.run_id)
         if state is None or state["status"] != "running":
             raise RepriceError(f"reprice run {run.run_id} is no longer running (another process finished it)")
         await connection.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_MS}ms'")
+        # The run's cursor and figures as committed: another process resuming the same run may have moved them.
         cursor = None if state["cursor_id"] is None else (state["cursor_created_at"], state["cursor_id"])
+        committed = dataclasses.replace(run, by_model=_figures(state["by_model"]), cursor=cursor)
         rows = await _next_rows(connection, run, cursor, lock=True)
         if not rows:
+            run.by_model, run.cursor = committed.by_model, cursor
             return None
         changes, figures = _price_batch(rows, catalogue)
         if changes:
             await _apply(connection, run, changes)
-        following = run.after(figures, (rows[-1]["created_at"], rows[-1]["id"]))
+        following = committed.after(figures, (rows[-1]["created_at"], rows[-1]["id"]))
         await _save(connection, following)
-    return following
+    return following, len(rows)
+
+
+def _figures(by_model: str) -> dict[str, ModelFigures]:
+    return {model: ModelFigures.from_json(value) for model, value in json.loads(by_model).items()}
 
 
 async def _apply_batch(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> int:
     """One batch, retried when it gave way to a recording transaction; returns the rows scanned (0: through)."""
-    before = run.totals.scanned
     for attempt in range(_RETRIES + 1):
         try:
-            following = await _apply_batch_once(db, run, catalogue)
+            outcome = await _apply_batch_once(db, run, catalogue)
         except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
             if attempt == _RETRIES:
                 raise
             await asyncio.sleep(0.02 * (attempt + 1))
             continue
-        if following is None:
+        if outcome is None:
             return 0
+        following, scanned = outcome
         run.by_model, run.cursor = following.by_model, following.cursor
-        return run.totals.scanned - before
+        return scanned
     raise AssertionError("unreachable")
 
 
@@ -678,7 +687,7 @@ async def resume(
         filters=RepriceFilters(since=row["since"], until=row["until"], models=tuple(row["models"])),
         batch_size=batch_size or row["batch_size"],
         matched=row["matched_calls"],
-        by_model={model: ModelFigures.from_json(value) for model, value in json.loads(row["by_model"]).items()},
+        by_model=_figures(row["by_model"]),
         cursor=None if row["cursor_id"] is None else (row["cursor_created_at"], row["cursor_id"]),
         started_at=row["started_at"],
     )
@@ -702,7 +711,7 @@ LIMIT $1
 
 
 def _run_record(row: asyncpg.Record) -> RepriceRunRecord:
-    figures = {model: ModelFigures.from_json(value) for model, value in json.loads(row["by_model"]).items()}
+    figures = _figures(row["by_model"])
     models = [
         RepriceModelFigures(
             model=model,
