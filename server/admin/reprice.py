@@ -60,11 +60,14 @@ from server.money import tidy
 
 __all__ = (
     "BUCKETS",
+    "PROMPT_BUCKETS",
     "ModelFigures",
     "RepriceError",
     "RepriceFilters",
     "RepriceRun",
     "list_runs",
+    "priced_at_service_tier",
+    "print_progress",
     "reprice",
     "resume",
 )
