@@ -55,6 +55,8 @@ TABLES = (
     "response_cache",
     "response_cache_daily",
     "idempotent_replay_counts",
+    "usage_cost_adjustments",
+    "reprice_runs",
 )
 
 _admin_url: str | None = None
