@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from server.admin.consistency import check_totals
+from server.database import Database
 from server.errors import BudgetExceededError, LLMError, LLMFailure
 from server.llm.core import Attribution, ImageRequest, ImageResult
 from server.simulator import RunningSimulator, ScriptedImageUsage, ScriptedResponse
@@ -282,3 +283,19 @@ async def test_an_image_call_in_a_conversation_counts_its_image_tokens_in_the_to
         "total_cost_usd": Decimal("0.0033"),
     }
     assert (await check_totals(app_database())).consistent
+
+
+async def test_with_the_database_down_an_image_call_is_spooled_and_replayed_with_its_cost(
+    make_services: MakeServices, sim: RunningSimulator, alice: NewUser, unreachable_database: Database
+) -> None:
+    sim.state.enqueue(_script(image_usage=ScriptedImageUsage(text_input=169, text_output=439, image_output=4160)))
+    down = make_services(unreachable_database)
+    down.llm.ledger.hard_budgets_exist = False  # what its sweeper learnt before the database went away
+    result = await down.llm.generate_image(ImageRequest(model="gpt-image-1.5", prompt="a cat"), _attribution(alice))
+    _png_pixels(result.image)  # the caller has its image all the same
+    assert down.llm.spool.pending_claims() == []  # the spooled record superseded the claim
+    [_] = down.llm.spool.pending()
+    assert await make_services().llm.replay_spool() == 1
+    row = await _row(result)
+    assert (row["output_image_tokens"], row["estimated_cost_usd"]) == (4160, Decimal("0.138355"))
+    await _no_claims_left()
