@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from server.embedded_postgres import process_running
 from server.llm.recorder import UsageRecord, UsageRecorder
 from server.llm.spool import UsageSpool
 from server.simulator import RunningSimulator
@@ -204,3 +205,31 @@ async def test_two_processes_replaying_one_spool_at_once_write_each_record_once(
     assert len(mine) + len(theirs) == records
     assert spool.pending() == []
     assert len(await fetch_rows("SELECT 1 FROM ai_usage_logs")) == records
+
+
+def test_with_several_workers_the_parent_alone_runs_the_embedded_postgres_and_stops_it(embedded_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    data_dir = embedded_dir / ".data"
+    env.update(DATA_DIR=str(data_dir), WORKERS="2")
+    with _service(env, embedded_dir / "server.log") as (process, base):
+        assert json.loads((data_dir / "postgres" / ".handle_pids.json").read_text()) == [process.pid]
+        postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        created = subprocess.run(
+            [sys.executable, "-m", "server", "create-user", "--name", "w", "--quiet"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        headers = {"authorization": f"Bearer {created.stdout.strip()}"}
+        response = httpx.post(
+            f"{base}/trpc/chat.sendMessage", json={"message": "hi"}, headers=headers, timeout=30
+        )  # offline: the simulator of the worker answers
+        assert response.status_code == 200, response.text
+        process.terminate()
+        assert process.wait(timeout=60) == 0
+    deadline = time.monotonic() + 15
+    while process_running(postmaster):
+        assert time.monotonic() < deadline, "the embedded PostgreSQL outlived the service"
+        time.sleep(0.2)
