@@ -74,11 +74,11 @@ def wait_for(url: str, process: subprocess.Popen[bytes], what: str) -> None:
 
 
 @contextmanager
-def background(command: list[str], env: dict[str, str], ready_url: str, what: str) -> Iterator[None]:
+def background(command: list[str], env: dict[str, str], ready_url: str, what: str) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(ready_url, process, what)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -164,6 +164,14 @@ class Service:
     url: str
     api_key: str
     openai_url: str
+    pid: int
+    """The service's process (with one worker, the one that serves)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process ``pid`` has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -201,9 +209,13 @@ def running_service(
         simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]
         with (
             background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator"),
-            background([sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"),
+            background(
+                [sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"
+            ) as server,
         ):
-            yield Service(f"http://127.0.0.1:{server_port}", created.stdout.strip(), f"{simulator}/openai/v1")
+            yield Service(
+                f"http://127.0.0.1:{server_port}", created.stdout.strip(), f"{simulator}/openai/v1", server.pid
+            )
     finally:
         asyncio.run(recreate_database(admin_url, database, drop_only=True))
 
@@ -214,6 +226,8 @@ async def compare_metrics(args: argparse.Namespace, on: Service, off: Service) -
     body = b'{"message":"What does a token cost?","model":"gpt-4o-mini"}'
     direct = openai.AsyncOpenAI(api_key="sk-bench", base_url=on.openai_url, max_retries=0)
     latencies: dict[str, list[float]] = {"direct": [], "metrics on": [], "metrics off": []}
+    cpu: dict[str, float] = {"metrics on": 0.0, "metrics off": 0.0}
+    pids = {"metrics on": on.pid, "metrics off": off.pid}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:
 
         def via(service: Service) -> Callable[[], Awaitable[None]]:
@@ -238,14 +252,21 @@ async def compare_metrics(args: argparse.Namespace, on: Service, off: Service) -
         per_round = max(args.requests // args.rounds, 1)
         for _ in range(args.rounds):
             for name, call in calls.items():
+                before = cpu_seconds(pids[name]) if name in pids else 0.0
                 latencies[name] += (await drive(call, per_round, 1))[1]
+                if name in pids:
+                    cpu[name] += cpu_seconds(pids[name]) - before
     await direct.close()
     p50 = {name: percentile(values, 0.5) for name, values in latencies.items()}
     print(f"concurrency 1, {args.rounds} interleaved rounds of {per_round} calls each")
+    calls_measured = per_round * args.rounds
     for name in ("direct", "metrics on", "metrics off"):
         added = "" if name == "direct" else f"   added p50 {p50[name] - p50['direct']:.3f} ms"
-        print(f"{name:>12}: p50 {p50[name]:.3f} ms{added}")
-    print(f"cost of metrics at p50: {p50['metrics on'] - p50['metrics off']:+.3f} ms")
+        per_call = f"   service CPU {1000 * cpu[name] / calls_measured:.3f} ms/call" if name in cpu else ""
+        print(f"{name:>12}: p50 {p50[name]:.3f} ms{added}{per_call}")
+    p50_cost = p50["metrics on"] - p50["metrics off"]
+    cpu_cost = 1000 * (cpu["metrics on"] - cpu["metrics off"]) / calls_measured
+    print(f"cost of metrics: {p50_cost:+.3f} ms at p50, {cpu_cost:+.3f} ms of service CPU per call")
 
 
 def main() -> None:
