@@ -1,0 +1,411 @@
+"""The Grafana dashboard (``monitoring/``) is real: its provisioning names the data sources its panels use, every SQL
+panel, with Grafana's macros expanded as Grafana expands them, runs on the database after a known workload of real
+calls through the service and returns the figures the usage rows add up to (README, "Monitoring")."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
+from server.users import NewUser, create_user
+from tests.conftest import ROOT, ServedApp, app_database, fetch_rows
+from tests.grafana import expand_postgres_macros, expand_prometheus_variables, go_float, rfc3339_nano
+
+MONITORING = ROOT / "monitoring"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "tollbooth.json"
+POSTGRES_UID, PROMETHEUS_UID = "tollbooth-postgres", "tollbooth-prometheus"
+DAY = 86_400
+
+
+def _dashboard() -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return dashboard
+
+
+def _panels() -> dict[str, dict[str, Any]]:
+    return {panel["title"]: panel for panel in _dashboard()["panels"]}
+
+
+def _sql(title: str) -> str:
+    [target] = _panels()[title]["targets"]
+    sql: str = target["rawSql"]
+    return sql
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(path.read_text())
+    return document
+
+
+# --- structure ----------------------------------------------------------------------------------------------------
+
+
+def test_provisioning_names_both_data_sources_by_fixed_uid_and_loads_the_dashboards_folder() -> None:
+    [datasources_file] = (MONITORING / "grafana" / "provisioning" / "datasources").glob("*.yaml")
+    sources = {source["uid"]: source for source in _yaml(datasources_file)["datasources"]}
+    assert set(sources) == {POSTGRES_UID, PROMETHEUS_UID}
+    assert sources[POSTGRES_UID]["type"] == "grafana-postgresql-datasource"
+    assert sources[PROMETHEUS_UID]["type"] == "prometheus"
+    # Addresses and credentials come from the environment, never from the repository.
+    assert re.fullmatch(r"\$\{\w+\}", sources[POSTGRES_UID]["url"])
+    assert re.fullmatch(r"\$\{\w+\}", sources[POSTGRES_UID]["secureJsonData"]["password"])
+    assert re.fullmatch(r"\$\{\w+\}", sources[PROMETHEUS_UID]["url"])
+
+    [dashboards_file] = (MONITORING / "grafana" / "provisioning" / "dashboards").glob("*.yaml")
+    [provider] = _yaml(dashboards_file)["providers"]
+    assert provider["type"] == "file"
+    assert re.fullmatch(r"\$\{\w+\}", provider["options"]["path"])
+
+
+def test_the_dashboard_is_grafana_json_whose_panels_use_the_provisioned_data_sources() -> None:
+    dashboard = _dashboard()
+    assert dashboard["schemaVersion"] >= 39
+    assert dashboard["time"] == {"from": "now-30d", "to": "now"}
+    assert "timepicker" in dashboard
+    assert dashboard["uid"] == "tollbooth"
+    panels = dashboard["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    types = {POSTGRES_UID: "grafana-postgresql-datasource", PROMETHEUS_UID: "prometheus"}
+    for panel in panels:
+        uid = panel["datasource"]["uid"]
+        assert uid in types, panel["title"]
+        assert panel["datasource"]["type"] == types[uid]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
+        assert panel["targets"], panel["title"]
+        ref_ids = [target["refId"] for target in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids))
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"]
+            query = target["rawSql"] if uid == POSTGRES_UID else target["expr"]
+            assert query.strip(), panel["title"]
+            if uid == POSTGRES_UID:
+                assert target["format"] in {"time_series", "table"}
+                assert target["rawQuery"] is True
+
+
+def test_the_brief_s_panels_are_there() -> None:
+    titles = set(_panels())
+    assert {
+        "Daily cost by procedure",
+        "Response cache growth (persona cache)",
+        "Idempotent requests over time",
+        "Cost by model",
+        "Cache hit ratio",
+        "Spend vs budget (current period)",
+        "Unpriced calls",
+        "Savings from cache and de-duplication",
+        "Reconciliation: conversation totals minus their usage rows (must read 0)",
+    } <= titles
+
+
+# --- the macro expander, against Grafana's own cases (macros_test.go) ---------------------------------------------
+
+FROM = datetime(2018, 4, 12, 18, 0, tzinfo=UTC)
+TO = FROM + timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expanded"),
+    [
+        (
+            "WHERE $__timeFilter(time_column)",
+            "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'",
+        ),
+        ("select $__timeFrom()", "select '2018-04-12T18:00:00Z'"),
+        ("select $__timeTo()", "select '2018-04-12T18:05:00Z'"),
+        ("SELECT $__timeGroup(time_column,'5m')", "SELECT floor(extract(epoch from time_column)/300)*300"),
+        (
+            "SELECT $__timeGroupAlias(time_column,'5m')",
+            'SELECT floor(extract(epoch from time_column)/300)*300 AS "time"',
+        ),
+        ("$__timeGroup(time_column , '5m')", "floor(extract(epoch from time_column)/300)*300"),
+        (
+            "SELECT $__timeGroup(time_column,'5m'), value",
+            'SELECT floor(extract(epoch from time_column)/300)*300 AS "time", value',
+        ),
+        (
+            "SELECT $__timeGroup(time_column,'5m') as time, value",
+            "SELECT floor(extract(epoch from time_column)/300)*300 as time, value",
+        ),
+        ("$__timeGroupAlias(created_at, '1d')", 'floor(extract(epoch from created_at)/86400)*86400 AS "time"'),
+        ("$__timeGroup(t, '2w')", "floor(extract(epoch from t)/1.2096e+06)*1.2096e+06"),
+        ("$__timeGroup(t, 20ms)", "floor(extract(epoch from t)/0.02)*0.02"),
+        ("select $__unixEpochFilter(time)", "select time >= 1523556000 AND time <= 1523556300"),
+        ("select $__time(time_column)", 'select time_column AS "time"'),
+    ],
+)
+def test_postgres_macros_expand_as_grafana_expands_them(sql: str, expanded: str) -> None:
+    assert expand_postgres_macros(sql, FROM, TO) == expanded
+
+
+def test_macro_times_are_go_rfc3339_nano_in_utc() -> None:
+    assert rfc3339_nano(datetime(1960, 2, 1, 7, 0, 0, 500_000, tzinfo=UTC)) == "1960-02-01T07:00:00.5Z"
+    assert rfc3339_nano(datetime.fromisoformat("2026-11-29T16:00:00.123+01:00")) == "2026-11-29T15:00:00.123Z"
+    assert [go_float(x) for x in (86_400.0, 604_800.0, 1e6, 0.0001, 0.00001)] == [
+        "86400",
+        "604800",
+        "1e+06",
+        "0.0001",
+        "1e-05",
+    ]
+
+
+def test_an_unknown_macro_or_variable_fails_like_grafana() -> None:
+    with pytest.raises(ValueError, match="unknown macro"):
+        expand_postgres_macros("SELECT $__nope(x)", FROM, TO)
+    with pytest.raises(ValueError, match="missing time column"):
+        expand_postgres_macros("WHERE $__timeFilter()", FROM, TO)
+    assert expand_prometheus_variables("rate(x[$__rate_interval])", {"__rate_interval": "1m"}) == "rate(x[1m])"
+    with pytest.raises(ValueError, match="unknown variable"):
+        expand_prometheus_variables("rate(x[$__range])", {"__rate_interval": "1m"})
+
+
+# --- every SQL panel after a known workload -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def root(db: None) -> NewUser:
+    return await create_user("root", is_admin=True)
+
+
+def _http(app_server: ServedApp, user: NewUser) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"{app_server.url}/trpc", headers={"authorization": f"Bearer {user.api_key}"}, timeout=60
+    )
+
+
+async def _call(http: httpx.AsyncClient, procedure: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    response = await http.post(f"/{procedure}", json=body)
+    assert response.status_code == status, response.text
+    data: dict[str, Any] = response.json()["result"]["data"] if status == 200 else response.json()
+    return data
+
+
+class Workload:
+    """What the known workload answered, and the bob whose hard budget refused him."""
+
+    def __init__(self, answers: dict[str, dict[str, Any]], bob: NewUser) -> None:
+        self.answers = answers
+        self.bob = bob
+
+
+EMAIL: dict[str, Any] = {"email": {"subject": "Q3", "body": "Please send the Q3 report to finance by Friday."}}
+
+
+async def run_workload(app_server: ServedApp, sim: RunningSimulator, alice: NewUser, root: NewUser) -> Workload:
+    """Three providers, two procedures, a response cache miss then hit, provider prompt caching, an idempotent
+    replay, an unpriced model, a provider error, a soft global budget and a hard budget that refuses a call."""
+    bob = await create_user("bob")
+    answers: dict[str, dict[str, Any]] = {}
+    async with _http(app_server, root) as admin, _http(app_server, alice) as http, _http(app_server, bob) as bobs:
+        await _call(admin, "admin.setBudget", {"scope": "global", "period": "day", "limitUsd": "100", "hard": False})
+        await _call(
+            admin,
+            "admin.setBudget",
+            {"scope": "user", "subjectId": str(bob.id), "period": "day", "limitUsd": "0.000000001"},
+        )
+        cached = {"message": "What is a token?", "model": "gpt-4o-mini", "cache": {"mode": "use"}}
+        answers["miss"] = await _call(http, "chat.sendMessage", cached)
+        answers["hit"] = await _call(http, "chat.sendMessage", cached)
+        sim.state.enqueue(
+            ScriptedResponse(provider="anthropic", usage=ScriptedUsage(input=900, cache_read=4_000, output=60))
+        )
+        answers["anthropic"] = await _call(http, "chat.sendMessage", {"message": "Hi", "model": "claude-haiku-4-5"})
+        answers["gemini"] = await _call(http, "chat.summarizeEmail", {**EMAIL, "model": "gemini-2.5-flash"})
+        once = {"message": "Charge me once", "model": "gpt-4o", "idempotencyKey": "dashboard-1"}
+        answers["idempotent"] = await _call(http, "chat.sendMessage", once)
+        answers["replay"] = await _call(http, "chat.sendMessage", once)
+        answers["unpriced"] = await _call(http, "chat.sendMessage", {"message": "Hi", "model": "gpt-99-experimental"})
+        sim.state.enqueue(ScriptedResponse(provider="openai", status=500))
+        await _call(http, "chat.sendMessage", {"message": "Fail", "model": "gpt-4o"}, status=502)
+        refused = await _call(bobs, "chat.sendMessage", {"message": "Hi", "model": "gpt-4o"}, status=402)
+        answers["refused"] = refused
+    return Workload(answers, bob)
+
+
+def _window() -> tuple[datetime, datetime]:
+    """A dashboard time range around the workload: from yesterday's UTC midnight to a minute from now."""
+    now = datetime.now(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1), now + timedelta(minutes=1)
+
+
+async def _run_panel(title: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    return await fetch_rows(expand_postgres_macros(_sql(title), start, end))
+
+
+def _day_of(at: datetime) -> int:
+    """Grafana's ``$__timeGroup(column, '1d')``: the epoch second of the UTC day."""
+    return int(at.timestamp()) // DAY * DAY
+
+
+def _group_cost(rows: list[dict[str, Any]]) -> Decimal | None:
+    """What a group of usage rows cost: null when every call was unpriced (unknown, not free)."""
+    if rows and all(row["pricing_status"] == "unpriced" for row in rows):
+        return None
+    return sum((row["estimated_cost_usd"] or Decimal(0) for row in rows), Decimal(0))
+
+
+async def test_every_sql_panel_returns_what_the_usage_rows_add_up_to(
+    app_server: ServedApp, sim: RunningSimulator, alice: NewUser, root: NewUser
+) -> None:
+    workload = await run_workload(app_server, sim, alice, root)
+    rows = await fetch_rows("SELECT * FROM ai_usage_logs ORDER BY created_at")
+    statuses = sorted(row["status"] for row in rows)
+    assert statuses == ["cache_hit", "error", "ok", "ok", "ok", "ok", "ok"], "the workload is what it says"
+    start, end = _window()
+    panels = {panel["title"] for panel in _dashboard()["panels"] if panel["datasource"]["uid"] == POSTGRES_UID}
+    checked: set[str] = set()
+
+    # Daily cost by procedure: the hand-summed usage rows of each UTC day and procedure.
+    title = "Daily cost by procedure"
+    by_day_procedure: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_day_procedure[(_day_of(row["created_at"]), row["procedure"])].append(row)
+    got = await _run_panel(title, start, end)
+    assert list(got[0]) == ["time", "metric", "cost_usd"]
+    assert {(int(r["time"]), r["metric"]): r["cost_usd"] for r in got} == {
+        key: _group_cost(group) for key, group in by_day_procedure.items()
+    }
+    summaries = [r["cost_usd"] for r in got if r["metric"] == "chat.summarizeEmail"]
+    assert summaries == [Decimal(workload.answers["gemini"]["costUsd"])]
+    checked.add(title)
+
+    # Cost by model: every reported model, the unpriced one with no cost and last.
+    title = "Cost by model"
+    by_model: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_model[(row["model"], row["provider"])].append(row)
+    got = await _run_panel(title, start, end)
+    assert list(got[0]) == ["model", "provider", "calls", "unpriced_calls", "cost_usd"]
+    assert {(r["model"], r["provider"]): (r["calls"], r["unpriced_calls"], r["cost_usd"]) for r in got} == {
+        key: (len(group), sum(row["pricing_status"] == "unpriced" for row in group), _group_cost(group))
+        for key, group in by_model.items()
+    }
+    assert got[-1]["model"] == "gpt-99-experimental"
+    assert got[-1]["cost_usd"] is None
+    assert [r["cost_usd"] for r in got[:-1]] == sorted((r["cost_usd"] for r in got[:-1]), reverse=True)
+    checked.add(title)
+
+    # Cache hit ratio: one miss, one hit.
+    title = "Cache hit ratio"
+    got = await _run_panel(title, start, end)
+    assert got == [{"time": Decimal(_day_of(rows[0]["created_at"])), "hit_ratio": 0.5}]
+    checked.add(title)
+
+    # Response cache growth: the one entry the miss stored, live.
+    title = "Response cache growth (persona cache)"
+    got = await _run_panel(title, start, end)
+    [live] = await fetch_rows("SELECT count(*) AS entries FROM response_cache")
+    assert live["entries"] == 1
+    assert got == [
+        {
+            "time": datetime.fromtimestamp(_day_of(rows[0]["created_at"]), UTC),
+            "created": 1,
+            "expired": 0,
+            "live_entries": 1,
+        }
+    ]
+    checked.add(title)
+
+    # Idempotent requests: the one replay.
+    title = "Idempotent requests over time"
+    got = await _run_panel(title, start, end)
+    assert got == [
+        {
+            "time": datetime.fromtimestamp(_day_of(rows[0]["created_at"]), UTC),
+            "metric": "chat.sendMessage",
+            "replays": 1,
+        }
+    ]
+    assert workload.answers["replay"]["messageId"] == workload.answers["idempotent"]["messageId"]
+    checked.add(title)
+
+    # Spend vs budget: the global budget holds every settled cost of the day; bob's refused call spent nothing.
+    title = "Spend vs budget (current period)"
+    got = await _run_panel(title, start, end)
+    assert list(got[0]) == ["budget", "limit_usd", "spent_usd", "reserved_usd", "used_ratio", "hard"]
+    by_budget = {r["budget"]: r for r in got}
+    assert set(by_budget) == {"global / day", "user bob / day"}
+    total = sum((row["estimated_cost_usd"] or Decimal(0) for row in rows), Decimal(0))
+    assert total > 0
+    assert by_budget["global / day"]["spent_usd"] == total
+    assert by_budget["global / day"]["used_ratio"] == total / 100
+    assert by_budget["global / day"]["hard"] is False
+    assert (by_budget["user bob / day"]["spent_usd"], by_budget["user bob / day"]["hard"]) == (0, True)
+    assert workload.answers["refused"]["error"]["data"]["code"] == "PAYMENT_REQUIRED"
+    checked.add(title)
+
+    # Unpriced calls: the one call to a model without a price.
+    title = "Unpriced calls"
+    got = await _run_panel(title, start, end)
+    [unpriced] = [row for row in rows if row["pricing_status"] == "unpriced"]
+    assert got == [
+        {
+            "model": "gpt-99-experimental",
+            "provider": "openai",
+            "calls": 1,
+            "first_at": unpriced["created_at"],
+            "last_at": unpriced["created_at"],
+        }
+    ]
+    checked.add(title)
+
+    # Savings: the hit's savedUsd (the miss's cost), the Anthropic prompt cache at its rates, and the replay at the
+    # mean cost of a priced chat.sendMessage call.
+    title = "Savings from cache and de-duplication"
+    got = await _run_panel(title, start, end)
+    [anthropic] = [row for row in rows if row["provider"] == "anthropic"]
+    prompt_cache = Decimal(4_000) * (anthropic["rate_input"] - anthropic["rate_cache_read"]) / 1_000_000
+    assert prompt_cache > 0
+    messages = [
+        row["estimated_cost_usd"]
+        for row in rows
+        if row["procedure"] == "chat.sendMessage" and row["pricing_status"] == "priced" and row["status"] != "cache_hit"
+    ]
+    assert got == [
+        {
+            "time": datetime.fromtimestamp(_day_of(rows[0]["created_at"]), UTC),
+            "response_cache_usd": Decimal(workload.answers["miss"]["costUsd"]),
+            "provider_prompt_cache_usd": prompt_cache,
+            "idempotent_replays_estimated_usd": sum(messages, Decimal(0)) / len(messages),
+        }
+    ]
+    checked.add(title)
+
+    # Reconciliation: zero, and not zero once a total is off.
+    title = "Reconciliation: conversation totals minus their usage rows (must read 0)"
+    got = await _run_panel(title, start, end)
+    assert got == [{"cost_difference_usd": 0, "conversations_off": 0, "rows_without_conversation": 0}]
+    conversation_id = uuid.UUID(workload.answers["anthropic"]["conversationId"])
+    await app_database().execute(
+        "UPDATE conversations SET total_cost_usd = total_cost_usd + 0.000001 WHERE id = $1", conversation_id
+    )
+    got = await _run_panel(title, start, end)
+    assert got == [{"cost_difference_usd": Decimal("0.000001"), "conversations_off": 1, "rows_without_conversation": 0}]
+    checked.add(title)
+
+    assert checked == panels, "every SQL panel is checked"
+
+
+async def test_sql_panels_outside_the_workload_s_time_range_are_empty(
+    app_server: ServedApp, sim: RunningSimulator, alice: NewUser, root: NewUser
+) -> None:
+    await run_workload(app_server, sim, alice, root)
+    start = datetime.now(UTC) + timedelta(days=2)
+    for panel in _dashboard()["panels"]:
+        if panel["datasource"]["uid"] != POSTGRES_UID or panel["title"].startswith("Spend vs budget"):
+            continue
+        rows = await _run_panel(panel["title"], start, start + timedelta(days=1))
+        assert all(not any(v for k, v in row.items() if k != "time") for row in rows), panel["title"]
