@@ -5,7 +5,9 @@ calls through the service and returns the figures the usage rows add up to (READ
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import yaml
@@ -20,6 +23,7 @@ import yaml
 from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import NewUser, create_user
 from tests.conftest import ROOT, ServedApp, app_database, fetch_rows
+from tests.docs_snippets import fenced
 from tests.grafana import expand_postgres_macros, expand_prometheus_variables, go_float, rfc3339_nano
 
 MONITORING = ROOT / "monitoring"
@@ -108,6 +112,32 @@ def test_the_brief_s_panels_are_there() -> None:
         "Savings from cache and de-duplication",
         "Reconciliation: conversation totals minus their usage rows (must read 0)",
     } <= titles
+
+
+def test_the_readme_shows_every_panel_s_query_as_the_dashboard_stores_it() -> None:
+    blocks = {snippet.code.strip() for snippet in fenced(ROOT / "README.md") if snippet.language in {"sql", "promql"}}
+    for panel in _dashboard()["panels"]:
+        for target in panel["targets"]:
+            assert (target.get("rawSql") or target["expr"]).strip() in blocks, panel["title"]
+
+
+async def test_the_readme_s_read_only_role_can_run_every_sql_panel(db: None) -> None:
+    [grants] = [s.code for s in fenced(ROOT / "README.md", "sql") if s.code.startswith("CREATE ROLE tollbooth_grafana")]
+    role = f"tollbooth_grafana_{uuid.uuid4().hex[:8]}"
+    database = app_database()
+    await database.execute(grants.replace("tollbooth_grafana", role))
+    start, end = _window()
+    try:
+        async with database.snapshot() as connection:
+            await connection.execute(f"SET LOCAL ROLE {role}")
+            for panel in _dashboard()["panels"]:
+                if panel["datasource"]["uid"] == POSTGRES_UID:
+                    await connection.fetch(expand_postgres_macros(_sql(panel["title"]), start, end))
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await connection.fetch("SELECT api_key_hash FROM users")
+    finally:
+        await database.execute(f"DROP OWNED BY {role}")
+        await database.execute(f"DROP ROLE {role}")
 
 
 # --- the macro expander, against Grafana's own cases (macros_test.go) ---------------------------------------------
@@ -409,3 +439,30 @@ async def test_sql_panels_outside_the_workload_s_time_range_are_empty(
             continue
         rows = await _run_panel(panel["title"], start, start + timedelta(days=1))
         assert all(not any(v for k, v in row.items() if k != "time") for row in rows), panel["title"]
+
+
+# --- every PromQL panel, evaluated by a real Prometheus scraping the service ---------------------------------------
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+PROMTOOL = PROMETHEUS.with_name("promtool")
+METRICS_TOKEN = "dashboard-test-token"
+# What Grafana substitutes: $__rate_interval is max($__interval + scrape interval, 4 * scrape interval), at least a
+# minute with the provisioned data source's 15 s; one minute covers this test's whole workload.
+GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+
+
+@pytest.fixture
+def prometheus_binary() -> Path:
+    """Debian's ``prometheus`` (``.ci/run`` installs it): required in CI, skipped elsewhere when missing."""
+    if PROMETHEUS.exists():
+        return PROMETHEUS
+    if os.environ.get("CI"):
+        pytest.fail(f"{PROMETHEUS} is missing: CI installs Debian's prometheus package (.ci/run)")
+    pytest.skip(f"{PROMETHEUS} is missing (apt-get install prometheus)")
+
+
+def test_the_committed_prometheus_config_is_valid(prometheus_binary: Path) -> None:
+    checked = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(MONITORING / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
