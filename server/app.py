@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import datetime
 import gc
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, MediaType, Request, get
+from litestar.handlers import HTTPRouteHandler
 from litestar.response import Response
+from litestar.types import ControllerRouterHandler
 
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
@@ -24,6 +28,8 @@ from server.llm.ledger import LeasePolicy
 from server.llm.pricing import PriceCatalogue
 from server.llm.response_cache import PRUNE_INTERVAL_SECONDS as CACHE_PRUNE_INTERVAL_SECONDS
 from server.llm.routing import provider_for_model
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.metrics import Metrics
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
 from server.procedures.system import SystemController, service_version
@@ -80,6 +86,30 @@ def _check_default_model(settings: Settings, catalogue: PriceCatalogue) -> None:
         catalogue.warn_unpriced(provider, model, setting="DEFAULT_MODEL")
 
 
+def metrics_endpoint(metrics: Metrics, token: str | None) -> HTTPRouteHandler:
+    """``GET /metrics``: every metric in the Prometheus text format; with ``token`` (``METRICS_TOKEN``) only for
+    ``Authorization: Bearer <token>`` (else 401), compared in constant time. Outside the tRPC router and OpenAPI."""
+    expected = hashlib.sha256(token.encode()).digest() if token is not None else None
+
+    @get("/metrics", operation_id="metrics", include_in_schema=False)
+    async def serve_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if expected is not None:
+            scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+            given = hashlib.sha256(credentials.strip().encode()).digest()
+            # Both sides hashed: the comparison takes the same time whatever was sent, its length included.
+            if not (hmac.compare_digest(given, expected) and scheme.lower() == "bearer"):
+                return Response(
+                    b"401 Unauthorized: /metrics needs Authorization: Bearer <METRICS_TOKEN>\n",
+                    status_code=401,
+                    media_type=MediaType.TEXT,
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        body = await asyncio.to_thread(metrics.exposition)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    return serve_metrics
+
+
 def create_app(settings: Settings | None = None, db: Database | None = None) -> Litestar:
     """Build the service on ``db`` (default: ``piccolo_conf.DB``'s). With no provider key configured, the built-in
     simulator answers every model call."""
@@ -87,10 +117,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     db = db or Database.from_piccolo_conf()
     catalogue = PriceCatalogue.load(settings.price_file)  # here, not in the lifespan: a bad PRICE_FILE fails at once
     _check_default_model(settings, catalogue)
+    metrics = Metrics(spool_dir=settings.spool_dir, enabled=settings.metrics_enabled)
     idempotency_keys = IdempotencyKeys(
         db,
         ttl_seconds=settings.idempotency_ttl_seconds,
         lease=LeasePolicy.from_settings(settings),
+        metrics=metrics,
     )
 
     @asynccontextmanager
@@ -106,7 +138,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 simulator = await stack.enter_async_context(running_simulator())
                 simulator_origin = simulator.origin
                 logger.info("built-in provider simulator listening at %s", simulator_origin)
-            services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin)
+            services = build_services(
+                settings, db, catalogue=catalogue, simulator_origin=simulator_origin, metrics=metrics
+            )
             app.state["services"] = services
             llm = services.llm
             replayer = asyncio.create_task(_every(SPOOL_REPLAY_INTERVAL_SECONDS, llm.replay_spool, "spool replay"))
@@ -138,8 +172,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         RpcConfig(max_batch_size=settings.max_batch_size, max_body_bytes=settings.max_body_bytes, debug=settings.debug),
         idempotency_keys,
     )
+    handlers: list[ControllerRouterHandler] = [healthz, rpc]
+    if settings.metrics_enabled:
+        handlers.append(metrics_endpoint(metrics, settings.metrics_token))
     return Litestar(
-        route_handlers=[healthz, rpc],
+        route_handlers=handlers,
         lifespan=[lifespan],
         cors_config=rpc_cors_config(settings.cors_origins) if settings.cors_origins else None,
         openapi_config=openapi_config(title="Tollbooth", version=service_version(), path="/schema"),

@@ -21,6 +21,7 @@ import msgspec
 
 from server.database import Database, NamedStatement
 from server.llm.ledger import LeasePolicy
+from server.metrics import Metrics
 from server.rpc.idempotency import IdempotentCall, KeyHeld
 
 __all__ = ("MODEL_CALLS_PER_MUTATION", "PRUNE_INTERVAL_SECONDS", "IdempotencyKeys")
@@ -95,8 +96,9 @@ class IdempotencyKeys:
     refused (SERVICE_UNAVAILABLE) rather than run without the guarantee it asked for.
     """
 
-    def __init__(self, db: Database, *, ttl_seconds: float, lease: LeasePolicy) -> None:
+    def __init__(self, db: Database, *, ttl_seconds: float, lease: LeasePolicy, metrics: Metrics | None = None) -> None:
         self._db = db
+        self._metrics = metrics
         self._ttl = datetime.timedelta(seconds=ttl_seconds)
         self._lease = datetime.timedelta(
             seconds=MODEL_CALLS_PER_MUTATION * lease.timeout_seconds * (lease.retries + 1) + lease.margin_seconds
@@ -148,6 +150,8 @@ class IdempotencyKeys:
         """Count one replay in ``idempotent_replay_counts`` (per UTC day and procedure; kept after the key is pruned).
 
         One statement on the replay path only: a call without a key, or one that runs, never reaches it."""
+        if self._metrics is not None:
+            self._metrics.idempotent_replayed(call.procedure)
         now = now or datetime.datetime.now(datetime.UTC)
         await self._db.execute(_REPLAYED, now.astimezone(datetime.UTC).date(), call.procedure)
 

@@ -13,6 +13,7 @@ from server.llm.pricing import PriceCatalogue
 from server.llm.providers import ProviderSet
 from server.llm.recorder import UsageRecorder
 from server.llm.spool import UsageSpool
+from server.metrics import Metrics
 from server.settings import Settings
 
 HEALTH_TIMEOUT_SECONDS: Final = 2.0
@@ -43,8 +44,10 @@ def build_services(
     *,
     catalogue: PriceCatalogue | None = None,
     simulator_origin: str | None = None,
+    metrics: Metrics | None = None,
 ) -> Services:
-    """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator."""
+    """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator; ``metrics``
+    (default: none counted) is the application's."""
     catalogue = catalogue or PriceCatalogue.load(settings.price_file)
     recorder = UsageRecorder(db, enabled=settings.enable_usage_logging)
     lease = LeasePolicy.from_settings(settings)
@@ -53,7 +56,8 @@ def build_services(
         catalogue=catalogue,
         recorder=recorder,
         spool=UsageSpool(settings.spool_dir),
-        ledger=Ledger(db, recorder, catalogue, lease),
+        ledger=Ledger(db, recorder, catalogue, lease, metrics),
+        metrics=metrics,
     )
     chat = ChatService(llm=llm, db=db, default_model=settings.default_model)
     return Services(settings=settings, db=db, llm=llm, chat=chat)

@@ -39,9 +39,10 @@ class Settings:
     Units are in the names (``provider_timeout_seconds``, ``max_body_bytes``); ``database_url`` None means the
     embedded PostgreSQL under ``data_dir``; a provider whose ``api_key`` is None is not configured, and with none
     configured the service is ``offline`` (the built-in simulator answers). ``alert_webhook_url`` None means alerts
-    are kept but not posted; ``alert_spike_factor`` 0 turns spike alerts off. ``from_env`` raises ``SettingsError``
-    naming the variable for any value it cannot use. Secrets (and the webhook URL, which may hold a token) are left
-    out of ``repr``.
+    are kept but not posted; ``alert_spike_factor`` 0 turns spike alerts off. ``metrics_token`` None leaves
+    ``/metrics`` open; ``workers`` is how many processes ``python -m server`` runs. ``from_env`` raises
+    ``SettingsError`` naming the variable for any value it cannot use. Secrets (and the webhook URL, which may hold a
+    token) are left out of ``repr``.
     """
 
     database_url: str | None = field(repr=False)
@@ -68,6 +69,10 @@ class Settings:
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_webhook_secret: str | None = field(default=None, repr=False)
     alert_spike_factor: float = 3.0
+    # Metrics and worker processes (issues 13 and 15).
+    metrics_enabled: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    workers: int = 1
 
     @property
     def offline(self) -> bool:
@@ -109,6 +114,10 @@ class Settings:
             alert_webhook_url=reader.url("ALERT_WEBHOOK_URL", secret=True),
             alert_webhook_secret=reader.text("ALERT_WEBHOOK_SECRET"),
             alert_spike_factor=reader.number("ALERT_SPIKE_FACTOR", 3.0, low=0.0, high=1000.0),
+            # Metrics and worker processes (issues 13 and 15).
+            metrics_enabled=reader.boolean("METRICS_ENABLED", True),
+            metrics_token=reader.text("METRICS_TOKEN"),
+            workers=reader.integer("WORKERS", 1, low=1, high=256),
         )
         if settings.alert_webhook_url is not None and settings.alert_webhook_secret is None:
             raise SettingsError("ALERT_WEBHOOK_SECRET must be set when ALERT_WEBHOOK_URL is: alerts are signed with it")

@@ -42,6 +42,7 @@ from server.llm.response_cache import CACHE_LABEL, CachedAnswer, CachePolicy, Re
 from server.llm.routing import provider_for_model
 from server.llm.spool import UsageSpool
 from server.llm.usage import TokenUsage, estimate_usage
+from server.metrics import Metrics
 
 logger = logging.getLogger("tollbooth.llm")
 
@@ -175,7 +176,8 @@ class LLMCore:
 
     Errors: ``LLMError`` (``server.errors``) for any failure of the model call, raised after the failure is recorded;
     ``LLMFailure.UNKNOWN_MODEL`` / ``NOT_CONFIGURED`` before anything is sent. Each is logged once, as a WARNING naming
-    procedure, provider, model, failure and error type, never content. ``clock`` (UTC) is for tests.
+    procedure, provider, model, failure and error type, never content. ``metrics`` counts every settled call
+    (``Metrics.observe``; None counts nothing). ``clock`` (UTC) is for tests.
     """
 
     def __init__(
@@ -187,6 +189,7 @@ class LLMCore:
         ledger: Ledger,
         *,
         cache: ResponseCache | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], datetime.datetime] = _utc_now,
     ) -> None:
         self.providers = providers
@@ -195,6 +198,7 @@ class LLMCore:
         self.spool = spool
         self.ledger = ledger
         self.cache = cache or ResponseCache(ledger.db)
+        self.metrics = metrics or Metrics(spool_dir=spool.directory, enabled=False)
         self._clock = clock
 
     async def sweep(self) -> int:
@@ -567,6 +571,7 @@ class LLMCore:
                 )
             await asyncio.to_thread(self.spool.put, record)
             totals, recorded = None, False
+        self.metrics.observe(record)  # the one point where every call's record is settled (written or spooled)
         return totals, recorded
 
 

@@ -29,10 +29,11 @@ import msgspec
 from schemas.usage import Provider
 from server.budgets.admission import APPLICABLE_HARD_BUDGET, admit
 from server.database import Database, NamedStatement
-from server.errors import ConversationNotFoundError
+from server.errors import BudgetExceededError, ConversationNotFoundError
 from server.llm.pricing import PriceCatalogue
 from server.llm.recorder import MetadataValue, UsageRecord, UsageRecorder
 from server.llm.usage import TokenUsage
+from server.metrics import Metrics
 from server.settings import Settings
 
 __all__ = ("Claim", "LeasePolicy", "Ledger")
@@ -223,18 +224,27 @@ class Ledger:
 
     ``claim`` raises ``ConversationNotFoundError`` when ``owner_check`` names a conversation that is not the
     caller's, and ``DatabaseUnavailableError`` when the database cannot be reached (the caller decides whether the
-    call may go ahead on a spooled claim). ``sweep`` returns how many claims it settled.
+    call may go ahead on a spooled claim). ``sweep`` returns how many claims it settled. ``metrics`` counts the
+    calls a hard budget refuses and the calls the sweeper settles.
     """
 
     hard_budgets_exist: bool | None = None
     """Whether any hard budget existed when the database last answered (None: not known yet). While the database is
     down a call may only run on a spooled claim when this is False: a budget cannot be checked without it."""
 
-    def __init__(self, db: Database, recorder: UsageRecorder, catalogue: PriceCatalogue, lease: LeasePolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        recorder: UsageRecorder,
+        catalogue: PriceCatalogue,
+        lease: LeasePolicy,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.db = db
         self._recorder = recorder
         self._catalogue = catalogue
         self.lease = lease
+        self._metrics = metrics
 
     async def claim(
         self,
@@ -278,21 +288,26 @@ class Ledger:
         worst_case_usd = self._catalogue.price(
             claim.provider, claim.requested_model, worst, claim.created_at
         ).total_cost
-        async with self.db.transaction() as connection:
-            reservation = await admit(
-                connection,
-                user_id=claim.user_id,
-                conversation_id=claim.conversation_id,
-                worst_case_usd=worst_case_usd,
-                at=claim.created_at,
-            )
-            reserved = _ReservedClaimParameters(
-                **{**columns, "max_output_tokens": claim.max_output_tokens},
-                reserved_usd=reservation.amount_usd,
-                budget_ids=list(reservation.budget_ids),
-                budget_period_starts=list(reservation.period_starts),
-            )
-            await connection.execute(_CLAIM_RESERVED.sql, *_CLAIM_RESERVED.arguments(reserved))
+        try:
+            async with self.db.transaction() as connection:
+                reservation = await admit(
+                    connection,
+                    user_id=claim.user_id,
+                    conversation_id=claim.conversation_id,
+                    worst_case_usd=worst_case_usd,
+                    at=claim.created_at,
+                )
+                reserved = _ReservedClaimParameters(
+                    **{**columns, "max_output_tokens": claim.max_output_tokens},
+                    reserved_usd=reservation.amount_usd,
+                    budget_ids=list(reservation.budget_ids),
+                    budget_period_starts=list(reservation.period_starts),
+                )
+                await connection.execute(_CLAIM_RESERVED.sql, *_CLAIM_RESERVED.arguments(reserved))
+        except BudgetExceededError as refused:
+            if self._metrics is not None:
+                self._metrics.budget_rejected(refused.scope)
+            raise
         return claim
 
     async def replay(self, claim: Claim) -> None:
@@ -312,6 +327,7 @@ class Ledger:
         """Settle every claim whose lease ended before ``now`` as an interrupted call; returns how many."""
         settled = 0
         while True:
+            interrupted: list[UsageRecord] = []
             async with self.db.transaction() as connection:
                 rows = await connection.fetch(_EXPIRED, now, SWEEP_BATCH)
                 for row in rows:
@@ -328,7 +344,12 @@ class Ledger:
                         created_at=row["created_at"],
                         lease_expires_at=row["lease_expires_at"],
                     )
-                    await self._recorder.write(claim.interrupted(self._catalogue))
+                    record = claim.interrupted(self._catalogue)
+                    await self._recorder.write(record)
+                    interrupted.append(record)
+            if self._metrics is not None:  # counted once committed, as every settled call is
+                for record in interrupted:
+                    self._metrics.observe(record)
             settled += len(rows)
             if len(rows) < SWEEP_BATCH:
                 break
