@@ -1,15 +1,20 @@
-"""The Grafana dashboard (``monitoring/``) is real: its provisioning names the data sources its panels use, every SQL
+"""The Grafana dashboard (``monitoring/``) is real: its provisioning names the data sources its panels use; every SQL
 panel, with Grafana's macros expanded as Grafana expands them, runs on the database after a known workload of real
-calls through the service and returns the figures the usage rows add up to (README, "Monitoring")."""
+calls through the service and returns the figures the usage rows add up to; every PromQL panel, evaluated by a real
+Prometheus scraping the service's ``/metrics``, returns series (README, "Monitoring: the dashboard")."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,9 +25,10 @@ import httpx
 import pytest
 import yaml
 
+from server.settings import Settings
 from server.simulator import RunningSimulator, ScriptedResponse, ScriptedUsage
 from server.users import NewUser, create_user
-from tests.conftest import ROOT, ServedApp, app_database, fetch_rows
+from tests.conftest import ROOT, ServedApp, app_database, fetch_rows, serve_app, simulator_env
 from tests.docs_snippets import fenced
 from tests.grafana import expand_postgres_macros, expand_prometheus_variables, go_float, rfc3339_nano
 
@@ -466,3 +472,154 @@ def test_the_committed_prometheus_config_is_valid(prometheus_binary: Path) -> No
         [str(PROMTOOL), "check", "config", str(MONITORING / "prometheus.yml")], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _scrape_config(target: str, token_file: Path) -> dict[str, Any]:
+    """The committed ``monitoring/prometheus.yml`` pointed at ``target``, scraping every second, with its commented
+    bearer-token block switched on."""
+    config = _yaml(MONITORING / "prometheus.yml")
+    config["global"]["scrape_interval"] = "1s"
+    [job] = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [target]}]
+    job["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+    return config
+
+
+def _write_config(target: str, directory: Path) -> Path:
+    directory.mkdir()
+    token_file = directory / "metrics-token"
+    token_file.write_text(METRICS_TOKEN)
+    config_file = directory / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(_scrape_config(target, token_file)))
+    return config_file
+
+
+@contextlib.asynccontextmanager
+async def running_prometheus(binary: Path, target: str, directory: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Prometheus on a free loopback port scraping ``target``, its storage in ``directory``; an HTTP client on it."""
+    config_file = _write_config(target, directory)
+    port = _free_port()
+    log = (directory / "prometheus.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        str(binary),
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={directory / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            await _until(lambda: _ready(client), "Prometheus is ready")
+            yield client
+    finally:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        log.close()
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/-/ready")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.2)
+
+
+async def _query(prometheus: httpx.AsyncClient, expr: str) -> list[dict[str, Any]]:
+    response = await prometheus.get("/api/v1/query", params={"query": expr})
+    body = response.json()
+    assert response.status_code == 200, f"{expr}: {body}"
+    assert body["status"] == "success", f"{expr}: {body}"
+    assert body["data"]["resultType"] == "vector"
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+async def _value(prometheus: httpx.AsyncClient, expr: str) -> float | None:
+    result = await _query(prometheus, expr)
+    return float(result[0]["value"][1]) if result else None
+
+
+async def test_every_promql_panel_returns_series_from_a_real_prometheus_after_the_workload(
+    prometheus_binary: Path, sim: RunningSimulator, alice: NewUser, root: NewUser, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), METRICS_TOKEN=METRICS_TOKEN))
+    async with (
+        serve_app(settings) as app,
+        running_prometheus(prometheus_binary, app.url.removeprefix("http://"), tmp_path / "prometheus") as prometheus,
+    ):
+
+        async def scraped(calls: int) -> bool:
+            return await _value(prometheus, "sum(tollbooth_llm_calls_total)") == calls
+
+        await _until(lambda: _scraped_up(prometheus), "the service is scraped (with its bearer token)")
+        workload = await run_workload(app, sim, alice, root)
+        await _until(lambda: scraped(7), "the workload's seven calls are scraped")
+        # A second round, so that every rate in the window has risen between two scrapes.
+        await _second_round(app, sim, alice, workload.bob)
+        await _until(lambda: scraped(11), "the second round's four calls are scraped")
+
+        expressions = [
+            (panel["title"], target["expr"])
+            for panel in _dashboard()["panels"]
+            if panel["datasource"]["uid"] == PROMETHEUS_UID
+            for target in panel["targets"]
+        ]
+        assert len(expressions) >= 5
+        results = {}
+        for title, expr in expressions:
+            result = await _query(prometheus, expand_prometheus_variables(expr, GRAFANA_VARIABLES))
+            assert result, f"{title}: {expr} returned no series"
+            results[expr] = result
+
+    def by(expr_part: str, label: str) -> dict[str, float]:
+        [expr] = [expr for expr in results if expr_part in expr]
+        return {series["metric"].get(label, ""): float(series["value"][1]) for series in results[expr]}
+
+    errors = by('status="error"', "provider")
+    assert set(errors) == {"openai", "anthropic", "gemini"}
+    assert errors["openai"] > 0
+    assert errors["anthropic"] == errors["gemini"] == 0
+    latency = by("histogram_quantile", "provider")
+    assert set(latency) == {"openai", "anthropic", "gemini"}
+    assert all(0 < seconds < 60 for seconds in latency.values()), latency
+    assert set(by("tollbooth_budget_rejections_total", "scope")) == {"user"}
+    assert set(by("tollbooth_idempotent_replays_total", "procedure")) == {"chat.sendMessage"}
+    assert by("tollbooth_spool_records", "") == {"": 0}
+
+
+async def _scraped_up(prometheus: httpx.AsyncClient) -> bool:
+    return await _value(prometheus, 'up{job="tollbooth"}') == 1
+
+
+async def _second_round(app: ServedApp, sim: RunningSimulator, alice: NewUser, bob: NewUser) -> None:
+    """One more call per provider (an error among them), a cache hit, an idempotent replay and a budget refusal."""
+    async with _http(app, alice) as http, _http(app, bob) as bobs:
+        cached = {"message": "What is a token?", "model": "gpt-4o-mini", "cache": {"mode": "use"}}
+        await _call(http, "chat.sendMessage", cached)
+        await _call(http, "chat.sendMessage", {"message": "Again", "model": "claude-haiku-4-5"})
+        await _call(http, "chat.summarizeEmail", {**EMAIL, "model": "gemini-2.5-flash"})
+        once = {"message": "Charge me once", "model": "gpt-4o", "idempotencyKey": "dashboard-1"}
+        await _call(http, "chat.sendMessage", once)
+        sim.state.enqueue(ScriptedResponse(provider="openai", status=500))
+        await _call(http, "chat.sendMessage", {"message": "Fail", "model": "gpt-4o"}, status=502)
+        await _call(bobs, "chat.sendMessage", {"message": "Hi", "model": "gpt-4o"}, status=402)
