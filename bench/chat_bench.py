@@ -4,7 +4,11 @@ Starts the provider simulator and ``python -m server`` as separate processes on 
 ``chat.sendMessage`` over HTTP at each concurrency, and the same provider call made directly with the openai SDK (no
 server), and prints requests/s, p50/p99 latency and what the server adds. All traffic stays on 127.0.0.1.
 
-    python bench/chat_bench.py [--requests 2000] [--concurrency 1 16 64] [--database-url URL] [--budget]
+    python bench/chat_bench.py [--requests 2000] [--concurrency 1 16 64] [--database-url URL] [--budget] [--workers N]
+    python bench/chat_bench.py --compare-metrics [--requests 2000] [--rounds 10]
+
+``--compare-metrics`` runs two services side by side, ``METRICS_ENABLED`` true and false, and measures p50 at
+concurrency 1 of each in interleaved rounds: what counting a call costs on the hot path.
 
 ``--budget`` puts every call under a global daily hard budget (a limit it never reaches), so each call is admitted by
 the budget path: its worst case reserved under the budget's row lock, and released by the recording transaction.
@@ -23,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,9 +167,12 @@ class Service:
 
 
 @contextmanager
-def running_service(admin_url: str, database: str, *, budget: bool = False) -> Iterator[Service]:
+def running_service(
+    admin_url: str, database: str, *, budget: bool = False, env: Mapping[str, str] | None = None
+) -> Iterator[Service]:
     """A fresh ``database`` on ``admin_url``'s server, migrated, with one user (under a global hard budget with
-    ``budget``), the simulator and ``python -m server`` as separate processes on loopback; all removed afterwards."""
+    ``budget``), the simulator and ``python -m server`` (``env`` added to its environment) as separate processes on
+    loopback; all removed afterwards."""
     asyncio.run(recreate_database(admin_url, database))
     simulator_port, server_port = free_port(), free_port()
     simulator = f"http://127.0.0.1:{simulator_port}"
@@ -177,6 +184,7 @@ def running_service(admin_url: str, database: str, *, budget: bool = False) -> I
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": f"{simulator}/openai/v1",
         "PROVIDER_MAX_RETRIES": "0",
+        **(env or {}),
     }
     try:
         subprocess.run([sys.executable, "-m", "server", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -200,15 +208,73 @@ def running_service(admin_url: str, database: str, *, budget: bool = False) -> I
         asyncio.run(recreate_database(admin_url, database, drop_only=True))
 
 
+async def compare_metrics(args: argparse.Namespace, on: Service, off: Service) -> None:
+    """p50 at concurrency 1 of two services, metrics on and off, measured in interleaved rounds (so a drift of the
+    machine hits both alike), beside the direct provider call."""
+    body = b'{"message":"What does a token cost?","model":"gpt-4o-mini"}'
+    direct = openai.AsyncOpenAI(api_key="sk-bench", base_url=on.openai_url, max_retries=0)
+    latencies: dict[str, list[float]] = {"direct": [], "metrics on": [], "metrics off": []}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:
+
+        def via(service: Service) -> Callable[[], Awaitable[None]]:
+            headers = {"authorization": f"Bearer {service.api_key}", "content-type": "application/json"}
+
+            async def call() -> None:
+                async with client.post(f"{service.url}/trpc/chat.sendMessage", data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise SystemExit(f"chat.sendMessage failed: {response.status}")
+
+            return call
+
+        async def direct_call() -> None:
+            await direct.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "What does a token cost?"}]
+            )
+
+        calls = {"direct": direct_call, "metrics on": via(on), "metrics off": via(off)}
+        for call in calls.values():
+            await drive(call, 50, 1)  # warm up
+        per_round = max(args.requests // args.rounds, 1)
+        for _ in range(args.rounds):
+            for name, call in calls.items():
+                latencies[name] += (await drive(call, per_round, 1))[1]
+    await direct.close()
+    p50 = {name: percentile(values, 0.5) for name, values in latencies.items()}
+    print(f"concurrency 1, {args.rounds} interleaved rounds of {per_round} calls each")
+    for name in ("direct", "metrics on", "metrics off"):
+        added = "" if name == "direct" else f"   added p50 {p50[name] - p50['direct']:.3f} ms"
+        print(f"{name:>12}: p50 {p50[name]:.3f} ms{added}")
+    print(f"cost of metrics at p50: {p50['metrics on'] - p50['metrics off']:+.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="calls per measurement (default 2000)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--budget", action="store_true", help="run every call under a global hard budget")
+    parser.add_argument(
+        "--compare-metrics",
+        action="store_true",
+        help="measure p50 at concurrency 1 with METRICS_ENABLED true and false, interleaved (two services)",
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of --compare-metrics (default 10)")
+    parser.add_argument("--workers", type=int, default=1, help="WORKERS of the service (default 1)")
     add_database_argument(parser)
     args = parser.parse_args()
-    with running_service(server_url(args.database_url), BENCH_DATABASE, budget=args.budget) as service:
-        print(f"{args.requests} calls per row; server and simulator are separate processes on loopback")
+    admin_url = server_url(args.database_url)
+    workers = {"WORKERS": str(args.workers)}
+    if args.compare_metrics:
+        with (
+            running_service(admin_url, BENCH_DATABASE, budget=args.budget, env=workers) as on,
+            running_service(
+                admin_url, f"{BENCH_DATABASE}_off", budget=args.budget, env={**workers, "METRICS_ENABLED": "false"}
+            ) as off,
+        ):
+            asyncio.run(compare_metrics(args, on, off))
+        return
+    with running_service(admin_url, BENCH_DATABASE, budget=args.budget, env=workers) as service:
+        print(f"{args.requests} calls per row; {args.workers} worker(s); server and simulator are separate processes")
         asyncio.run(measure(args, service.url, service.api_key, service.openai_url))
 
 

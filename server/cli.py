@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import uuid
@@ -30,6 +31,8 @@ from server.migrations import MigrationError, MigrationsApplied, migrate_forward
 from server.settings import ProviderSettings, Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:
+    from litestar import Litestar
+
     from server.users import NewUser, UserRecord
 
 logger = logging.getLogger("tollbooth")
@@ -41,6 +44,10 @@ EXIT_INCONSISTENT = 1
 
 # Their debug logs print whole provider requests (message and e-mail text) and one line per HTTP call.
 QUIET_LOGGERS: Final = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2", "pgserver")
+
+PROMETHEUS_MULTIPROCESS_VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
+"""``server.metrics.MULTIPROCESS_DIRECTORY_VARIABLE``, spelled here so that importing the CLI imports no
+prometheus-client (it decides its mode from the variable when first imported)."""
 
 # Where each SDK sends requests when its base URL is not set.
 SDK_BASE_URLS: Final = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
@@ -290,6 +297,17 @@ async def _check_totals() -> int:
     return EXIT_INCONSISTENT
 
 
+def worker_app() -> Litestar:
+    """The application of one worker process (``WORKERS`` > 1): uvicorn's app factory, called in each spawned worker,
+    which configures its own logging and reads the settings the parent left in the environment (``server.workers``).
+    """
+    from server.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def describe_providers(settings: Settings) -> str:
     """Which provider answers model calls, for the start-up log: a real one by the host of its base URL."""
     if settings.offline:
@@ -323,6 +341,20 @@ def _serve(settings: Settings) -> int:
         )
     else:
         logger.info("providers: %s", describe_providers(settings))
+    # The service manages prometheus-client's multiprocess directory itself (server.workers), only for several
+    # workers: one process keeps its metrics in memory. Before anything imports prometheus-client, which reads it once.
+    os.environ.pop(PROMETHEUS_MULTIPROCESS_VARIABLE, None)
+    if settings.workers > 1:
+        from server.llm.pricing import PriceCatalogue
+        from server.workers import serve_workers
+
+        try:
+            PriceCatalogue.load(settings.price_file)  # here, once: a bad PRICE_FILE fails before any worker starts
+        except PriceFileError as error:
+            print(f"tollbooth: configuration error: PRICE_FILE {settings.price_file}: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        serve_workers(settings, database_url())
+        return 0
     # uvicorn re-raises SIGTERM after its graceful shutdown, which would skip atexit handlers; exiting normally lets
     # them run, so the embedded PostgreSQL is stopped when this process was its last user.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

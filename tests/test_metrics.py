@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.chat import SendMessageInput
 from server.database import Database
+from server.llm.ledger import Claim
 from server.metrics import MAX_MODEL_LABELS, TOKEN_BUCKETS, Metrics
 from server.services import build_services
 from server.settings import Settings
@@ -217,6 +218,34 @@ async def test_a_call_spooled_while_the_database_is_down_counts_once_and_the_spo
     samples = parse(metrics.exposition().decode())
     assert samples["tollbooth_spool_records"] == {frozenset(): 0.0}
     assert_metrics_match(samples, await expected_from_usage_rows())  # the replay is not counted a second time
+
+
+async def test_a_call_the_sweeper_settles_for_a_dead_process_is_counted_by_the_sweeping_one(
+    sim: RunningSimulator, alice: NewUser, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path)))
+    metrics = Metrics(spool_dir=settings.spool_dir)
+    services = build_services(settings, app_database(), metrics=metrics)
+    started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)
+    claim = Claim(
+        call_id=uuid.uuid4(),
+        user_id=alice.id,
+        conversation_id=None,
+        procedure="chat.sendMessage",
+        provider="anthropic",
+        requested_model="claude-haiku-4-5",
+        prompt_tokens_estimate=120,
+        max_output_tokens=64,
+        metadata={},
+        created_at=started,
+        lease_expires_at=started + datetime.timedelta(minutes=1),
+    )
+    await services.llm.ledger.claim(claim)  # as a process killed mid-call leaves it
+
+    assert await services.llm.sweep() == 1
+    samples = parse(metrics.exposition().decode())
+    assert_metrics_match(samples, await expected_from_usage_rows())
+    assert by(samples["tollbooth_llm_calls_total"], "status") == {("error",): 1.0}
 
 
 async def test_metrics_token_is_required_when_set(sim: RunningSimulator, db: None, tmp_path: Path) -> None:

@@ -1,14 +1,17 @@
 """A durable local spool for usage records the database could not take.
 
 A record is written to its own file (``<call_id>.json``, readable by this user only: it holds message content) with
-write-to-temporary, fsync and rename, so a crash leaves either the whole record or none of it. Replay writes each
-record through the same idempotent statement as the live path, so a record replayed twice (two workers, or a crash
-between the write and the unlink) counts once.
+write-to-temporary, fsync and rename, so a crash leaves either the whole record or none of it. Several worker
+processes share one spool: a replay takes each file's lock (``flock``, not waiting) before it reads it and keeps it
+until the file is gone, so two workers replaying at once never write the same file twice. The write goes through
+the same idempotent statement as the live path all the same, so a record replayed again after a crash between the
+write and the unlink still counts once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import uuid
@@ -98,24 +101,31 @@ class UsageSpool:
     ) -> tuple[int, bool]:
         written = 0
         for path in paths:
-            try:
-                item = decoder.decode(await asyncio.to_thread(path.read_bytes))
-            except FileNotFoundError:
+            locked = await asyncio.to_thread(_lock, path)
+            if locked is None:  # another process is replaying it, or has replayed it
                 continue
-            except msgspec.DecodeError as error:
-                await self._reject(path, f"unreadable: {error}")
-                continue
-            try:
-                async with asyncio.timeout(REPLAY_WRITE_TIMEOUT):
-                    await write(item)
-            except _PERMANENT as error:
-                await self._reject(path, f"refused by the database: {type(error).__name__} {error.sqlstate}")
-                continue
-            except Exception as error:
-                logger.warning("usage spool: the database is still unavailable (%s); will retry", type(error).__name__)
-                return written, False
-            await asyncio.to_thread(path.unlink, True)
-            written += 1
+            descriptor, content = locked
+            try:  # the lock is held until the file is gone (or moved to rejected/): closing releases it
+                try:
+                    item = decoder.decode(content)
+                except msgspec.DecodeError as error:
+                    await self._reject(path, f"unreadable: {error}")
+                    continue
+                try:
+                    async with asyncio.timeout(REPLAY_WRITE_TIMEOUT):
+                        await write(item)
+                except _PERMANENT as error:
+                    await self._reject(path, f"refused by the database: {type(error).__name__} {error.sqlstate}")
+                    continue
+                except Exception as error:
+                    logger.warning(
+                        "usage spool: the database is still unavailable (%s); will retry", type(error).__name__
+                    )
+                    return written, False
+                await asyncio.to_thread(path.unlink, True)
+                written += 1
+            finally:
+                os.close(descriptor)
         return written, True
 
     async def _reject(self, path: Path, reason: str) -> None:
@@ -125,6 +135,33 @@ class UsageSpool:
 
         await asyncio.to_thread(move)
         logger.error("usage spool: %s %s; moved to %s for repair", path.name, reason, self.rejected)
+
+
+def _lock(path: Path) -> tuple[int, bytes] | None:
+    """Open ``path`` and take its exclusive lock, without waiting; its descriptor (holding the lock) and content, or
+    None when another process holds the lock or has already replayed the file (unlinked or moved it).
+
+    ``flock`` locks belong to the open file, so two workers (or two spools of one process) exclude each other, and a
+    worker that dies releases its locks with its descriptors: no file is left claimed by a dead process.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked, but perhaps only after the replay that held it unlinked the file: then it is not ours to write.
+        if os.fstat(descriptor).st_ino != os.stat(path).st_ino:
+            raise FileNotFoundError(path)
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            content = file.read()
+    except (BlockingIOError, FileNotFoundError):
+        os.close(descriptor)
+        return None
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor, content
 
 
 def _oldest_first(directory: Path) -> list[Path]:
