@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from msgspec.structs import replace as msgspec_replace
 
 from schemas.admin import UnpricedCallsInput
 from schemas.budgets import SetBudgetInput
@@ -26,7 +27,7 @@ from server.cli import main
 from server.llm.pricing import PriceCatalogue
 from server.users import NewUser, create_user
 from tests.conftest import ServedApp, app_database, fetch_rows
-from tests.usage_records import UNPRICED_MODEL, new_user, record_call
+from tests.usage_records import UNPRICED_MODEL, new_user, record_call, tokens
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -468,3 +469,76 @@ async def test_service_tier_rows_are_skipped_not_priced_at_the_wrong_tier(catalo
     run = await reprice(app_database(), catalogue, RepriceFilters(), dry_run=False)
 
     assert (run.totals.scanned, run.totals.skipped, run.totals.changed) == (1, 1, 0)
+
+
+IMAGE_PRICES = """
+[[models]]
+provider = "openai"
+model = "dall-e-3"
+effective_from = 2026-03-15
+images = [{ quality = "standard", size = "1024x1024", usd = 0.03 }]
+
+[[models]]
+provider = "openai"
+model = "gpt-image-1.5"
+effective_from = 2026-03-15
+input = 5
+output = 10
+output_image = 16
+"""
+
+
+async def test_image_calls_are_repriced_as_they_were_priced_per_image_or_by_image_tokens(tmp_path: Path) -> None:
+    """A per-image model by its quality and size (from its row's metadata), a token-priced image model with its image
+    tokens at the image rate: each at the price file's new rates, and check-totals still clean."""
+    from server.llm.images import IMAGE_QUALITY_LABEL, IMAGE_SIZE_LABEL
+    from tests.usage_records import CATALOGUE
+
+    user, conversation = await new_user(), uuid.uuid4()
+    labels: dict[str, str | int | float | bool | None] = {
+        IMAGE_SIZE_LABEL: "1024x1024",
+        IMAGE_QUALITY_LABEL: "standard",
+    }
+    no_tokens = tokens(input=0, output=0)
+    per_image = await record_call(
+        at=AFTER,
+        user_id=user,
+        conversation_id=conversation,
+        model="dall-e-3",
+        procedure="personas.generate.image",
+        usage=no_tokens,
+        metadata=labels,
+        priced=CATALOGUE.price_image("openai", "dall-e-3", no_tokens, AFTER, quality="standard", size="1024x1024"),
+        reply=None,
+    )
+    assert per_image.priced.total_cost == Decimal("0.04")
+    image_tokens = msgspec_replace(tokens(input=169, output=439), output_image=4160)
+    by_tokens = await record_call(
+        at=AFTER,
+        user_id=user,
+        conversation_id=conversation,
+        model="gpt-image-1.5",
+        procedure="personas.generate.image",
+        usage=image_tokens,
+        metadata={**labels, IMAGE_QUALITY_LABEL: "high"},
+        priced=CATALOGUE.price_image("openai", "gpt-image-1.5", image_tokens, AFTER, quality="high", size="1024x1024"),
+        reply=None,
+    )
+    assert by_tokens.priced.total_cost == Decimal("0.138355")  # 169 x 5 + 439 x 10 + 4,160 x 32, per million
+    path = tmp_path / "image-prices.toml"
+    path.write_text(IMAGE_PRICES, encoding="utf-8")
+    db = app_database()
+
+    run = await reprice(db, PriceCatalogue.load(path), RepriceFilters(), dry_run=False, reason="image prices")
+
+    new_by_tokens = Decimal("0.071795")  # 169 x 5 + 439 x 10 + 4,160 x 16, per million
+    assert run.totals.changed == 2
+    assert run.totals.delta_usd == (Decimal("0.03") - Decimal("0.04")) + (new_by_tokens - Decimal("0.138355"))
+    rows = await fetch_rows("SELECT model, estimated_cost_usd FROM ai_usage_logs ORDER BY model")
+    assert rows == [
+        {"model": "dall-e-3", "estimated_cost_usd": Decimal("0.03")},
+        {"model": "gpt-image-1.5", "estimated_cost_usd": new_by_tokens},
+    ]
+    assert (await check_totals(db)).consistent
+    again = await reprice(db, PriceCatalogue.load(path), RepriceFilters(), dry_run=False, reason="image prices")
+    assert again.totals.changed == 0

@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Final
 
-from server.llm.pricing import PriceCatalogue
-from server.llm.recorder import CallStatus, StoredMessage, UsageRecord, UsageRecorder
+from server.llm.pricing import PriceCatalogue, PricedUsage
+from server.llm.recorder import CallStatus, MetadataValue, StoredMessage, UsageRecord, UsageRecorder
 from server.llm.usage import TokenUsage
 from server.users import create_user
 from tests.conftest import app_database
@@ -63,6 +63,8 @@ async def record_call(
     title: str = "a conversation",
     reply: str | None = "a reply",
     error_type: str | None = None,
+    metadata: dict[str, MetadataValue] | None = None,
+    priced: PricedUsage | None = None,
 ) -> UsageRecord:
     """Record one call as ``invoke_llm`` does: priced at ``at``, with a user message and the reply when given; a
     failed call's ``error_type`` defaults to ``RateLimitError``."""
@@ -85,11 +87,12 @@ async def record_call(
         requested_model=model,
         model=model,
         usage=usage,
-        priced=CATALOGUE.price(provider, model, usage, at),
+        priced=priced or CATALOGUE.price(provider, model, usage, at),
         latency_ms=120,
         status=status,
         error_type=error_type or ("RateLimitError" if status == "error" else None),
         messages=messages,
+        metadata=metadata or {},
     )
     await UsageRecorder(app_database()).write(record)
     return record

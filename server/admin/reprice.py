@@ -28,7 +28,9 @@ tier, only its mark in ``price_source``: they are counted as ``skipped``, never 
 
 Images and other buckets: every per-bucket column is named from ``BUCKETS`` (``<bucket>_tokens``, ``rate_<bucket>``,
 ``cost_<bucket>``, and the same names on ``TokenUsage``, ``BucketRates`` and ``PricedUsage``), so a bucket added to
-the usage row and the pricing is one more name in that tuple.
+the usage row and the pricing is one more name in that tuple. An image call (its row's metadata names the image's
+size and quality) is repriced as the core priced it: per image where the price file prices its model so, else by its
+tokens, image tokens at the image rate.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from schemas.reprice import RepriceRun as RepriceRunRecord
 from schemas.validation import Position, decode_cursor, encode_cursor
 from server.budgets.admission import APPLICABLE, COUNTED_SINCE_CREATION
 from server.database import Connection, Database
+from server.llm.images import IMAGE_QUALITY_LABEL, IMAGE_SIZE_LABEL
 from server.llm.pricing import PriceCatalogue, PricedUsage
 from server.llm.usage import TokenUsage
 from server.money import tidy
@@ -72,7 +75,7 @@ __all__ = (
     "resume",
 )
 
-BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
+BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "output_image")
 """The billed token buckets, as named in the usage row's columns and in the pricing types (``BucketRates``' order)."""
 PROMPT_BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h")
 """The buckets whose sum picks a prompt-size tier (``TokenUsage.prompt_total``)."""
@@ -218,6 +221,7 @@ _ROW_COLUMNS: Final = ", ".join(
         "reasoning_tokens, prompt_tokens, completion_tokens, total_tokens, usage_estimated",
         *(f"{bucket}_tokens" for bucket in BUCKETS),
         "estimated_cost_usd, pricing_status, price_source",
+        f"metadata->>'{IMAGE_SIZE_LABEL}' AS image_size, metadata->>'{IMAGE_QUALITY_LABEL}' AS image_quality",
     )
 )
 
@@ -375,6 +379,19 @@ def _unchanged_at_a_glance(row: asyncpg.Record, catalogue: PriceCatalogue) -> bo
     return same
 
 
+def _price_row(row: asyncpg.Record, catalogue: PriceCatalogue) -> PricedUsage | None:
+    """The row's cost at the prices now in force for its call time; None when it is plainly unchanged. An image
+    call is priced as the core priced it (``price_image``: per image by its quality and size where the price file
+    prices the model so, else by its tokens)."""
+    provider, model, at = row["provider"], row["model"], row["created_at"]
+    if row["image_size"] is not None:
+        quality, size = row["image_quality"], row["image_size"]
+        return catalogue.price_image(provider, model, _usage(row), at, quality=quality, size=size)
+    if _unchanged_at_a_glance(row, catalogue):
+        return None
+    return catalogue.price(provider, model, _usage(row), at)
+
+
 @dataclass(slots=True)
 class _Change:
     row: asyncpg.Record
@@ -401,9 +418,9 @@ def _price_batch(
         if priced_at_service_tier(row["price_source"]):
             model.skipped += 1
             continue
-        if _unchanged_at_a_glance(row, catalogue):
+        priced = _price_row(row, catalogue)
+        if priced is None:
             continue
-        priced = catalogue.price(row["provider"], row["model"], _usage(row), row["created_at"])
         if not _changes(row, priced):
             continue
         change = _Change(row, priced)
