@@ -70,11 +70,11 @@ def wait_for(url: str, process: subprocess.Popen[bytes], what: str) -> None:
 
 
 @contextmanager
-def background(command: list[str], env: dict[str, str], ready_url: str, what: str) -> Iterator[None]:
+def background(command: list[str], env: dict[str, str], ready_url: str, what: str) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(ready_url, process, what)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -96,6 +96,12 @@ async def drive(call: Callable[[], Awaitable[None]], total: int, concurrency: in
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return total / (time.perf_counter() - started), latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process ``pid`` has used so far (Linux ``/proc``; 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -160,6 +166,9 @@ class Service:
     url: str
     api_key: str
     openai_url: str
+    pid: int
+    """The service's process, whose CPU time a benchmark may read (``cpu_seconds``)."""
+    simulator_pid: int
 
 
 @contextmanager
@@ -192,10 +201,13 @@ def running_service(admin_url: str, database: str, *, budget: bool = False) -> I
             asyncio.run(add_global_budget(with_database(admin_url, database)))
         simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]
         with (
-            background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator"),
-            background([sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"),
+            background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator") as simulated,
+            background(
+                [sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"
+            ) as served,
         ):
-            yield Service(f"http://127.0.0.1:{server_port}", created.stdout.strip(), f"{simulator}/openai/v1")
+            url, key = f"http://127.0.0.1:{server_port}", created.stdout.strip()
+            yield Service(url, key, f"{simulator}/openai/v1", served.pid, simulated.pid)
     finally:
         asyncio.run(recreate_database(admin_url, database, drop_only=True))
 
