@@ -102,6 +102,12 @@ async def drive(call: Callable[[], Awaitable[None]], total: int, concurrency: in
     return total / (time.perf_counter() - started), latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process ``pid`` has used so far (Linux ``/proc``; 10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -165,13 +171,9 @@ class Service:
     api_key: str
     openai_url: str
     pid: int
-    """The service's process (with one worker, the one that serves)."""
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time the process ``pid`` has used (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The service's process (with one worker, the one that serves), whose CPU time a benchmark may read
+    (``cpu_seconds``)."""
+    simulator_pid: int
 
 
 @contextmanager
@@ -208,14 +210,13 @@ def running_service(
             asyncio.run(add_global_budget(with_database(admin_url, database)))
         simulator_command = [sys.executable, "-m", "server.simulator", "--port", str(simulator_port)]
         with (
-            background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator"),
+            background(simulator_command, env, f"{simulator}/_sim/requests", "the simulator") as simulated,
             background(
                 [sys.executable, "-m", "server"], env, f"http://127.0.0.1:{server_port}/healthz", "the server"
-            ) as server,
+            ) as served,
         ):
-            yield Service(
-                f"http://127.0.0.1:{server_port}", created.stdout.strip(), f"{simulator}/openai/v1", server.pid
-            )
+            url, key = f"http://127.0.0.1:{server_port}", created.stdout.strip()
+            yield Service(url, key, f"{simulator}/openai/v1", served.pid, simulated.pid)
     finally:
         asyncio.run(recreate_database(admin_url, database, drop_only=True))
 

@@ -152,7 +152,7 @@ class Database:
         # While the server is down asyncpg's pool logs a warning with a traceback each time it fails to refill itself:
         # this class reports an outage once when it begins and once when it ends instead.
         logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
-        await self._engine.start_connection_pool(min_size=min_size, max_size=max_size, init=init)
+        await self._engine.start_connection_pool(min_size=min_size, max_size=max_size, init=init, reset=_keep_session)
 
     async def close(self) -> None:
         """Close the pool, waiting for borrowed connections to come back; nothing happens when none runs."""
@@ -277,6 +277,13 @@ class Database:
     def _transaction_connection(self) -> Connection | None:
         transaction = self._engine.current_transaction.get()
         return None if transaction is None else transaction.connection
+
+
+async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    """What a connection goes through on its way back to the pool, after asyncpg rolled back any transaction left
+    open: nothing. asyncpg's default resets the session (``RESET ALL``, ``UNLISTEN *``, ``CLOSE ALL``, advisory
+    unlocks), a round trip on every release, two per model call (measured: 7% of the service's samples). Nothing here
+    changes session state: no ``SET``, ``LISTEN``, cursor held past its transaction or session advisory lock."""
 
 
 UNAVAILABLE: Final = (

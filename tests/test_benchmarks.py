@@ -71,3 +71,15 @@ async def _drop(server: str, database: str) -> None:
         await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     finally:
         await connection.close()
+
+
+def test_gateway_bench_measures_the_provider_and_the_service_and_says_when_litellm_is_skipped() -> None:
+    server = os.environ["DATABASE_URL"]  # the test session's database; the bench creates its own beside it
+    env = {k: v for k, v in os.environ.items() if k not in ("BENCH_DATABASE_URL", "LITELLM")}
+    result = _bench("gateway_bench.py", "--database-url", server, "--requests", "5", "--no-litellm", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "litellm: skipped: --no-litellm" in result.stdout
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["provider", "tollbooth"]
+    assert "added p50 at c=1 over the provider: tollbooth" in result.stdout
+    assert "tollbooth CPU per call:" in result.stdout

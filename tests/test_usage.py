@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -11,16 +12,52 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.types import CompletionUsage
 from openai.types.completion_usage import CompletionTokensDetails, PromptTokensDetails
+from pydantic import BaseModel
 
+from server.llm import usage as mappings
 from server.llm.usage import (
     AnthropicStreamUsage,
+    AnthropicUsageReport,
+    OpenAIUsageReport,
     TokenUsage,
     UsageReportError,
     estimate_usage,
-    usage_from_anthropic,
-    usage_from_gemini_openai_compat,
-    usage_from_openai,
 )
+
+ReportT = TypeVar("ReportT", bound=msgspec.Struct)
+
+
+def both_ways(normalise: Callable[[Any], TokenUsage], report: type[ReportT], usage: BaseModel) -> TokenUsage:
+    """``normalise`` of the SDK's model, checked against ``normalise`` of the same usage decoded from its JSON with
+    msgspec (what the adapters decode): the same buckets, or the same refusal."""
+    decoded = msgspec.json.decode(usage.model_dump_json(), type=report)
+    outcomes: list[TokenUsage | str] = []
+    for source in (usage, decoded):
+        try:
+            outcomes.append(normalise(source))
+        except UsageReportError as refused:
+            outcomes.append(f"refused: {refused}")
+    assert outcomes[1] == outcomes[0]
+    if isinstance(outcomes[0], str):
+        raise UsageReportError(outcomes[0].removeprefix("refused: "))
+    return outcomes[0]
+
+
+# Every test below maps each of its reports both ways (a message_delta usage has no decoded form: streams keep the
+# SDK's events).
+def usage_from_openai(usage: CompletionUsage) -> TokenUsage:
+    return both_ways(mappings.usage_from_openai, OpenAIUsageReport, usage)
+
+
+def usage_from_gemini_openai_compat(usage: CompletionUsage) -> TokenUsage:
+    return both_ways(mappings.usage_from_gemini_openai_compat, OpenAIUsageReport, usage)
+
+
+def usage_from_anthropic(usage: Usage | MessageDeltaUsage) -> TokenUsage:
+    if isinstance(usage, MessageDeltaUsage):
+        return mappings.usage_from_anthropic(usage)
+    return both_ways(mappings.usage_from_anthropic, AnthropicUsageReport, usage)
+
 
 counts = st.integers(min_value=0, max_value=2_000_000)
 

@@ -1,4 +1,4 @@
-"""Writing what a model call produced and cost: one transaction, one statement, idempotent by call id.
+"""Writing what a model call produced and cost: one statement (so one transaction), idempotent by call id.
 
 The statement settles the call's claim (``server.llm.ledger``: it deletes the ``llm_call_claims`` row), inserts the
 ``ai_usage_logs`` row (``ON CONFLICT (call_id) DO NOTHING``) and makes everything
@@ -365,8 +365,8 @@ class UsageRecorder:
             statement, arguments = STORE_MESSAGES_ONLY.sql, STORE_MESSAGES_ONLY.arguments(parameters)
         else:
             return None
-        async with self._db.transaction() as connection:
-            row = await connection.fetchrow(statement, *arguments)
+        # One statement is one transaction: an explicit one would add BEGIN and COMMIT, two round trips per call.
+        row = await self._db.fetchrow(statement, *arguments)
         if row is None:
             return None
         if self.enabled and row["alerts"]:

@@ -4,6 +4,10 @@ Every provider counts the same things differently: OpenAI's ``prompt_tokens`` in
 Anthropic's ``input_tokens`` excludes them, Gemini's candidate count excludes thinking. Pricing and storage
 only ever see the canonical, disjoint buckets of :class:`TokenUsage`, so each provider's quirk is handled
 exactly once, here.
+
+Each mapping reads either the SDK's pydantic model or a report decoded straight from the response bytes with msgspec
+(``OpenAIUsageReport``, ``AnthropicUsageReport``: the same field names, only the fields read here), with the same
+result: the adapters decode the bytes (``server.llm.providers``), which costs a fraction of building the SDK's models.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from openai.types.images_response import Usage as ImagesUsage
 __all__ = [
     "CHARS_PER_TOKEN_ESTIMATE",
     "AnthropicStreamUsage",
+    "AnthropicUsageReport",
+    "OpenAIUsageReport",
     "TokenUsage",
     "UsageReportError",
     "estimate_usage",
@@ -96,6 +102,48 @@ _COUNT_FIELDS = (
 )
 
 
+class _PromptDetails(msgspec.Struct, frozen=True, kw_only=True):
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct, frozen=True, kw_only=True):
+    reasoning_tokens: int | None = None
+
+
+class OpenAIUsageReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``usage`` of an OpenAI-compatible chat completion as decoded from its JSON: the fields of the SDK's
+    ``CompletionUsage`` that ``usage_from_openai`` and ``usage_from_gemini_openai_compat`` read (others ignored)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+
+class _CacheCreation(msgspec.Struct, frozen=True, kw_only=True):
+    ephemeral_5m_input_tokens: int
+    ephemeral_1h_input_tokens: int
+
+
+class _OutputDetails(msgspec.Struct, frozen=True, kw_only=True):
+    thinking_tokens: int
+
+
+class AnthropicUsageReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``usage`` of an Anthropic message as decoded from its JSON: the fields of the SDK's ``Usage`` that
+    ``usage_from_anthropic`` reads, and the service tier (others ignored)."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation: _CacheCreation | None = None
+    output_tokens_details: _OutputDetails | None = None
+    service_tier: str | None = None
+
+
 def _non_negative(provider: str, **counts: int) -> None:
     for name, value in counts.items():
         if value < 0:
@@ -107,7 +155,7 @@ def _part_of(provider: str, part_name: str, part: int, whole_name: str, whole: i
         raise UsageReportError(f"{provider} usage: {part_name} ({part}) exceeds {whole_name} ({whole})")
 
 
-def usage_from_openai(usage: CompletionUsage) -> TokenUsage:
+def usage_from_openai(usage: CompletionUsage | OpenAIUsageReport) -> TokenUsage:
     """Map OpenAI chat-completions usage, whose ``prompt_tokens`` includes cached tokens and cache writes.
 
     The SDK's ``prompt_tokens_details.cache_write_tokens`` (reported by models that bill writes) lands in
@@ -144,7 +192,7 @@ def usage_from_openai(usage: CompletionUsage) -> TokenUsage:
     )
 
 
-def usage_from_anthropic(usage: AnthropicUsage | AnthropicDeltaUsage) -> TokenUsage:
+def usage_from_anthropic(usage: AnthropicUsage | AnthropicUsageReport | AnthropicDeltaUsage) -> TokenUsage:
     """Map Anthropic messages usage, whose ``input_tokens`` already excludes cache reads and writes.
 
     Anthropic reports no prompt total, so ``prompt_tokens`` is ours: input + cache writes + cache reads, the
@@ -152,7 +200,7 @@ def usage_from_anthropic(usage: AnthropicUsage | AnthropicDeltaUsage) -> TokenUs
     ``total_tokens`` the sum. A ``message_delta`` usage is accepted too, but alone it is complete only when it
     repeats the input counts; for streams use :class:`AnthropicStreamUsage`.
     """
-    breakdown = usage.cache_creation if isinstance(usage, AnthropicUsage) else None
+    breakdown = usage.cache_creation if isinstance(usage, AnthropicUsage | AnthropicUsageReport) else None
     details = usage.output_tokens_details
     return _anthropic_buckets(
         input_tokens=usage.input_tokens or 0,
@@ -293,7 +341,7 @@ class AnthropicStreamUsage:
         )
 
 
-def usage_from_gemini_openai_compat(usage: CompletionUsage) -> TokenUsage:
+def usage_from_gemini_openai_compat(usage: CompletionUsage | OpenAIUsageReport) -> TokenUsage:
     """Map Gemini usage from its OpenAI-compatible endpoint, whose ``completion_tokens`` may omit thinking.
 
     Thinking tokens are billed as output but sometimes appear only in ``total_tokens``, so output is the
