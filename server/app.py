@@ -17,6 +17,7 @@ from litestar.response import Response
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
 from server.budgets.alerts import AlertDeliverer
+from server.console import ConsoleSessions, console_handlers, console_template_config
 from server.database import Database
 from server.errors import DatabaseUnavailableError
 from server.idempotency import PRUNE_INTERVAL_SECONDS, IdempotencyKeys
@@ -87,6 +88,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     db = db or Database.from_piccolo_conf()
     catalogue = PriceCatalogue.load(settings.price_file)  # here, not in the lifespan: a bad PRICE_FILE fails at once
     _check_default_model(settings, catalogue)
+    console_sessions = ConsoleSessions(
+        db, secret=settings.console_secret, ttl_seconds=settings.console_session_ttl_seconds
+    )
     idempotency_keys = IdempotencyKeys(
         db,
         ttl_seconds=settings.idempotency_ttl_seconds,
@@ -108,6 +112,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 logger.info("built-in provider simulator listening at %s", simulator_origin)
             services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin)
             app.state["services"] = services
+            app.state["console_sessions"] = console_sessions
+            if console_sessions.ephemeral_secret:
+                logger.info("console: /console; CONSOLE_SECRET is not set, so its sessions end when this process does")
             llm = services.llm
             replayer = asyncio.create_task(_every(SPOOL_REPLAY_INTERVAL_SECONDS, llm.replay_spool, "spool replay"))
             sweeper = asyncio.create_task(_every(settings.claim_sweep_interval_seconds, llm.sweep, "claim sweep"))
@@ -139,7 +146,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         idempotency_keys,
     )
     return Litestar(
-        route_handlers=[healthz, rpc],
+        route_handlers=[healthz, rpc, *console_handlers()],
+        template_config=console_template_config(),
         lifespan=[lifespan],
         cors_config=rpc_cors_config(settings.cors_origins) if settings.cors_origins else None,
         openapi_config=openapi_config(title="Tollbooth", version=service_version(), path="/schema"),

@@ -53,6 +53,7 @@ TABLES = (
     "response_cache",
     "response_cache_daily",
     "idempotent_replay_counts",
+    "console_sessions",
 )
 
 _admin_url: str | None = None
