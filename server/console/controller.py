@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from schemas import codec
@@ -252,7 +253,7 @@ class ConsoleController(Controller):
         return _page(request, "conversations.html", admin, context, window)
 
     @get("/conversations/{conversation_id:uuid}")
-    async def conversation(self, request: AnyRequest, conversation_id: uuid.UUID) -> Response[Any]:
+    async def conversation(self, request: AnyRequest, conversation_id: FromPath[uuid.UUID]) -> Response[Any]:
         admin = await _admin(request)
         window = pages.Window.from_query(_query(request))
         context = await pages.conversation_page(
@@ -346,12 +347,13 @@ class ConsoleController(Controller):
             data = _SET_BUDGET.decode(json.dumps(_budget_input(fields)))
             await budgets.set_budget(_services(request).db, data)
         except (msgspec.ValidationError, InvalidInput, NotFoundError, ValueError) as error:
+            fields.setdefault("hard", "")  # an unchecked box is not posted
             message = error.message if isinstance(error, NotFoundError) else str(error)
             return await self._budgets(request, admin, window, error=message, form=fields, status_code=400)
         return Redirect(f"{BASE}/budgets?{window.query()}", status_code=303)
 
     @post("/budgets/{budget_id:uuid}/delete", status_code=303)
-    async def delete_budget(self, request: AnyRequest, budget_id: uuid.UUID) -> Response[Any]:
+    async def delete_budget(self, request: AnyRequest, budget_id: FromPath[uuid.UUID]) -> Response[Any]:
         admin = await _admin(request)
         await _form(request, admin)
         window = pages.Window.from_query(_query(request))

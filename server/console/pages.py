@@ -58,7 +58,7 @@ __all__ = (
     "users_page",
 )
 
-DEFAULT_DAYS: Final = 30
+DEFAULT_DAYS: Final = 7
 MAX_DAYS: Final = 1_100
 """The longest window (``admin.usageByDateRange`` by day)."""
 PRESETS: Final = (("Today", 1), ("7 days", 7), ("30 days", 30), ("90 days", 90))
