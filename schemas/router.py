@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas import admin, budgets, chat, conversations, system
+from schemas import admin, budgets, chat, conversations, reprice, system
 from schemas.registry import Registry
 
 APP_REGISTRY: Final = Registry(
@@ -22,5 +22,6 @@ APP_REGISTRY: Final = Registry(
         admin.GET_MY_USAGE,
         *admin.ADMIN_PROCEDURES,
         *budgets.ADMIN_BUDGET_PROCEDURES,
+        *reprice.ADMIN_REPRICE_PROCEDURES,
     )
 )

@@ -1,10 +1,10 @@
 """The command line: ``python -m server [COMMAND]``, serving the API when no command is given.
 
 Commands: ``serve`` (``--host``/``--port`` override ``HOST``/``PORT``), ``migrate``, the users' (``create-user``,
-``list-users``, ``revoke-key``, ``rotate-key``), ``check-totals`` and ``typescript``. Every failure the operator can
-fix (a bad setting, an unreachable database, a user that does not exist) ends in one line naming what to fix and a
-non-zero exit, never a traceback. A key is printed once, on a line of its own; ``--quiet`` prints only the key and
-``--json`` one JSON object, for scripts (``KEY=$(python -m server create-user --name alice --quiet)``).
+``list-users``, ``revoke-key``, ``rotate-key``), ``check-totals``, ``reprice`` and ``typescript``. Every failure the
+operator can fix (a bad setting, an unreachable database, a user that does not exist) ends in one line naming what
+to fix and a non-zero exit, never a traceback. A key is printed once, on a line of its own; ``--quiet`` prints only
+the key and ``--json`` one JSON object, for scripts (``KEY=$(python -m server create-user --name alice --quiet)``).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from server.database import Database, check_connection, database_url
+from server.database import Database, check_connection, database_url, engine_config
 from server.errors import DatabaseUnavailableError
 from server.llm.sdk_warnings import route_sdk_warnings
 from server.migrations import MigrationError, MigrationsApplied, migrate_forwards
 from server.settings import ProviderSettings, Settings, SettingsError, get_settings
 
 if TYPE_CHECKING:
+    from server.admin import reprice as reprice_module
     from server.users import NewUser, UserRecord
 
 logger = logging.getLogger("tollbooth")
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check-totals",
         help="compare every conversation's totals with the sums of its usage rows (exit 1 on any difference)",
     )
+    _add_reprice_parser(commands)
     typescript = commands.add_parser(
         "typescript", help="write the TypeScript AppRouter types for @trpc/client (no database needed)"
     )
@@ -91,6 +93,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_typescript_arguments(typescript)
     return parser
+
+
+def _add_reprice_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reprice = commands.add_parser(
+        "reprice",
+        help="recompute recorded costs at the prices now known for their call time (--dry-run first, then --apply)",
+        description=(
+            "Recompute the cost of the matching usage rows at the prices in force at each call's time, as known now "
+            "(genai-prices and PRICE_FILE). Say --dry-run (count rows, rows that change and the exact total delta, "
+            "per model; nothing is changed) or --apply (write the new costs, one adjustment per changed row, and the "
+            "deltas to conversation totals, the usage rollup and budget spend, batch by batch in one transaction "
+            "each). Rows whose cost would not change are skipped, so re-running changes nothing. A date alone means "
+            "its midnight UTC; --since is inclusive, --until exclusive."
+        ),
+    )
+    mode = reprice.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="only count: change nothing (one of the two is required)")
+    mode.add_argument("--apply", action="store_true", help="write the new costs and their adjustments")
+    mode.add_argument("--resume", type=uuid.UUID, metavar="RUN_ID", help="continue a run that stopped, from its cursor")
+    reprice.add_argument("--since", type=_utc_time, help="calls made at or after this date or time (UTC)")
+    reprice.add_argument("--until", type=_utc_time, help="calls made before this date or time (UTC)")
+    reprice.add_argument(
+        "--model", action="append", default=[], help="only calls of this model, as reported (repeatable)"
+    )
+    reprice.add_argument("--reason", default="", help="why the prices changed (kept with the run and each adjustment)")
+    reprice.add_argument("--batch-size", type=_positive, default=5_000, help="rows per batch (default 5000)")
+    reprice.add_argument(
+        "--progress-every", type=_positive, default=10, help="a progress line on stderr every N batches (default 10)"
+    )
+    reprice.add_argument("--json", action="store_true", help="print the run's figures as one JSON object")
+
+
+def _utc_time(value: str) -> datetime:
+    """A date alone (its midnight UTC) or an ISO 8601 time; a time without an offset is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date or an ISO 8601 time, got {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _add_listen_arguments(parser: argparse.ArgumentParser, *, default: object) -> None:
@@ -140,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if command == "check-totals":
             return asyncio.run(_check_totals())
+        if command == "reprice":
+            return asyncio.run(_reprice(args, settings))
         if command != "serve":
             return asyncio.run(_user_command(command, args))
     except DatabaseUnavailableError as error:
@@ -279,15 +332,103 @@ async def _check_totals() -> int:
     if report.consistent:
         print(f"all {report.conversations} conversations consistent")
         return 0
-    for difference in [*report.differences, *report.rollup_differences]:
+    for difference in [*report.differences, *report.rollup_differences, *report.budget_differences]:
         print(difference)
     conversations = len({difference.conversation_id for difference in report.differences})
     print(
         f"differences: {len(report.differences)} in {conversations} of {report.conversations} conversations, "
-        f"{len(report.rollup_differences)} in the usage rollup",
+        f"{len(report.rollup_differences)} in the usage rollup, {len(report.budget_differences)} in budget spend",
         file=sys.stderr,
     )
     return EXIT_INCONSISTENT
+
+
+async def _reprice(args: argparse.Namespace, settings: Settings) -> int:
+    from piccolo.engine.postgres import PostgresEngine
+
+    from server.admin import reprice
+    from server.llm.pricing import PriceCatalogue
+
+    if args.resume is not None and (args.since or args.until or args.model or args.reason):
+        print("tollbooth: --resume continues a run with its own filters and reason; give none", file=sys.stderr)
+        return EXIT_USAGE
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        print("tollbooth: --since must be before --until", file=sys.stderr)
+        return EXIT_USAGE
+    catalogue = PriceCatalogue.load(settings.price_file)
+    db = Database(PostgresEngine(config=engine_config()))  # its own pool: also when called inside another process
+    await db.start(min_size=1, max_size=2)
+    progress = reprice.print_progress()
+    try:
+        if args.resume is not None:
+            run = await reprice.resume(
+                db, catalogue, args.resume, progress=progress, progress_every=args.progress_every
+            )
+        else:
+            run = await reprice.reprice(
+                db,
+                catalogue,
+                reprice.RepriceFilters(since=args.since, until=args.until, models=tuple(dict.fromkeys(args.model))),
+                dry_run=args.dry_run,
+                reason=args.reason,
+                batch_size=args.batch_size,
+                price_file=None if settings.price_file is None else str(settings.price_file),
+                progress=progress,
+                progress_every=args.progress_every,
+            )
+    except reprice.RepriceError as error:
+        print(f"tollbooth: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        await db.close()
+    _print_reprice(run, as_json=args.json)
+    return 0
+
+
+def _print_reprice(run: reprice_module.RepriceRun, *, as_json: bool) -> None:
+    from schemas.money import format_money
+
+    totals = run.totals
+    if as_json:
+        document = {
+            "runId": str(run.run_id),
+            "dryRun": run.dry_run,
+            "status": run.status,
+            "matchedCalls": run.matched,
+            **{f"{key}Calls": getattr(totals, name) for key, name in _FIGURES},
+            "deltaUsd": format_money(totals.delta_usd),
+            "models": {
+                model: {
+                    **{f"{key}Calls": getattr(f, name) for key, name in _FIGURES},
+                    "deltaUsd": format_money(f.delta_usd),
+                }
+                for model, f in sorted(run.by_model.items())
+            },
+        }
+        print(msgspec.json.encode(document).decode())
+        return
+    mode = "dry run, nothing changed" if run.dry_run else "applied"
+    print(
+        f"reprice {run.run_id} ({mode}): {totals.scanned:,} rows scanned of {run.matched:,} matched, "
+        f"{totals.changed:,} {'would change' if run.dry_run else 'changed'} ({totals.newly_priced:,} newly priced, "
+        f"{totals.skipped:,} skipped: service tier), total delta USD {format_money(totals.delta_usd)}"
+    )
+    rows = [("model", "rows", "changed", "newly priced", "skipped", "delta USD")]
+    rows += [
+        (model, f"{f.scanned:,}", f"{f.changed:,}", f"{f.newly_priced:,}", f"{f.skipped:,}", format_money(f.delta_usd))
+        for model, f in sorted(run.by_model.items())
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+_FIGURES: Final = (
+    ("scanned", "scanned"),
+    ("changed", "changed"),
+    ("newlyPriced", "newly_priced"),
+    ("skipped", "skipped"),
+)
 
 
 def describe_providers(settings: Settings) -> str:

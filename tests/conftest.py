@@ -54,6 +54,8 @@ TABLES = (
     "response_cache_daily",
     "idempotent_replay_counts",
     "console_sessions",
+    "usage_cost_adjustments",
+    "reprice_runs",
 )
 
 _admin_url: str | None = None

@@ -36,7 +36,8 @@ SECOND_SPELLINGS: Final = {
 BUCKETS: Final = frozenset({"input", "cacheRead", "cacheWrite5m", "cacheWrite1h", "output"})
 """Keys of token, rate and cost objects alike: tokens are integers, rates and costs are Money."""
 ONE_NAME_TWO_CONCEPTS: Final = {
-    "status": "a call's status (ok/error/cancelled) and the service's health (ok/degraded)",
+    "status": "a call's status (ok/error/cancelled), the service's health (ok/degraded) and a reprice run's "
+    "(running/completed/failed)",
 }
 NOT_A_UUID_ID: Final = frozenset({"lastEventId"})
 """tRPC's own name for the SSE ``Last-Event-ID`` a resumable subscription takes: an opaque string."""

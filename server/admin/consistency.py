@@ -1,4 +1,5 @@
-"""Proof that every conversation's stored totals are the sums over its usage rows.
+"""Proof that every conversation's stored totals, the usage rollup and every budget's spend are the sums over the
+usage rows they count.
 
 The recorder increments the totals in the same statement that inserts a usage row, so there must never be a
 difference; this check is how an operator (``python -m server check-totals``) or a test verifies it after the fact.
@@ -15,10 +16,11 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from server.budgets.admission import APPLICABLE, COUNTED_SINCE_CREATION
 from server.conversations import StoredShare, distribution_decoder
 from server.database import Database
 
-__all__ = ("ConsistencyReport", "RollupDifference", "TotalsDifference", "check_totals")
+__all__ = ("BudgetDifference", "ConsistencyReport", "RollupDifference", "TotalsDifference", "check_totals")
 
 TOTAL_FIELDS: Final = (
     "total_prompt_tokens",
@@ -136,6 +138,27 @@ WHERE {" OR ".join(f"coalesce(r.{s}, 0) <> coalesce(a.{s}, 0)" for s in ROLLUP_S
 ORDER BY period_start, procedure, provider, model
 """
 
+_BUDGET_DIFFERENCES: Final = f"""
+WITH actual AS (
+    SELECT b.id AS budget_id, budget_period_start(b.period, u.created_at) AS period_start,
+           coalesce(sum(u.estimated_cost_usd), 0) AS spent_usd
+    FROM budgets b
+    JOIN ai_usage_logs u ON {APPLICABLE.format(user="u.user_id", conversation="u.conversation_id")}
+    WHERE {COUNTED_SINCE_CREATION.format(at="u.created_at")}
+    GROUP BY 1, 2
+), stored AS (
+    SELECT p.budget_id, p.period_start, p.spent_usd
+    FROM budget_periods p
+    JOIN budgets b ON b.id = p.budget_id
+    WHERE p.period_start >= budget_period_start(b.period, b.created_at)
+)
+SELECT budget_id, period_start, s.spent_usd AS stored_spent_usd, a.spent_usd AS actual_spent_usd
+FROM stored s
+FULL JOIN actual a USING (budget_id, period_start)
+WHERE coalesce(s.spent_usd, 0) <> coalesce(a.spent_usd, 0)
+ORDER BY budget_id, period_start
+"""
+
 
 class TotalsDifference(msgspec.Struct, frozen=True, kw_only=True):
     """One stored figure that is not the sum over the rows. ``field`` is a totals column, ``conversation`` when
@@ -171,14 +194,30 @@ class RollupDifference(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+class BudgetDifference(msgspec.Struct, frozen=True, kw_only=True):
+    """A budget period whose ``spent_usd`` is not the sum of the costs of the calls it counts (``absent``: no row)."""
+
+    budget_id: uuid.UUID
+    period_start: datetime
+    stored: str
+    actual: str
+
+    def __str__(self) -> str:
+        return (
+            f"budget {self.budget_id} period from {self.period_start.isoformat()}: spent_usd is {self.stored}, "
+            f"the usage rows in its scope sum to {self.actual}"
+        )
+
+
 class ConsistencyReport(msgspec.Struct, frozen=True, kw_only=True):
     conversations: int
     differences: list[TotalsDifference]
     rollup_differences: list[RollupDifference] = msgspec.field(default_factory=list)
+    budget_differences: list[BudgetDifference] = msgspec.field(default_factory=list)
 
     @property
     def consistent(self) -> bool:
-        return not self.differences and not self.rollup_differences
+        return not self.differences and not self.rollup_differences and not self.budget_differences
 
 
 def _distribution_differences(conversation_id: uuid.UUID, stored: str, actual: str) -> list[TotalsDifference]:
@@ -249,15 +288,28 @@ def _rollup_differences(row: asyncpg.Record) -> list[RollupDifference]:
     ]
 
 
-async def check_totals(db: Database, *, rollup: bool = True) -> ConsistencyReport:
-    """Compare every conversation's six totals and model distribution with the sums over its usage rows, and (with
-    ``rollup``) every period of ``ai_usage_rollup`` with the sums over the usage rows of that period."""
+def _budget_difference(row: asyncpg.Record) -> BudgetDifference:
+    stored, actual = row["stored_spent_usd"], row["actual_spent_usd"]
+    return BudgetDifference(
+        budget_id=row["budget_id"],
+        period_start=row["period_start"],
+        stored="absent" if stored is None else str(stored),
+        actual="0" if actual is None else str(actual),
+    )
+
+
+async def check_totals(db: Database, *, rollup: bool = True, budgets: bool = True) -> ConsistencyReport:
+    """Compare every conversation's six totals and model distribution with the sums over its usage rows, (with
+    ``rollup``) every period of ``ai_usage_rollup`` with the sums over the usage rows of that period, and (with
+    ``budgets``) every budget period's ``spent_usd`` with the costs of the calls in its scope and period."""
     async with db.snapshot() as connection:
         rows = await connection.fetch(_DIFFERENCES)
         count = rows[0]["conversations"] if rows else (await connection.fetchval(_COUNT))
         rollup_rows = await connection.fetch(_ROLLUP_DIFFERENCES) if rollup else []
+        budget_rows = await connection.fetch(_BUDGET_DIFFERENCES) if budgets else []
     return ConsistencyReport(
         conversations=count,
         differences=[difference for row in rows for difference in _row_differences(row)],
         rollup_differences=[difference for row in rollup_rows for difference in _rollup_differences(row)],
+        budget_differences=[_budget_difference(row) for row in budget_rows],
     )

@@ -20,7 +20,7 @@ from typing import Final
 from server.database import Connection
 from server.errors import BudgetExceededError
 
-__all__ = ("APPLICABLE_HARD_BUDGET", "Reservation", "admit", "period_start")
+__all__ = ("APPLICABLE_HARD_BUDGET", "COUNTED_SINCE_CREATION", "Reservation", "admit", "period_start")
 
 APPLICABLE: Final = """(
     b.scope = 'global'
@@ -28,6 +28,10 @@ APPLICABLE: Final = """(
     OR (b.scope = 'conversation' AND b.subject_id = {conversation})
 )"""
 """The budgets that apply to a call of ``{user}`` in ``{conversation}`` (SQL expressions), for a table aliased ``b``."""
+COUNTED_SINCE_CREATION: Final = "budget_period_start(b.period, {at}) >= budget_period_start(b.period, b.created_at)"
+"""Whether budget ``b`` counts a call made at ``{at}``: from the period it was created in (which it starts with what
+its scope had already spent, ``server.budgets.service``); earlier periods are not its own. Reprices and
+``check-totals`` hold spend to it."""
 APPLICABLE_HARD_BUDGET: Final = (
     "SELECT 1 FROM budgets b WHERE b.hard AND "
     + APPLICABLE.format(user=":user_id", conversation=":budget_conversation_id")

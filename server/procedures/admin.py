@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas import admin, budgets
+from schemas import admin, budgets, reprice
 from schemas.admin import (
     CacheStats,
     CacheStatsInput,
@@ -37,7 +37,9 @@ from schemas.budgets import (
     ListBudgetsInput,
     SetBudgetInput,
 )
+from schemas.reprice import RepriceRuns, RepriceRunsInput
 from server.admin import queries
+from server.admin import reprice as reprice_runs
 from server.budgets import service as budget_service
 from server.rpc import CallContext, ProcedureController, implements
 from server.services import Services
@@ -101,6 +103,10 @@ class AdminController(ProcedureController):
     @implements(budgets.LIST_ALERTS)
     async def list_alerts(self, ctx: CallContext[Services], input: ListAlertsInput) -> AlertList:
         return await budget_service.list_alerts(ctx.services.db, input)
+
+    @implements(reprice.REPRICE_RUNS)
+    async def reprice_runs(self, ctx: CallContext[Services], input: RepriceRunsInput) -> RepriceRuns:
+        return await reprice_runs.list_runs(ctx.services.db, input)
 
 
 def _change(budget: Budget) -> BudgetChange:

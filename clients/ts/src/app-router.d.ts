@@ -819,6 +819,73 @@ export type ReportedTokens = {
   totalTokens: number;
 };
 
+/** A run's figures for one model (as reported by the provider). */
+export type RepriceModelFigures = {
+  scannedCalls: number;
+  changedCalls: number;
+  newlyPricedCalls: number;
+  skippedCalls: number;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  deltaUsd: string;
+  model: string;
+};
+
+/**
+ * One run: its terms (``start``/``end``: the window of call times, ``[start, end)``, null when open;
+ * ``modelFilter``: the models it was limited to, empty for all), its figures overall and per model (most changed
+ * first), and ``error`` when it failed.
+ */
+export type RepriceRun = {
+  scannedCalls: number;
+  changedCalls: number;
+  newlyPricedCalls: number;
+  skippedCalls: number;
+  /**
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  deltaUsd: string;
+  /** @format uuid */
+  runId: string;
+  status: "completed" | "failed" | "running";
+  dryRun: boolean;
+  reason: string;
+  start: string | null;
+  end: string | null;
+  modelFilter: string[];
+  priceFile: string | null;
+  startedAt: string;
+  finishedAt: string | null;
+  matchedCalls: number;
+  models: RepriceModelFigures[];
+  error: string | null;
+};
+
+export type RepriceRuns = {
+  runs: RepriceRun[];
+  nextCursor: string | null;
+};
+
+/** ``limit`` and ``cursor`` page the runs, newest first. */
+export type RepriceRunsInput = {
+  /**
+   * @minimum 1
+   * @maximum 500
+   * @default 50
+   */
+  limit?: number;
+  /**
+   * @minLength 1
+   * @maxLength 200
+   * @pattern ^[A-Za-z0-9_-]+={0,2}$
+   * @default null
+   */
+  cursor?: string | null;
+};
+
 export type SendMessageInput = {
   /**
    * @minLength 1
@@ -1478,6 +1545,12 @@ export type AppRouter = TRPCBuiltRouter<
        * query, access: admin
        */
       listBudgets: TRPCQueryProcedure<{ input: ListBudgetsInput | undefined; output: BudgetList; meta: object }>;
+      /**
+       * Reprice runs (dry and applied), newest first (paged), with rows scanned and changed and the total delta.
+       *
+       * query, access: admin
+       */
+      repriceRuns: TRPCQueryProcedure<{ input: RepriceRunsInput | undefined; output: RepriceRuns; meta: object }>;
       /**
        * Create the budget of (scope, subjectId, period) or change its limit, hardness and thresholds; the current period's spend is kept.
        *
