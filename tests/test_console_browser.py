@@ -32,8 +32,10 @@ from schemas.admin import ConversationCostInput, UsageByDateRangeInput
 from schemas.budgets import ListBudgetsInput
 from schemas.chat import SendMessageInput
 from schemas.validation import local_midnight
+from server.admin.reprice import RepriceFilters, reprice
+from server.llm.pricing import PriceCatalogue
 from server.users import NewUser, create_user
-from tests.conftest import ROOT, ServedApp
+from tests.conftest import ROOT, ServedApp, app_database
 from tollbooth_client import TollboothClient
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -52,7 +54,8 @@ from selenium import webdriver  # noqa: E402  (only with a browser to drive)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
 @pytest.fixture
@@ -103,6 +106,20 @@ def _screenshot(browser: WebDriver, name: str) -> None:
     browser.set_window_size(1400, 1000)
 
 
+def _wait_for_path(browser: WebDriver, path: str, seconds: float = 10.0) -> None:
+    """Wait until the browser shows ``path`` (a click returns before the navigation it starts has finished)."""
+    WebDriverWait(browser, seconds).until(lambda b: urlsplit(b.current_url).path == path)
+    WebDriverWait(browser, seconds).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
+def _follow(browser: WebDriver, by: str, value: str) -> None:
+    """Click what leads to another page, and wait until that page has loaded."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(by, value).click()
+    WebDriverWait(browser, 10).until(staleness_of(old))
+    WebDriverWait(browser, 10).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def _text(browser: WebDriver, css: str) -> str:
     return str(browser.find_element(By.CSS_SELECTOR, css).text).strip()
 
@@ -151,6 +168,7 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
 ) -> None:
     root = await create_user("root", is_admin=True)
     await _spend(client)
+    await reprice(app_database(), PriceCatalogue.load(None), RepriceFilters(), dry_run=True, reason="console check")
     url = app_server.url
     browser = driver
 
@@ -162,9 +180,9 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
     def sign_in() -> None:
         browser.find_element(By.ID, "api-key").send_keys(root.api_key)
         browser.find_element(By.CSS_SELECTOR, "#sign-in button").click()
+        _wait_for_path(browser, "/console/models")
 
     await in_thread(sign_in)
-    assert urlsplit(browser.current_url).path == "/console/models"
     assert "gpt-4o" in _text(browser, "#table-models")
     await in_thread(_screenshot, browser, "models")
 
@@ -174,7 +192,7 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
         field = browser.find_element(By.ID, "tz")
         field.clear()
         field.send_keys(TIME_ZONE)
-        browser.find_element(By.CSS_SELECTOR, "#range button").click()
+        _follow(browser, By.CSS_SELECTOR, "#range button")
 
     await in_thread(pick_time_zone)
     query = parse_qs(urlsplit(browser.current_url).query)
@@ -195,13 +213,13 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
         bars = browser.find_elements(By.CSS_SELECTOR, "svg.stacked g.bar")
         assert [bar.get_attribute("data-total") for bar in bars] == [str(b.cost_usd) for b in usage.buckets]
         assert "gpt-4o" in _text(browser, "ul.legend")
-        await in_thread(browser.find_element(By.ID, "by-procedure").click)
+        await in_thread(_follow, browser, By.ID, "by-procedure")
         assert "chat.sendMessage" in _text(browser, "ul.legend")
 
         # The most expensive conversation, and every one of its calls.
-        await in_thread(browser.find_element(By.LINK_TEXT, "Conversations").click)
+        await in_thread(_follow, browser, By.LINK_TEXT, "Conversations")
         await in_thread(_screenshot, browser, "conversations")
-        await in_thread(browser.find_element(By.CSS_SELECTOR, "#table-conversations tbody tr td a").click)
+        await in_thread(_follow, browser, By.CSS_SELECTOR, "#table-conversations tbody tr td a")
         conversation_id = uuid.UUID(urlsplit(browser.current_url).path.rsplit("/", 1)[1])
         cost = await admin.admin.get_conversation_cost(ConversationCostInput(conversation_id=conversation_id))
         assert cost.totals.llm_calls == 3
@@ -220,15 +238,15 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
 
         # A budget, created through the form and listed with its spend.
         def create_budget() -> None:
-            browser.find_element(By.LINK_TEXT, "Budgets").click()
+            _follow(browser, By.LINK_TEXT, "Budgets")
             Select(browser.find_element(By.ID, "budget-scope")).select_by_visible_text("user")
             browser.find_element(By.ID, "budget-subject").send_keys(str(alice.id))
             Select(browser.find_element(By.ID, "budget-period")).select_by_visible_text("month")
             browser.find_element(By.ID, "budget-limit").send_keys("12.5")
-            browser.find_element(By.ID, "budget-save").click()
+            _follow(browser, By.ID, "budget-save")
+            _wait_for_path(browser, "/console/budgets")
 
         await in_thread(create_budget)
-        assert urlsplit(browser.current_url).path == "/console/budgets"
         listed = await admin.admin.list_budgets(ListBudgetsInput())
         [budget] = listed.budgets
         assert budget.subject_id == alice.id
@@ -238,14 +256,16 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
         assert str(budget.spent_usd) in table
         await in_thread(_screenshot, browser, "budgets")
 
-        # Users, procedures and alerts render.
-        for page in ("Users", "Procedures", "Alerts"):
-            await in_thread(browser.find_element(By.LINK_TEXT, page).click)
+        # Users, procedures, alerts and reprice runs render.
+        for page in ("Users", "Procedures", "Alerts", "Reprice runs"):
+            await in_thread(_follow, browser, By.LINK_TEXT, page)
             assert _text(browser, "h1")
-            await in_thread(_screenshot, browser, page.lower())
+            await in_thread(_screenshot, browser, page.lower().replace(" ", "-"))
+        assert "console check" in _text(browser, "#table-runs")
+        assert "completed (dry run)" in _text(browser, "#table-runs")
 
         # A CSV export, downloaded by the browser, equals the procedure's rows.
-        await in_thread(browser.find_element(By.LINK_TEXT, "Models").click)
+        await in_thread(_follow, browser, By.LINK_TEXT, "Models")
         await in_thread(browser.find_element(By.ID, "csv-models").click)
         exported = await in_thread(_wait_for_file, downloads, "models.csv")
         rows = list(csv.DictReader(io.StringIO(exported.read_text())))
@@ -264,7 +284,7 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
         assert rows == [_flatten(model) for model in models]
 
     # Sign out: back to the form, and the console is closed.
-    await in_thread(browser.find_element(By.ID, "sign-out").click)
+    await in_thread(_follow, browser, By.ID, "sign-out")
     assert urlsplit(browser.current_url).path == "/console/sign-in"
     await in_thread(browser.get, f"{url}/console")
     assert "/console/sign-in" in browser.current_url

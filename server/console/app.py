@@ -64,10 +64,6 @@ def _with_query(query: Mapping[str, str], *pairs: object) -> str:
     return urlencode({key: value for key, value in changed.items() if value != ""})
 
 
-EXTRA_PAGES: Final[list[tuple[str, str]]] = []
-"""Navigation entries after the standard pages: ``(path under /console, label)``."""
-
-
 def console_template_config() -> TemplateConfig[JinjaTemplateEngine]:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("server.console", "templates"),
@@ -77,5 +73,5 @@ def console_template_config() -> TemplateConfig[JinjaTemplateEngine]:
         lstrip_blocks=True,
     )
     environment.filters.update(money=_money, integer=_integer, when=_when)
-    environment.globals.update(with_query=_with_query, extra_pages=EXTRA_PAGES)
+    environment.globals.update(with_query=_with_query)
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))

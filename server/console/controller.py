@@ -299,6 +299,17 @@ class ConsoleController(Controller):
         _arranged(request, context["table"])
         return _page(request, "table_page.html", admin, {**context, "page_name": "alerts"}, window)
 
+    @get("/reprice-runs")
+    async def reprice_runs(self, request: AnyRequest) -> Response[Any]:
+        admin = await _admin(request)
+        window = pages.Window.from_query(_query(request))
+        context = await pages.reprice_runs_page(_services(request).db, request.query_params.get("cursor") or None)
+        exported = _export(request, {"runs": context["table"]})
+        if exported is not None:
+            return exported
+        _arranged(request, context["table"])
+        return _page(request, "table_page.html", admin, {**context, "page_name": "runs"}, window)
+
     # --- budgets ----------------------------------------------------------------------------------------------
 
     @get("/budgets")

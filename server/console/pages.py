@@ -37,9 +37,10 @@ from schemas.admin import (
 )
 from schemas.budgets import AlertRecord, Budget, ListAlertsInput, ListBudgetsInput
 from schemas.money import Money
+from schemas.reprice import RepriceRun, RepriceRunsInput
 from schemas.usage import ModelShare
 from schemas.validation import InvalidInput, check_time_zone, local_midnight
-from server.admin import queries
+from server.admin import queries, reprice
 from server.budgets import service as budgets
 from server.console.chart import StackedChart, stacked_chart
 from server.console.tables import Column, Table
@@ -55,6 +56,7 @@ __all__ = (
     "models_page",
     "overview_page",
     "procedures_page",
+    "reprice_runs_page",
     "users_page",
 )
 
@@ -414,6 +416,39 @@ async def alerts_page(db: Database, cursor: str | None) -> dict[str, Any]:
             Column("delivered", "Delivered", lambda a: a.delivered_at, "time"),
             Column("attempts", "Attempts", lambda a: a.attempts, "int"),
             Column("error", "Last error", lambda a: a.last_error),
+        ],
+    )
+    return {"table": table}
+
+
+RUN_PAGE: Final = 100
+
+
+async def reprice_runs_page(db: Database, cursor: str | None) -> dict[str, Any]:
+    """Reprice runs newest first (``admin.repriceRuns``), a page at a time."""
+    runs = await reprice.list_runs(db, RepriceRunsInput(limit=RUN_PAGE, cursor=cursor))
+    table = Table(
+        name="runs",
+        title="Reprice runs, newest first",
+        row_type=RepriceRun,
+        rows=runs.runs,
+        page_size=RUN_PAGE,
+        next_cursor=runs.next_cursor,
+        columns=[
+            Column("started", "Started", lambda r: r.started_at, "time"),
+            Column("status", "Status", lambda r: r.status + (" (dry run)" if r.dry_run else "")),
+            Column("reason", "Reason", lambda r: r.reason),
+            Column("models", "Models", lambda r: ", ".join(r.model_filter) or "all"),
+            Column("from", "Calls from", lambda r: r.start, "time"),
+            Column("to", "Calls to", lambda r: r.end, "time"),
+            Column("matched", "Matched", lambda r: r.matched_calls, "int"),
+            Column("scanned", "Scanned", lambda r: r.scanned_calls, "int"),
+            Column("changed", "Changed", lambda r: r.changed_calls, "int"),
+            Column("newly", "Newly priced", lambda r: r.newly_priced_calls, "int"),
+            Column("skipped", "Skipped", lambda r: r.skipped_calls, "int"),
+            Column("delta", "Delta (USD)", lambda r: r.delta_usd, "money"),
+            Column("finished", "Finished", lambda r: r.finished_at, "time"),
+            Column("error", "Error", lambda r: r.error),
         ],
     )
     return {"table": table}
