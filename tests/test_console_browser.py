@@ -255,6 +255,9 @@ async def test_an_admin_reads_the_console_in_a_real_browser(
         assert "12.5" in table
         assert str(budget.spent_usd) in table
         await in_thread(_screenshot, browser, "budgets")
+        await in_thread(_follow, browser, By.LINK_TEXT, "Overview")
+        assert f"of {budget.limit_usd}" in _text(browser, f'[data-budget-id="{budget.budget_id}"]')
+        await in_thread(_screenshot, browser, "overview-with-budget")
 
         # Users, procedures, alerts and reprice runs render.
         for page in ("Users", "Procedures", "Alerts", "Reprice runs"):

@@ -185,6 +185,10 @@ async def test_budgets_are_created_changed_and_deleted_through_the_forms(
     assert created.status_code == 303
     [budget] = (await procedure(console, root, "admin.listBudgets", {}))["budgets"]
     assert (budget["limitUsd"], budget["hard"], budget["alertThresholds"]) == ("2.5", True, [0.5, 1.0])
+    overview = await console.get("/console")
+    assert overview.status_code == 200
+    assert f'data-budget-id="{budget["budgetId"]}"' in overview.text
+    assert "USD 0 of 2.5" in overview.text
     editing = await console.get("/console/budgets", params={"edit": budget["budgetId"]})
     assert 'value="2.5"' in editing.text
     changed = await console.post(

@@ -179,6 +179,30 @@ def _headlines(buckets: Sequence[DateBucket]) -> list[Headline]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """A budget as a ``<meter>``: its spend and reservations against its limit (floats for the bar only; the text
+    beside it shows the exact amounts)."""
+
+    budget: Budget
+
+    @property
+    def value(self) -> float:
+        return float(self.budget.spent_usd + self.budget.reserved_usd)
+
+    @property
+    def maximum(self) -> float:
+        return float(self.budget.limit_usd) or 1.0
+
+    @property
+    def low(self) -> float:
+        return self.maximum * 0.8
+
+    @property
+    def high(self) -> float:
+        return self.maximum * 0.95
+
+
 CHART_GROUPS: Final = ("model", "procedure")
 HEADLINE_SECONDS: Final = 30.0
 """How long the headline spends (60 days of daily buckets: the overview's most expensive read, about 100,000 rollup
@@ -237,7 +261,7 @@ async def overview_page(db: Database, window: Window, by: str) -> dict[str, Any]
         "headlines": headlines,
         "chart": chart,
         "by": by,
-        "budgets": budget_list.budgets,
+        "budgets": [Gauge(budget) for budget in budget_list.budgets],
         "alerts": alerts.alerts,
         "cache": cache,
         "buckets": bucket_table(usage),
