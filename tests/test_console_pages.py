@@ -229,3 +229,13 @@ async def test_bad_parameters_get_an_error_page(
     assert response.status_code == status
     assert says in response.text
     assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_a_title_a_spreadsheet_would_run_is_exported_as_text(
+    console: httpx.AsyncClient, client: TollboothClient
+) -> None:
+    sent = await client.chat.send_message(SendMessageInput(message='=HYPERLINK("https://attacker.example")'))
+    rows = await exported(console, "/console/conversations", "conversations")
+    [row] = rows
+    assert row["conversationId"] == str(sent.conversation_id)
+    assert row["title"].startswith("'=HYPERLINK(")

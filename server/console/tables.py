@@ -3,7 +3,8 @@
 A table shows rows a query helper returned (the very Structs an ``admin.*`` procedure answers with); the CSV export
 of a table is those rows as the procedure's JSON spells them, flattened: a nested object's fields become columns
 named by their path (``tokens.cacheRead``), a list is one cell holding its JSON, null an empty cell. So the export
-and the procedure agree field for field, money included (the plain decimal strings of the wire).
+and the procedure agree field for field, money included (the plain decimal strings of the wire); only a text that a
+spreadsheet would run as a formula (``=``, ``+``, ``@``...) gets a ``'`` before it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ PAGE_SIZE: Final = 50
 Kind = Literal["text", "int", "money", "time", "ratio"]
 
 _ENCODER: Final = codec.encoder()
+_FORMULA_STARTS: Final = ("=", "+", "@", "\t", "\r")
+"""A cell beginning so is shown with a ``'`` before it. Not ``-``: a negative amount (an adjustment) begins with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,8 @@ def _flatten(value: Any, prefix: str, into: dict[str, str]) -> None:
         into[name] = msgspec.json.encode(value).decode()
     elif isinstance(value, bool):
         into[name] = "true" if value else "false"
+    elif isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        into[name] = "'" + value  # text a spreadsheet would run as a formula (a conversation's title is user text)
     else:
         into[name] = str(value)
 
