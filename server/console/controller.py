@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
@@ -27,7 +27,8 @@ from server.budgets import service as budgets
 from server.console import pages
 from server.console.sessions import COOKIE_NAME, Admin, ConsoleSessions
 from server.console.tables import Table, csv_of
-from server.errors import NotFoundError
+from server.database import Database
+from server.errors import NotFoundError, ServiceUnavailableError
 from server.services import Services
 
 __all__ = ("BASE", "SECURITY_HEADERS", "ConsoleController", "NotSignedIn", "Refused")
@@ -46,6 +47,7 @@ SECURITY_HEADERS: Final = {
 _SET_BUDGET: Final = codec.decoder(SetBudgetInput)
 
 AnyRequest = Request[Any, Any, Any]
+TablePage = Callable[[Database, pages.Window], Awaitable[dict[str, Any]]]
 
 
 class NotSignedIn(Exception):
@@ -97,7 +99,9 @@ def _query(request: AnyRequest) -> dict[str, str]:
     return {key: str(value) for key, value in request.query_params.items()}
 
 
-def _page(request: AnyRequest, template: str, admin: Admin, context: dict[str, Any], window: Any = None) -> Template:
+def _page(
+    request: AnyRequest, template: str, admin: Admin, context: dict[str, Any], window: pages.Window | None
+) -> Template:
     return Template(
         template_name=template,
         context={
@@ -164,6 +168,10 @@ def _not_found(request: AnyRequest, error: NotFoundError) -> Response[Any]:
     return _error_page(request, 404, "Not found", error.message)
 
 
+def _unavailable(request: AnyRequest, error: ServiceUnavailableError) -> Response[Any]:
+    return _error_page(request, 503, "Unavailable", error.message)
+
+
 class ConsoleController(Controller):
     path = BASE
     include_in_schema = False
@@ -172,6 +180,7 @@ class ConsoleController(Controller):
         Refused: _refused,
         InvalidInput: _invalid,
         NotFoundError: _not_found,
+        ServiceUnavailableError: _unavailable,
     }
 
     # --- signing in and out -----------------------------------------------------------------------------------
@@ -278,7 +287,7 @@ class ConsoleController(Controller):
     async def procedures(self, request: AnyRequest) -> Response[Any]:
         return await self._table_page(request, "procedures", pages.procedures_page)
 
-    async def _table_page(self, request: AnyRequest, name: str, build: Any) -> Response[Any]:
+    async def _table_page(self, request: AnyRequest, name: str, build: TablePage) -> Response[Any]:
         admin = await _admin(request)
         window = pages.Window.from_query(_query(request))
         context = await build(_services(request).db, window)
@@ -322,7 +331,7 @@ class ConsoleController(Controller):
         self,
         request: AnyRequest,
         admin: Admin,
-        window: Any,
+        window: pages.Window,
         *,
         error: str | None,
         form: dict[str, str],
