@@ -113,8 +113,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin)
             app.state["services"] = services
             app.state["console_sessions"] = console_sessions
-            if console_sessions.ephemeral_secret:
-                logger.info("console: /console; CONSOLE_SECRET is not set, so its sessions end when this process does")
+            logger.info(
+                "console: /console, sessions signed with %s",
+                "a key made at start-up (CONSOLE_SECRET is not set): they end with this process"
+                if console_sessions.ephemeral_secret
+                else "CONSOLE_SECRET",
+            )
             llm = services.llm
             replayer = asyncio.create_task(_every(SPOOL_REPLAY_INTERVAL_SECONDS, llm.replay_spool, "spool replay"))
             sweeper = asyncio.create_task(_every(settings.claim_sweep_interval_seconds, llm.sweep, "claim sweep"))
