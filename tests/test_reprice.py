@@ -203,9 +203,23 @@ async def test_apply_changes_exactly_the_rows_after_the_date_and_every_total_fol
     global_before, user_before = await _spent("global", "total"), await _spent("user", "total")
     month_before = await _spent("global", "month")
 
-    code, out, err = await _cli("reprice", "--apply", "--reason", "negotiated rate", "--json", price_file=price_path)
+    code, out, err = await _cli(
+        "reprice",
+        "--apply",
+        "--reason",
+        "negotiated rate",
+        "--json",
+        "--batch-size",
+        "4",
+        "--progress-every",
+        "1",
+        price_file=price_path,
+    )
 
     assert code == 0, err
+    progress = [line for line in err.splitlines() if line.startswith("reprice ")]
+    assert [line.split(": ")[1].split(" rows")[0] for line in progress] == ["4 / 11", "8 / 11", "11 / 11"]
+    assert all(line.endswith(" rows/s") for line in progress)
     assert json.loads(out)["changedCalls"] == MINI_AFTER_CUT + UNPRICED_CALLS
     mini = await fetch_rows(
         "SELECT created_at, estimated_cost_usd, price_source, rate_input FROM ai_usage_logs WHERE model = 'gpt-4o-mini'"
@@ -257,6 +271,10 @@ async def test_apply_changes_exactly_the_rows_after_the_date_and_every_total_fol
 
     code, out, _ = await _cli("check-totals", price_file=price_path)
     assert code == 0, out
+
+    code, _, err = await _cli("reprice", "--resume", str(uuid.uuid4()), price_file=price_path)
+    assert code == 2
+    assert "unknown" in err
 
 
 async def test_previously_unpriced_rows_become_priced_and_leave_unpriced_calls(catalogue: PriceCatalogue) -> None:

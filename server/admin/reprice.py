@@ -60,17 +60,22 @@ from server.money import tidy
 
 __all__ = (
     "BUCKETS",
+    "PROMPT_BUCKETS",
     "ModelFigures",
     "RepriceError",
     "RepriceFilters",
     "RepriceRun",
     "list_runs",
+    "priced_at_service_tier",
+    "print_progress",
     "reprice",
     "resume",
 )
 
 BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
-"""The billed token buckets, as named in the usage row's columns and in the pricing types."""
+"""The billed token buckets, as named in the usage row's columns and in the pricing types (``BucketRates``' order)."""
+PROMPT_BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h")
+"""The buckets whose sum picks a prompt-size tier (``TokenUsage.prompt_total``)."""
 
 _ADVISORY_LOCK: Final = 0x7265_7072_6963_65
 """``pg_advisory_xact_lock`` key every applying batch takes: concurrent runs take turns, batch by batch."""
@@ -201,12 +206,14 @@ class RepriceRun:
 
 # --- SQL ----------------------------------------------------------------------------------------------------------
 
+# Only what pricing needs and what decides a change: the old rates and bucket costs of a changed row are copied into
+# its adjustment by SQL, so a scan decodes one NUMERIC per row (decoding is most of a dry run's time).
 _ROW_COLUMNS: Final = ", ".join(
     (
-        "id, call_id, conversation_id, user_id, provider, model, created_at",
+        "id, conversation_id, user_id, provider, model, created_at",
         "reasoning_tokens, prompt_tokens, completion_tokens, total_tokens, usage_estimated",
-        *(f"{bucket}_tokens, rate_{bucket}, cost_{bucket}" for bucket in BUCKETS),
-        "estimated_cost_usd, pricing_status, price_source, price_tier",
+        *(f"{bucket}_tokens" for bucket in BUCKETS),
+        "estimated_cost_usd, pricing_status, price_source",
     )
 )
 
@@ -215,7 +222,9 @@ INSERT INTO reprice_runs (id, status, dry_run, reason, since, until, models, bat
 VALUES ($1, 'running', $2, $3, $4, $5, $6::text[], $7, $8, $9)
 RETURNING started_at
 """
-_LOCK_RUN: Final = "SELECT status, cursor_created_at, cursor_id FROM reprice_runs WHERE id = $1 FOR UPDATE"
+_LOCK_RUN: Final = """
+SELECT status, cursor_created_at, cursor_id, by_model::text AS by_model FROM reprice_runs WHERE id = $1 FOR UPDATE
+"""
 _SAVE_RUN: Final = """
 UPDATE reprice_runs SET
     cursor_created_at = $2, cursor_id = $3, scanned_calls = $4, changed_calls = $5, newly_priced_calls = $6,
@@ -244,16 +253,27 @@ FROM unnest($1::uuid[], {", ".join(f"${2 * i + 2}::numeric[], ${2 * i + 3}::nume
 WHERE u.id = n.id
 """
 
-_INSERT_ADJUSTMENTS: Final = """
+_OLD_BUCKETS: Final = (
+    "jsonb_build_object("
+    + ", ".join(
+        f"'{b}', jsonb_build_object('rate', trim_scale(u.rate_{b})::text, 'cost', trim_scale(u.cost_{b})::text)"
+        for b in BUCKETS
+    )
+    + ")"
+)
+# Before the usage rows are updated: the old figures are read from them.
+_INSERT_ADJUSTMENTS: Final = f"""
 INSERT INTO usage_cost_adjustments (
     run_id, reason, usage_id, call_id, conversation_id, model, call_created_at, old_cost_usd, new_cost_usd, delta_usd,
     old_pricing_status, new_pricing_status, old_price_source, new_price_source, old_price_tier, new_price_tier,
     old_buckets, new_buckets
 )
-SELECT $1, $2, a.*
-FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::timestamptz[], $8::numeric[], $9::numeric[],
-            $10::numeric[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
-            $17::jsonb[], $18::jsonb[]) AS a
+SELECT $1, $2, u.id, u.call_id, u.conversation_id, u.model, u.created_at, u.estimated_cost_usd, n.cost, n.delta,
+       u.pricing_status, n.pricing_status, u.price_source, n.price_source, u.price_tier, n.price_tier,
+       {_OLD_BUCKETS}, n.buckets
+FROM unnest($3::uuid[], $4::numeric[], $5::numeric[], $6::text[], $7::text[], $8::text[], $9::jsonb[])
+     AS n(id, cost, delta, pricing_status, price_source, price_tier, buckets)
+JOIN ai_usage_logs u ON u.id = n.id
 """
 
 _LOCK_CONVERSATIONS: Final = "SELECT id FROM conversations WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
@@ -320,29 +340,35 @@ def _usage(row: asyncpg.Record) -> TokenUsage:
     )
 
 
-def _stored_buckets(row: asyncpg.Record) -> dict[str, dict[str, str | None]]:
-    return {
-        bucket: {
-            "rate": None if row[f"rate_{bucket}"] is None else str(tidy(row[f"rate_{bucket}"])),
-            "cost": None if row[f"cost_{bucket}"] is None else str(tidy(row[f"cost_{bucket}"])),
-        }
-        for bucket in BUCKETS
-    }
-
-
 def _new_buckets(priced: PricedUsage) -> dict[str, dict[str, str | None]]:
     buckets: dict[str, dict[str, str | None]] = {}
     for bucket in BUCKETS:
         rate = None if priced.rates is None else getattr(priced.rates, bucket)
         cost = getattr(priced, f"cost_{bucket}")
-        buckets[bucket] = {"rate": None if rate is None else str(rate), "cost": None if cost is None else str(cost)}
+        buckets[bucket] = {
+            "rate": None if rate is None else format(rate, "f"),
+            "cost": None if cost is None else format(cost, "f"),
+        }
     return buckets
 
 
 def _changes(row: asyncpg.Record, priced: PricedUsage) -> bool:
-    if priced.status != row["pricing_status"] or priced.total_cost != row["estimated_cost_usd"]:
-        return True
-    return any(getattr(priced, f"cost_{bucket}") != row[f"cost_{bucket}"] for bucket in BUCKETS)
+    """Whether the row's cost changes: its total or whether it is priced at all (a cost moved between buckets with
+    the same total is not a change of cost)."""
+    changed: bool = priced.status != row["pricing_status"] or priced.total_cost != row["estimated_cost_usd"]
+    return changed
+
+
+def _unchanged_at_a_glance(row: asyncpg.Record, catalogue: PriceCatalogue) -> bool:
+    """True when the row's new total is its stored one (most rows of a run): then no full pricing is needed. A
+    False is only a maybe: ``_changes`` decides on the full price."""
+    tokens = tuple(row[f"{bucket}_tokens"] for bucket in BUCKETS)
+    prompt_total = sum(row[f"{bucket}_tokens"] for bucket in PROMPT_BUCKETS)
+    total = catalogue.standard_total(row["provider"], row["model"], tokens, prompt_total, row["created_at"])
+    if total is None:
+        return bool(row["pricing_status"] == "unpriced")
+    same: bool = row["pricing_status"] == "priced" and total == row["estimated_cost_usd"]
+    return same
 
 
 @dataclass(slots=True)
@@ -371,6 +397,8 @@ def _price_batch(
         if priced_at_service_tier(row["price_source"]):
             model.skipped += 1
             continue
+        if _unchanged_at_a_glance(row, catalogue):
+            continue
         priced = catalogue.price(row["provider"], row["model"], _usage(row), row["created_at"])
         if not _changes(row, priced):
             continue
@@ -394,6 +422,18 @@ async def _apply(connection: Connection, run: RepriceRun, changes: list[_Change]
         bucket_arguments.append([None if p.rates is None else getattr(p.rates, bucket) for p in priced])
         bucket_arguments.append([getattr(p, f"cost_{bucket}") for p in priced])
     await connection.execute(
+        _INSERT_ADJUSTMENTS,
+        run.run_id,
+        run.reason,
+        [row["id"] for row in rows],
+        [p.total_cost for p in priced],
+        [change.delta for change in changes],
+        [p.status for p in priced],
+        [p.source for p in priced],
+        [p.tier for p in priced],
+        [json.dumps(_new_buckets(p)) for p in priced],
+    )
+    await connection.execute(
         _UPDATE_USAGE,
         [row["id"] for row in rows],
         *bucket_arguments,
@@ -401,27 +441,6 @@ async def _apply(connection: Connection, run: RepriceRun, changes: list[_Change]
         [p.status for p in priced],
         [p.source for p in priced],
         [p.tier for p in priced],
-    )
-    await connection.execute(
-        _INSERT_ADJUSTMENTS,
-        run.run_id,
-        run.reason,
-        [row["id"] for row in rows],
-        [row["call_id"] for row in rows],
-        [row["conversation_id"] for row in rows],
-        [row["model"] for row in rows],
-        [row["created_at"] for row in rows],
-        [row["estimated_cost_usd"] for row in rows],
-        [p.total_cost for p in priced],
-        [change.delta for change in changes],
-        [row["pricing_status"] for row in rows],
-        [p.status for p in priced],
-        [row["price_source"] for row in rows],
-        [p.source for p in priced],
-        [row["price_tier"] for row in rows],
-        [p.tier for p in priced],
-        [json.dumps(_stored_buckets(row)) for row in rows],
-        [json.dumps(_new_buckets(p)) for p in priced],
     )
     shares: dict[tuple[uuid.UUID, str], tuple[Decimal, int]] = {}
     for change in changes:
@@ -486,41 +505,48 @@ async def _next_rows(
     return await connection.fetch(sql, run.batch_size, *position, *arguments)
 
 
-async def _apply_batch_once(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> RepriceRun | None:
-    """One batch in one transaction; returns the run as it stands after it (None: the run is through)."""
+async def _apply_batch_once(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> tuple[RepriceRun, int] | None:
+    """One batch in one transaction; returns the run as it stands after it and the rows scanned (None: through)."""
     async with db.transaction() as connection:
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _ADVISORY_LOCK)
         state = await connection.fetchrow(_LOCK_RUN, run.run_id)
         if state is None or state["status"] != "running":
             raise RepriceError(f"reprice run {run.run_id} is no longer running (another process finished it)")
         await connection.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_MS}ms'")
+        # The run's cursor and figures as committed: another process resuming the same run may have moved them.
         cursor = None if state["cursor_id"] is None else (state["cursor_created_at"], state["cursor_id"])
+        committed = dataclasses.replace(run, by_model=_figures(state["by_model"]), cursor=cursor)
         rows = await _next_rows(connection, run, cursor, lock=True)
         if not rows:
+            run.by_model, run.cursor = committed.by_model, cursor
             return None
         changes, figures = _price_batch(rows, catalogue)
         if changes:
             await _apply(connection, run, changes)
-        following = run.after(figures, (rows[-1]["created_at"], rows[-1]["id"]))
+        following = committed.after(figures, (rows[-1]["created_at"], rows[-1]["id"]))
         await _save(connection, following)
-    return following
+    return following, len(rows)
+
+
+def _figures(by_model: str) -> dict[str, ModelFigures]:
+    return {model: ModelFigures.from_json(value) for model, value in json.loads(by_model).items()}
 
 
 async def _apply_batch(db: Database, run: RepriceRun, catalogue: PriceCatalogue) -> int:
     """One batch, retried when it gave way to a recording transaction; returns the rows scanned (0: through)."""
-    before = run.totals.scanned
     for attempt in range(_RETRIES + 1):
         try:
-            following = await _apply_batch_once(db, run, catalogue)
+            outcome = await _apply_batch_once(db, run, catalogue)
         except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError):
             if attempt == _RETRIES:
                 raise
             await asyncio.sleep(0.02 * (attempt + 1))
             continue
-        if following is None:
+        if outcome is None:
             return 0
+        following, scanned = outcome
         run.by_model, run.cursor = following.by_model, following.cursor
-        return run.totals.scanned - before
+        return scanned
     raise AssertionError("unreachable")
 
 
@@ -664,7 +690,7 @@ async def resume(
         filters=RepriceFilters(since=row["since"], until=row["until"], models=tuple(row["models"])),
         batch_size=batch_size or row["batch_size"],
         matched=row["matched_calls"],
-        by_model={model: ModelFigures.from_json(value) for model, value in json.loads(row["by_model"]).items()},
+        by_model=_figures(row["by_model"]),
         cursor=None if row["cursor_id"] is None else (row["cursor_created_at"], row["cursor_id"]),
         started_at=row["started_at"],
     )
@@ -688,7 +714,7 @@ LIMIT $1
 
 
 def _run_record(row: asyncpg.Record) -> RepriceRunRecord:
-    figures = {model: ModelFigures.from_json(value) for model, value in json.loads(row["by_model"]).items()}
+    figures = _figures(row["by_model"])
     models = [
         RepriceModelFigures(
             model=model,
