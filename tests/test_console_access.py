@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from server.console.sessions import COOKIE_NAME
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from server.simulator import RunningSimulator
 from server.users import NewUser, create_user, revoke_key
 from tests.conftest import ServedApp, app_database, fetch_rows, serve_app, simulator_env
@@ -236,3 +236,13 @@ async def test_revoking_the_admin_key_ends_its_sessions(browser: httpx.AsyncClie
     assert (await browser.get("/console/alerts")).status_code == 200
     await revoke_key(str(root.id))
     assert _is_sign_in_redirect(await browser.get("/console/alerts"))
+
+
+def test_a_short_console_secret_is_refused_at_start_up() -> None:
+    with pytest.raises(SettingsError, match="CONSOLE_SECRET must be at least 32 characters"):
+        Settings.from_env({"CONSOLE_SECRET": "too short"})
+    with pytest.raises(SettingsError, match="CONSOLE_SESSION_TTL_SECONDS"):
+        Settings.from_env({"CONSOLE_SESSION_TTL_SECONDS": "0"})
+    settings = Settings.from_env({"CONSOLE_SECRET": SECRET})
+    assert SECRET not in repr(settings)
+    assert settings.console_session_ttl_seconds == 28_800
