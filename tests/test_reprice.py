@@ -21,7 +21,7 @@ from schemas.admin import UnpricedCallsInput
 from schemas.budgets import SetBudgetInput
 from server.admin.consistency import check_totals
 from server.admin.queries import get_unpriced_calls
-from server.admin.reprice import RepriceError, RepriceFilters, priced_at_service_tier, reprice, resume
+from server.admin.reprice import RepriceError, RepriceFilters, RepriceRun, priced_at_service_tier, reprice, resume
 from server.cli import main
 from server.llm.pricing import PriceCatalogue
 from server.users import NewUser, create_user
@@ -390,7 +390,11 @@ async def test_calls_recorded_during_a_reprice_are_neither_lost_nor_counted_twic
             at=AFTER + timedelta(seconds=i), user_id=user, conversation_id=conversations[i % 4], model="gpt-4o-mini"
         )
 
+    repricing = asyncio.Event()
+    recorded_while_repricing = 0
+
     async def record_meanwhile() -> None:
+        nonlocal recorded_while_repricing
         for i in range(60):
             await record_call(
                 at=AFTER + timedelta(seconds=i, milliseconds=500),
@@ -398,13 +402,18 @@ async def test_calls_recorded_during_a_reprice_are_neither_lost_nor_counted_twic
                 conversation_id=conversations[i % 4],
                 model="gpt-4o-mini",
             )
+            recorded_while_repricing += repricing.is_set()
 
-    first, _, _ = await asyncio.gather(
-        reprice(db, catalogue, RepriceFilters(), dry_run=False, batch_size=7),
-        record_meanwhile(),
-        record_meanwhile(),
-    )
+    async def first_run() -> RepriceRun:
+        repricing.set()
+        try:
+            return await reprice(db, catalogue, RepriceFilters(), dry_run=False, batch_size=7)
+        finally:
+            repricing.clear()
 
+    first, _, _ = await asyncio.gather(first_run(), record_meanwhile(), record_meanwhile())
+
+    assert recorded_while_repricing > 0
     assert first.totals.changed >= 120
     [counts] = await fetch_rows(
         "SELECT count(*) AS calls, (SELECT sum(llm_calls) FROM conversations) AS counted FROM ai_usage_logs"

@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from typing import Any, Final, TextIO
 
 import asyncpg
@@ -76,6 +76,10 @@ BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "ou
 """The billed token buckets, as named in the usage row's columns and in the pricing types (``BucketRates``' order)."""
 PROMPT_BUCKETS: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h")
 """The buckets whose sum picks a prompt-size tier (``TokenUsage.prompt_total``)."""
+
+_EXACT: Final = Context(prec=60, traps=[Inexact, InvalidOperation, Overflow])
+"""Deltas and their sums are exact (NUMERIC(38, 18) amounts; the default context keeps 28 digits): it raises, never
+rounds."""
 
 _ADVISORY_LOCK: Final = 0x7265_7072_6963_65
 """``pg_advisory_xact_lock`` key every applying batch takes: concurrent runs take turns, batch by batch."""
@@ -144,7 +148,7 @@ class ModelFigures:
         self.changed += other.changed
         self.newly_priced += other.newly_priced
         self.skipped += other.skipped
-        self.delta_usd = tidy(self.delta_usd + other.delta_usd)
+        self.delta_usd = tidy(_EXACT.add(self.delta_usd, other.delta_usd))
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -378,7 +382,7 @@ class _Change:
 
     @property
     def delta(self) -> Decimal:
-        return tidy((self.priced.total_cost or Decimal(0)) - (self.row["estimated_cost_usd"] or Decimal(0)))
+        return tidy(_EXACT.subtract(self.priced.total_cost or Decimal(0), self.row["estimated_cost_usd"] or Decimal(0)))
 
     @property
     def unpriced_delta(self) -> int:
@@ -405,7 +409,7 @@ def _price_batch(
         change = _Change(row, priced)
         changes.append(change)
         model.changed += 1
-        model.delta_usd = tidy(model.delta_usd + change.delta)
+        model.delta_usd = tidy(_EXACT.add(model.delta_usd, change.delta))
         if row["pricing_status"] == "unpriced" and priced.status == "priced":
             model.newly_priced += 1
     return changes, figures
@@ -449,7 +453,7 @@ async def _apply(connection: Connection, run: RepriceRun, changes: list[_Change]
             continue
         key = (conversation_id, change.row["model"])
         cost, unpriced = shares.get(key, (Decimal(0), 0))
-        shares[key] = (tidy(cost + change.delta), unpriced + change.unpriced_delta)
+        shares[key] = (tidy(_EXACT.add(cost, change.delta)), unpriced + change.unpriced_delta)
     if shares:
         await connection.execute(_LOCK_CONVERSATIONS, list({key[0] for key in shares}))
         await connection.execute(
