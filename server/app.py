@@ -22,6 +22,7 @@ from litestar.types import ControllerRouterHandler
 from schemas.router import APP_REGISTRY
 from server.auth import DatabaseAuthenticator
 from server.budgets.alerts import AlertDeliverer
+from server.console import ConsoleSessions, console_handlers, console_template_config
 from server.database import Database
 from server.errors import DatabaseUnavailableError
 from server.idempotency import PRUNE_INTERVAL_SECONDS, IdempotencyKeys
@@ -137,6 +138,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     media = media_store(settings)
     logger.info("media: %s", describe_media(settings))
     metrics = Metrics(spool_dir=settings.spool_dir, enabled=settings.metrics_enabled)
+    console_sessions = ConsoleSessions(
+        db, secret=settings.console_secret, ttl_seconds=settings.console_session_ttl_seconds
+    )
     idempotency_keys = IdempotencyKeys(
         db,
         ttl_seconds=settings.idempotency_ttl_seconds,
@@ -162,6 +166,13 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             )
             stack.push_async_callback(media.aclose)
             app.state["services"] = services
+            app.state["console_sessions"] = console_sessions
+            logger.info(
+                "console: /console, sessions signed with %s",
+                "a key made at start-up (CONSOLE_SECRET is not set): they end with this process"
+                if console_sessions.ephemeral_secret
+                else "CONSOLE_SECRET",
+            )
             llm = services.llm
             replayer = asyncio.create_task(_every(SPOOL_REPLAY_INTERVAL_SECONDS, llm.replay_spool, "spool replay"))
             sweeper = asyncio.create_task(_every(settings.claim_sweep_interval_seconds, llm.sweep, "claim sweep"))
@@ -198,7 +209,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     if settings.metrics_enabled:
         handlers.append(metrics_endpoint(metrics, settings.metrics_token))
     return Litestar(
-        route_handlers=handlers,
+        route_handlers=[*handlers, *console_handlers()],
+        template_config=console_template_config(),
         lifespan=[lifespan],
         cors_config=rpc_cors_config(settings.cors_origins) if settings.cors_origins else None,
         openapi_config=openapi_config(title="Tollbooth", version=service_version(), path="/schema"),

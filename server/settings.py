@@ -74,9 +74,10 @@ class Settings:
     embedded PostgreSQL under ``data_dir``; a provider whose ``api_key`` is None is not configured, and with none
     configured the service is ``offline`` (the built-in simulator answers). ``alert_webhook_url`` None means alerts
     are kept but not posted; ``alert_spike_factor`` 0 turns spike alerts off. ``metrics_token`` None leaves
-    ``/metrics`` open; ``workers`` is how many processes ``python -m server`` runs. ``from_env`` raises
-    ``SettingsError`` naming the variable for any value it cannot use. Secrets (and the webhook URL, which may hold a
-    token) are left out of ``repr``.
+    ``/metrics`` open; ``workers`` is how many processes ``python -m server`` runs. ``console_secret`` None means
+    the console signs its session cookies with a key made at start-up (sessions then end with the process).
+    ``from_env`` raises ``SettingsError`` naming the variable for any value it cannot use. Secrets (and the webhook
+    URL, which may hold a token) are left out of ``repr``.
     """
 
     database_url: str | None = field(repr=False)
@@ -110,6 +111,9 @@ class Settings:
     metrics_enabled: bool = True
     metrics_token: str | None = field(default=None, repr=False)
     workers: int = 1
+    # The admin console (/console).
+    console_secret: str | None = field(default=None, repr=False)
+    console_session_ttl_seconds: float = 28_800.0
 
     @property
     def offline(self) -> bool:
@@ -162,7 +166,14 @@ class Settings:
             metrics_enabled=reader.boolean("METRICS_ENABLED", True),
             metrics_token=reader.text("METRICS_TOKEN"),
             workers=reader.integer("WORKERS", 1, low=1, high=256),
+            # The admin console (/console).
+            console_secret=reader.text("CONSOLE_SECRET"),
+            console_session_ttl_seconds=reader.number(
+                "CONSOLE_SESSION_TTL_SECONDS", 28_800.0, low=1.0, high=31_536_000.0
+            ),
         )
+        if settings.console_secret is not None and len(settings.console_secret) < 32:
+            raise SettingsError("CONSOLE_SECRET must be at least 32 characters: it signs the console's session cookies")
         if settings.alert_webhook_url is not None and settings.alert_webhook_secret is None:
             raise SettingsError("ALERT_WEBHOOK_SECRET must be set when ALERT_WEBHOOK_URL is: alerts are signed with it")
         if settings.database_url is not None and not settings.database_url.startswith(("postgres://", "postgresql://")):

@@ -10,7 +10,9 @@ Metrics: the parent makes a fresh directory for prometheus-client's multiprocess
 (named by its pid; those of parents that no longer run are removed first) and exports it in
 ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports prometheus-client. Each worker writes its values there, and a
 scrape of any worker sums them all (``server.metrics``). A worker that exits is marked dead
-(``multiprocess.mark_process_dead``); the directory is removed when the service stops.
+(``multiprocess.mark_process_dead``); the directory is removed when the service stops. Without ``CONSOLE_SECRET`` the
+parent makes one for all the workers, so that a console session cookie verifies in whichever worker a request
+reaches.
 
 The rest is safe with several processes by construction: the spool's replay locks each file it replays
 (``server.llm.spool``), the claim sweeper, the alert deliverer and the pruners take rows with ``FOR UPDATE SKIP
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import socket
 from pathlib import Path
@@ -95,6 +98,9 @@ def serve_workers(settings: Settings, database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     directory = metrics_directory(settings.data_dir)
     os.environ[MULTIPROCESS_DIRECTORY_VARIABLE] = str(directory)
+    if settings.console_secret is None:
+        # One key for every worker: the console's session cookies must verify in whichever worker a request reaches.
+        os.environ["CONSOLE_SECRET"] = secrets.token_urlsafe(48)
     config = uvicorn.Config(
         WORKER_APP,
         factory=True,

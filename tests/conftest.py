@@ -55,6 +55,7 @@ TABLES = (
     "response_cache",
     "response_cache_daily",
     "idempotent_replay_counts",
+    "console_sessions",
     "usage_cost_adjustments",
     "reprice_runs",
 )

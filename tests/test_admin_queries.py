@@ -30,6 +30,7 @@ from server.admin.queries import (
     get_unpriced_calls,
     get_usage_by_conversation,
     get_usage_by_date_range,
+    get_usage_by_date_range_and_group,
     get_usage_by_model,
     get_usage_by_procedure,
 )
@@ -606,3 +607,49 @@ def test_every_window_takes_a_date_alone_as_its_utc_midnight() -> None:
         )
     with pytest.raises(msgspec.ValidationError):
         codec.decoder(UsageByModelInput).decode(b'{"start":"2026-11-01T00:00:00"}')  # a time needs its offset
+
+
+# --- the buckets split by model or procedure (the console's stacked chart) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "granularity"),
+    [("UTC", "day"), ("Europe/Berlin", "day"), ("Asia/Kolkata", "day"), ("America/St_Johns", "hour")],
+)
+async def test_buckets_split_by_model_or_procedure_add_up_to_the_buckets(time_zone: str, granularity: str) -> None:
+    rng = random.Random(11)
+    user = await new_user()
+    models = ("gpt-4o", "claude-sonnet-4-5", UNPRICED_MODEL)
+    procedures = ("chat.sendMessage", "chat.executeAction")
+    records = [
+        await record_call(
+            at=T0 + timedelta(seconds=rng.randrange(0, 40 * 3600)),
+            user_id=user,
+            conversation_id=None,
+            model=rng.choice(models),
+            procedure=rng.choice(procedures),
+            usage=tokens(rng.randrange(0, 3_000), output=rng.randrange(1, 500)),
+        )
+        for _ in range(60)
+    ]
+    data = UsageByDateRangeInput(
+        start=T0 - timedelta(minutes=7),
+        end=T0 + timedelta(hours=41, minutes=3),
+        granularity=granularity,  # type: ignore[arg-type]
+        time_zone=time_zone,
+    )
+    report = await get_usage_by_date_range(app_database(), data)
+    for by, key in (("model", lambda r: r.model), ("procedure", lambda r: r.procedure)):
+        shares = await get_usage_by_date_range_and_group(app_database(), data, by)
+        starts = [bucket.start for bucket in report.buckets]
+        assert all(share.start in starts for share in shares)
+        for index, bucket in enumerate(report.buckets):
+            parts = [share for share in shares if share.start == bucket.start]
+            assert sum(part.figures.llm_calls for part in parts) == bucket.llm_calls
+            bucket_end = starts[index + 1] if index + 1 < len(starts) else report.end
+            low = max(bucket.start, report.start)
+            for part in parts:
+                _assert_figures(
+                    part.figures,
+                    [r for r in records if low <= r.created_at < bucket_end and key(r) == part.key],
+                )

@@ -26,7 +26,7 @@ from server.embedded_postgres import process_running
 from server.llm.recorder import UsageRecord, UsageRecorder
 from server.llm.spool import UsageSpool
 from server.simulator import RunningSimulator
-from server.users import NewUser
+from server.users import NewUser, create_user
 from server.workers import metrics_directory
 from tests.conftest import ROOT, app_database, fetch_rows, simulator_env
 from tests.test_metrics import assert_metrics_match, expected_from_usage_rows, parse
@@ -100,6 +100,19 @@ async def test_two_workers_serve_calls_and_every_scrape_reports_the_totals_of_th
                 response = await http.get("/metrics")
                 assert response.status_code == 200
                 assert_metrics_match(parse(response.text), expected)
+
+        # Without CONSOLE_SECRET the workers share the key the parent made: a console session opened in one worker
+        # is honoured by the other, whichever a request reaches.
+        root = await create_user("root", is_admin=True)
+        async with httpx.AsyncClient(
+            base_url=base, limits=limits, headers={"Sec-Fetch-Site": "same-origin"}
+        ) as console:
+            signed_in = await console.post("/console/sign-in", data={"api_key": root.api_key, "next": "/console/"})
+            assert signed_in.status_code == 303, signed_in.text
+            assert signed_in.headers["location"] == "/console/"
+            for _ in range(8):
+                page = await console.get("/console/alerts")
+                assert page.status_code == 200, page.headers
 
         process.terminate()
         assert process.wait(timeout=60) == 0, log.read_text()

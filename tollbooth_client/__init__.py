@@ -104,6 +104,7 @@ from schemas.conversations import (
 )
 from schemas.errors import ErrorCode
 from schemas.money import Money
+from schemas.reprice import RepriceModelFigures, RepriceRun, RepriceRuns, RepriceRunsInput
 from schemas.system import ClockEvent, ClockInput, HealthOutput, WhoAmIOutput
 from schemas.usage import ConversationTotals, ModelShare, ReportedTokens, TokenCounts, Usage
 from tollbooth_client.client import TollboothClient
@@ -163,6 +164,10 @@ __all__ = (
     "ProcedureCacheStats",
     "ProcedureUsage",
     "ReportedTokens",
+    "RepriceModelFigures",
+    "RepriceRun",
+    "RepriceRuns",
+    "RepriceRunsInput",
     "SendMessageInput",
     "SendMessageOutput",
     "SetBudgetInput",

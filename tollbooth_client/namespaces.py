@@ -6,7 +6,7 @@ here and an attribute in ``TollboothClient.__init__``.
 
 from __future__ import annotations
 
-from schemas import admin, budgets, chat, conversations, system
+from schemas import admin, budgets, chat, conversations, reprice, system
 from tollbooth_client.procedures import Namespace, mutation, query, subscription
 
 __all__ = ("AdminNamespace", "ChatNamespace", "SystemNamespace")
@@ -49,3 +49,4 @@ class AdminNamespace(Namespace):
     delete_budget = mutation(budgets.DELETE_BUDGET)
     list_budgets = query(budgets.LIST_BUDGETS)
     list_alerts = query(budgets.LIST_ALERTS)
+    reprice_runs = query(reprice.REPRICE_RUNS)

@@ -78,7 +78,9 @@ from server.database import Database
 from server.errors import ConversationNotFoundError
 
 __all__ = (
+    "GROUPS",
     "ROLLUP_PERIOD",
+    "BucketShare",
     "get_cache_stats",
     "get_failed_calls",
     "get_my_usage",
@@ -86,6 +88,7 @@ __all__ = (
     "get_unpriced_calls",
     "get_usage_by_conversation",
     "get_usage_by_date_range",
+    "get_usage_by_date_range_and_group",
     "get_usage_by_model",
     "get_usage_by_procedure",
     "get_usage_by_user",
@@ -518,6 +521,32 @@ async def get_usage_by_conversation(db: Database, data: ConversationCostInput) -
     )
 
 
+def _bucket_key(
+    params: _Params, *, start: datetime, granularity: Granularity, time_zone: str
+) -> tuple[Callable[[str], str], str]:
+    """The select-list expression of a row's bucket (``bucket_key``, for a table whose time column is given), and
+    the placeholder it is relative to: the first hour's start for ``hour`` (absolute hours), else the zone (local
+    wall-clock days, weeks and months)."""
+    if granularity == "hour":
+        origin = params(bucket_start(start, "hour", time_zone))
+
+        def hour(column: str) -> str:
+            return f"date_bin('1 hour', {column}, {origin}::timestamptz) AS bucket_key"
+
+        return hour, origin
+    zone = params(time_zone)
+
+    def local(column: str) -> str:
+        return f"date_trunc('{granularity}', {column} AT TIME ZONE {zone}::text) AS bucket_key"
+
+    return local, zone
+
+
+def _bucket_start(granularity: Granularity, placeholder: str, column: str = "bucket_key") -> str:
+    """``column`` (a ``bucket_key``) as a time (see ``_bucket_key``)."""
+    return column if granularity == "hour" else f"{column} AT TIME ZONE {placeholder}::text"
+
+
 def _date_buckets(
     params: _Params,
     *,
@@ -537,39 +566,28 @@ def _date_buckets(
     second).
     """
     low, high = params(start), params(end)
+    keys, placeholder = _bucket_key(params, start=start, granularity=granularity, time_zone=time_zone)
+    usage = _usage_sums(split, params, keys=keys, key_names=("bucket_key",), conditions=conditions)
     if granularity == "hour":
-        origin = params(bucket_start(start, "hour", time_zone))
-
-        def hour(column: str) -> str:
-            return f"date_bin('1 hour', {column}, {origin}::timestamptz) AS bucket_key"
-
-        usage = _usage_sums(split, params, keys=hour, key_names=("bucket_key",), conditions=conditions)
         series = f"""
             SELECT bucket_key
             FROM generate_series(
-                date_bin('1 hour', {low}::timestamptz, {origin}::timestamptz), {high}::timestamptz, interval '1 hour'
+                date_bin('1 hour', {low}::timestamptz, {placeholder}::timestamptz), {high}::timestamptz,
+                interval '1 hour'
             ) AS bucket_key
             WHERE bucket_key < {high}::timestamptz"""
-        start_of_bucket = "buckets.bucket_key"
     else:
-        zone = params(time_zone)
-
-        def local(column: str) -> str:
-            return f"date_trunc('{granularity}', {column} AT TIME ZONE {zone}::text) AS bucket_key"
-
-        usage = _usage_sums(split, params, keys=local, key_names=("bucket_key",), conditions=conditions)
         series = f"""
             SELECT bucket_key
             FROM generate_series(
-                date_trunc('{granularity}', {low}::timestamptz AT TIME ZONE {zone}::text),
-                {high}::timestamptz AT TIME ZONE {zone}::text,
+                date_trunc('{granularity}', {low}::timestamptz AT TIME ZONE {placeholder}::text),
+                {high}::timestamptz AT TIME ZONE {placeholder}::text,
                 interval '1 {granularity}'
             ) AS bucket_key
-            WHERE bucket_key < {high}::timestamptz AT TIME ZONE {zone}::text"""
-        start_of_bucket = f"buckets.bucket_key AT TIME ZONE {zone}::text"
+            WHERE bucket_key < {high}::timestamptz AT TIME ZONE {placeholder}::text"""
     return f"""
         WITH usage AS ({usage}), buckets AS ({series})
-        SELECT {start_of_bucket} AS bucket_start, usage.*
+        SELECT {_bucket_start(granularity, placeholder, "buckets.bucket_key")} AS bucket_start, usage.*
         FROM buckets LEFT JOIN usage USING (bucket_key)
         ORDER BY buckets.bucket_key"""
 
@@ -609,6 +627,48 @@ async def get_usage_by_date_range(db: Database, data: UsageByDateRangeInput) -> 
         buckets=buckets,
         overall=_sum_figures(buckets),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketShare:
+    """One group's part (a model's, a procedure's) of one ``admin.usageByDateRange`` bucket."""
+
+    start: datetime
+    key: str
+    figures: UsageFigures
+
+
+GROUPS: Final = {"model": "model", "procedure": "procedure"}
+"""What ``get_usage_by_date_range_and_group`` may split buckets by: a name and its column."""
+
+
+async def get_usage_by_date_range_and_group(db: Database, data: UsageByDateRangeInput, by: str) -> list[BucketShare]:
+    """The buckets of ``get_usage_by_date_range`` split by model or procedure (``by``, a key of ``GROUPS``): only
+    the non-empty (bucket, group) pairs, oldest bucket first; each bucket's parts add up to its figures, since the
+    same rows are read the same way (the console's stacked daily chart)."""
+    column = GROUPS[by]
+    start, end = data.bounds()
+    if _fixed_offsets(data.time_zone, start, end):
+        split = _split(start, end)
+    else:
+        split = _Split(rollup=None, raw=((start, end),))
+    params = _Params()
+    keys, placeholder = _bucket_key(params, start=start, granularity=data.granularity, time_zone=data.time_zone)
+    usage = _usage_sums(
+        split,
+        params,
+        keys=lambda time_column: f"{keys(time_column)}, {column}",
+        key_names=("bucket_key", column),
+    )
+    statement = f"""
+        SELECT {_bucket_start(data.granularity, placeholder)} AS bucket_start, usage.*
+        FROM ({usage}) AS usage
+        ORDER BY bucket_key, {column}"""
+    local = ZoneInfo(data.time_zone)
+    return [
+        BucketShare(start=row["bucket_start"].astimezone(local), key=row[column], figures=UsageFigures(**_figures(row)))
+        for row in await db.fetch(statement, *params.values)
+    ]
 
 
 async def get_my_usage(db: Database, user_id: uuid.UUID, data: MyUsageInput, *, now: datetime | None = None) -> MyUsage:
