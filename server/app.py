@@ -26,6 +26,7 @@ from server.llm.response_cache import PRUNE_INTERVAL_SECONDS as CACHE_PRUNE_INTE
 from server.llm.routing import provider_for_model
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
+from server.procedures.personas import PersonasController
 from server.procedures.system import SystemController, service_version
 from server.rpc import RpcConfig, rpc_cors_config, rpc_router
 from server.rpc.openapi import openapi_config
@@ -35,7 +36,7 @@ from server.settings import Settings, get_settings
 logger = logging.getLogger("tollbooth")
 
 SPOOL_REPLAY_INTERVAL_SECONDS: Final = 5.0
-CONTROLLERS: Final = (SystemController, ChatController, AdminController)
+CONTROLLERS: Final = (SystemController, ChatController, PersonasController, AdminController)
 
 
 @get("/healthz", operation_id="healthz", tags=["operations"])
@@ -135,7 +136,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         CONTROLLERS,
         APP_REGISTRY,
         DatabaseAuthenticator(db),
-        RpcConfig(max_batch_size=settings.max_batch_size, max_body_bytes=settings.max_body_bytes, debug=settings.debug),
+        RpcConfig(
+            max_batch_size=settings.max_batch_size,
+            max_body_bytes=settings.max_body_bytes,
+            debug=settings.debug,
+            dedup_window_seconds=settings.dedup_window_seconds,
+        ),
         idempotency_keys,
     )
     return Litestar(

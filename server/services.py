@@ -13,6 +13,7 @@ from server.llm.pricing import PriceCatalogue
 from server.llm.providers import ProviderSet
 from server.llm.recorder import UsageRecorder
 from server.llm.spool import UsageSpool
+from server.personas.service import PersonaService
 from server.settings import Settings
 
 HEALTH_TIMEOUT_SECONDS: Final = 2.0
@@ -23,14 +24,16 @@ class Services:
     """Everything a procedure handler needs, built once per application by ``build_services``.
 
     ``settings`` (read once from the environment), ``db`` (the PostgreSQL pool, started by the app's lifespan), ``llm``
-    (every model call, with its recording) and ``chat`` (the chat procedures). Handlers receive it as
-    ``CallContext.services``; tests build their own with other settings or an unreachable database.
+    (every model call, with its recording), ``chat`` (the chat procedures) and ``personas`` (``personas.generate``).
+    Handlers receive it as ``CallContext.services``; tests build their own with other settings or an unreachable
+    database.
     """
 
     settings: Settings
     db: Database
     llm: LLMCore
     chat: ChatService
+    personas: PersonaService
 
     async def check_database(self) -> bool:
         """Whether the database answers within ``HEALTH_TIMEOUT_SECONDS`` (for ``/healthz`` and ``system.health``)."""
@@ -56,4 +59,10 @@ def build_services(
         ledger=Ledger(db, recorder, catalogue, lease),
     )
     chat = ChatService(llm=llm, db=db, default_model=settings.default_model)
-    return Services(settings=settings, db=db, llm=llm, chat=chat)
+    personas = PersonaService(
+        llm=llm,
+        default_model=settings.default_model,
+        image_model=settings.persona_image_model,
+        image_concurrency=settings.persona_image_concurrency,
+    )
+    return Services(settings=settings, db=db, llm=llm, chat=chat, personas=personas)

@@ -68,6 +68,10 @@ class Settings:
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_webhook_secret: str | None = field(default=None, repr=False)
     alert_spike_factor: float = 3.0
+    # personas.generate and request de-duplication
+    persona_image_model: str = "gpt-image-1.5"
+    persona_image_concurrency: int = 4
+    dedup_window_seconds: float = 300.0
 
     @property
     def offline(self) -> bool:
@@ -109,6 +113,10 @@ class Settings:
             alert_webhook_url=reader.url("ALERT_WEBHOOK_URL", secret=True),
             alert_webhook_secret=reader.text("ALERT_WEBHOOK_SECRET"),
             alert_spike_factor=reader.number("ALERT_SPIKE_FACTOR", 3.0, low=0.0, high=1000.0),
+            # personas.generate and request de-duplication
+            persona_image_model=reader.model("PERSONA_IMAGE_MODEL", "gpt-image-1.5"),
+            persona_image_concurrency=reader.integer("PERSONA_IMAGE_CONCURRENCY", 4, low=1, high=64),
+            dedup_window_seconds=reader.number("DEDUP_WINDOW_SECONDS", 300.0, low=0.0, high=86_400.0),
         )
         if settings.alert_webhook_url is not None and settings.alert_webhook_secret is None:
             raise SettingsError("ALERT_WEBHOOK_SECRET must be set when ALERT_WEBHOOK_URL is: alerts are signed with it")
