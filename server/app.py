@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
 from litestar import Litestar, Request, get
+from litestar.params import FromPath
 from litestar.response import Response
 
 from schemas.router import APP_REGISTRY
@@ -24,6 +25,7 @@ from server.llm.ledger import LeasePolicy
 from server.llm.pricing import PriceCatalogue
 from server.llm.response_cache import PRUNE_INTERVAL_SECONDS as CACHE_PRUNE_INTERVAL_SECONDS
 from server.llm.routing import provider_for_model
+from server.media import CACHE_CONTROL, LOCAL_ROUTE, LocalMediaStore, describe_media, media_store
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
 from server.procedures.personas import PersonasController
@@ -48,6 +50,21 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         {"status": "ok" if up else "degraded", "database": "ok" if up else "unavailable"},
         status_code=200 if up else 503,
     )
+
+
+@get(f"{LOCAL_ROUTE}/{{key:str}}", operation_id="mediaFile", include_in_schema=False)
+async def media_file(request: Request[Any, Any, Any], key: FromPath[str]) -> Response[bytes]:
+    """A generated image of the local media store (routed only when no ``S3_BUCKET`` is set), immutable and tagged
+    by its content hash; 404 for any name that is not a stored content name in the media directory."""
+    services: Services = request.app.state["services"]
+    store = services.media
+    found = await store.read(key) if isinstance(store, LocalMediaStore) else None
+    if found is None:
+        return Response(b"not found", status_code=404, media_type="text/plain")
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": found.etag, "X-Content-Type-Options": "nosniff"}
+    if {tag.strip() for tag in request.headers.get("if-none-match", "").split(",")} & {found.etag, "*"}:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(found.data, media_type=found.content_type, headers=headers)
 
 
 async def _every(interval_seconds: float, job: Callable[[], Awaitable[object]], what: str) -> None:
@@ -88,6 +105,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     db = db or Database.from_piccolo_conf()
     catalogue = PriceCatalogue.load(settings.price_file)  # here, not in the lifespan: a bad PRICE_FILE fails at once
     _check_default_model(settings, catalogue)
+    media = media_store(settings)
+    logger.info("media: %s", describe_media(settings))
     idempotency_keys = IdempotencyKeys(
         db,
         ttl_seconds=settings.idempotency_ttl_seconds,
@@ -107,7 +126,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
                 simulator = await stack.enter_async_context(running_simulator())
                 simulator_origin = simulator.origin
                 logger.info("built-in provider simulator listening at %s", simulator_origin)
-            services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin)
+            services = build_services(settings, db, catalogue=catalogue, simulator_origin=simulator_origin, media=media)
+            stack.push_async_callback(media.aclose)
             app.state["services"] = services
             llm = services.llm
             replayer = asyncio.create_task(_every(SPOOL_REPLAY_INTERVAL_SECONDS, llm.replay_spool, "spool replay"))
@@ -145,7 +165,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         idempotency_keys,
     )
     return Litestar(
-        route_handlers=[healthz, rpc],
+        route_handlers=[healthz, rpc, *([media_file] if isinstance(media, LocalMediaStore) else [])],
         lifespan=[lifespan],
         cors_config=rpc_cors_config(settings.cors_origins) if settings.cors_origins else None,
         openapi_config=openapi_config(title="Tollbooth", version=service_version(), path="/schema"),

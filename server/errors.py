@@ -9,7 +9,9 @@
     │   └── StreamRequestUsedError
     ├── BudgetExceededError         a hard budget cannot take the call's worst-case cost
     ├── ServiceUnavailableError     a dependency is down; retrying later may work
-    │   └── DatabaseUnavailableError
+    │   ├── DatabaseUnavailableError
+    │   └── StorageUnavailableError  (also a StorageError)
+    ├── StorageError                media storage refused the write or read: missing bucket, no credentials
     └── LLMError                    a model call with no answer: failure, error_type, billable
 
 The transport classifies them in one table (``server.rpc.errors``); the domain never picks a tRPC code.
@@ -36,6 +38,8 @@ __all__ = (
     "LLMFailure",
     "NotFoundError",
     "ServiceUnavailableError",
+    "StorageError",
+    "StorageUnavailableError",
     "StreamRequestUsedError",
     "TollboothError",
 )
@@ -104,6 +108,15 @@ class ServiceUnavailableError(TollboothError):
 class DatabaseUnavailableError(ServiceUnavailableError):
     """PostgreSQL cannot be reached (refused, reset, shutting down, too many connections); the message says why
     without credentials."""
+
+
+class StorageError(TollboothError):
+    """Media could not be stored or addressed, and retrying will not help until the server is configured anew (the
+    bucket does not exist, the credentials are missing or refused). The message names the bucket, never a secret."""
+
+
+class StorageUnavailableError(StorageError, ServiceUnavailableError):
+    """The media storage cannot be reached or answered with a server error; the same request may succeed later."""
 
 
 class ConversationNotFoundError(NotFoundError):

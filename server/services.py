@@ -13,6 +13,7 @@ from server.llm.pricing import PriceCatalogue
 from server.llm.providers import ProviderSet
 from server.llm.recorder import UsageRecorder
 from server.llm.spool import UsageSpool
+from server.media import MediaStore, media_store
 from server.personas.service import PersonaService
 from server.settings import Settings
 
@@ -24,9 +25,9 @@ class Services:
     """Everything a procedure handler needs, built once per application by ``build_services``.
 
     ``settings`` (read once from the environment), ``db`` (the PostgreSQL pool, started by the app's lifespan), ``llm``
-    (every model call, with its recording), ``chat`` (the chat procedures) and ``personas`` (``personas.generate``).
-    Handlers receive it as ``CallContext.services``; tests build their own with other settings or an unreachable
-    database.
+    (every model call, with its recording), ``chat`` (the chat procedures), ``personas`` (``personas.generate``) and
+    ``media`` (where generated images are stored; the app's lifespan closes it). Handlers receive it as
+    ``CallContext.services``; tests build their own with other settings or an unreachable database.
     """
 
     settings: Settings
@@ -34,6 +35,7 @@ class Services:
     llm: LLMCore
     chat: ChatService
     personas: PersonaService
+    media: MediaStore
 
     async def check_database(self) -> bool:
         """Whether the database answers within ``HEALTH_TIMEOUT_SECONDS`` (for ``/healthz`` and ``system.health``)."""
@@ -46,8 +48,10 @@ def build_services(
     *,
     catalogue: PriceCatalogue | None = None,
     simulator_origin: str | None = None,
+    media: MediaStore | None = None,
 ) -> Services:
-    """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator."""
+    """Wire the core. ``simulator_origin`` points providers without a key at the offline simulator; ``media``
+    defaults to the store the settings configure (``media_store``)."""
     catalogue = catalogue or PriceCatalogue.load(settings.price_file)
     recorder = UsageRecorder(db, enabled=settings.enable_usage_logging)
     lease = LeasePolicy.from_settings(settings)
@@ -59,10 +63,12 @@ def build_services(
         ledger=Ledger(db, recorder, catalogue, lease),
     )
     chat = ChatService(llm=llm, db=db, default_model=settings.default_model)
+    media = media or media_store(settings)
     personas = PersonaService(
         llm=llm,
+        media=media,
         default_model=settings.default_model,
         image_model=settings.persona_image_model,
         image_concurrency=settings.persona_image_concurrency,
     )
-    return Services(settings=settings, db=db, llm=llm, chat=chat, personas=personas)
+    return Services(settings=settings, db=db, llm=llm, chat=chat, personas=personas, media=media)

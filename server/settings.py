@@ -6,6 +6,7 @@ Every error names the variable and what is wrong with it, so a misconfigured dep
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,6 +19,19 @@ DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1be
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
+S3_ADDRESSING_STYLES: Final = ("auto", "path", "virtual")
+_S3_SETTINGS: Final = (
+    "S3_ENDPOINT_URL",
+    "S3_REGION",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "S3_PUBLIC_BASE_URL",
+    "S3_URL_TTL_SECONDS",
+    "S3_KEY_PREFIX",
+    "S3_ADDRESSING_STYLE",
+)
+_S3_BUCKET: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+_S3_KEY_PREFIX: Final = re.compile(r"[A-Za-z0-9._/-]*")
 
 
 class SettingsError(ValueError):
@@ -30,6 +44,26 @@ class ProviderSettings:
 
     api_key: str | None = field(repr=False)
     base_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """The S3-compatible bucket generated media go to (README, "Images and storage").
+
+    ``access_key_id`` and ``secret_access_key`` are both set or both None (None: the AWS default credential chain).
+    ``public_base_url`` set: the bucket is public there and an object's URL is that base plus its key; None: URLs are
+    presigned GETs valid ``url_ttl_seconds``. Keys are ``key_prefix`` + the content's SHA-256 + an extension.
+    """
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    public_base_url: str | None = None
+    url_ttl_seconds: int = 3600
+    key_prefix: str = "media/"
+    addressing_style: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +102,9 @@ class Settings:
     alert_webhook_url: str | None = field(default=None, repr=False)
     alert_webhook_secret: str | None = field(default=None, repr=False)
     alert_spike_factor: float = 3.0
+    # Media storage (generated images): an S3-compatible bucket when S3_BUCKET is set, else files under DATA_DIR/media.
+    s3: S3Settings | None = None
+    public_base_url: str | None = None
     # personas.generate and request de-duplication
     persona_image_model: str = "gpt-image-1.5"
     persona_image_concurrency: int = 4
@@ -81,6 +118,11 @@ class Settings:
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "usage-spool"
+
+    @property
+    def media_dir(self) -> Path:
+        """Where generated media are stored when no bucket is configured (``s3`` None)."""
+        return self.data_dir / "media"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +155,8 @@ class Settings:
             alert_webhook_url=reader.url("ALERT_WEBHOOK_URL", secret=True),
             alert_webhook_secret=reader.text("ALERT_WEBHOOK_SECRET"),
             alert_spike_factor=reader.number("ALERT_SPIKE_FACTOR", 3.0, low=0.0, high=1000.0),
+            s3=_s3_settings(reader),
+            public_base_url=reader.url("PUBLIC_BASE_URL"),
             # personas.generate and request de-duplication
             persona_image_model=reader.model("PERSONA_IMAGE_MODEL", "gpt-image-1.5"),
             persona_image_concurrency=reader.integer("PERSONA_IMAGE_CONCURRENCY", 4, low=1, high=64),
@@ -123,6 +167,48 @@ class Settings:
         if settings.database_url is not None and not settings.database_url.startswith(("postgres://", "postgresql://")):
             raise SettingsError("DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:port/db)")
         return settings
+
+
+def _s3_settings(reader: _Reader) -> S3Settings | None:
+    bucket = reader.text("S3_BUCKET")
+    if bucket is None:
+        stray = [name for name in _S3_SETTINGS if reader.text(name) is not None]
+        if stray:
+            raise SettingsError(f"{stray[0]} is set but S3_BUCKET is not: set S3_BUCKET to store media in S3")
+        return None
+    if not _S3_BUCKET.fullmatch(bucket):
+        raise SettingsError(f"S3_BUCKET must be a bucket name (letters, digits, '.', '-', '_'), got {bucket!r}")
+    access_key_id = reader.text("S3_ACCESS_KEY_ID")
+    secret_access_key = reader.text("S3_SECRET_ACCESS_KEY")
+    if (access_key_id is None) != (secret_access_key is None):
+        raise SettingsError(
+            "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together (or neither: the AWS default chain)"
+        )
+    prefix = reader.env.get("S3_KEY_PREFIX", "media/").strip()
+    segments = prefix.split("/")
+    if (
+        not _S3_KEY_PREFIX.fullmatch(prefix)
+        or prefix.startswith("/")
+        or any(s in ("", ".", "..") for s in segments[:-1])
+    ):
+        raise SettingsError(
+            "S3_KEY_PREFIX must be empty or a relative key prefix of letters, digits, '.', '-', '_' and '/' "
+            f"(no leading '/', no '..'), got {prefix!r}"
+        )
+    style = (reader.text("S3_ADDRESSING_STYLE") or "auto").lower()
+    if style not in S3_ADDRESSING_STYLES:
+        raise SettingsError(f"S3_ADDRESSING_STYLE must be one of {', '.join(S3_ADDRESSING_STYLES)}, got {style!r}")
+    return S3Settings(
+        bucket=bucket,
+        endpoint_url=reader.url("S3_ENDPOINT_URL"),
+        region=reader.text("S3_REGION"),
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        public_base_url=reader.url("S3_PUBLIC_BASE_URL"),
+        url_ttl_seconds=reader.integer("S3_URL_TTL_SECONDS", 3600, low=1, high=604_800),
+        key_prefix=prefix,
+        addressing_style=style,
+    )
 
 
 @lru_cache(maxsize=1)

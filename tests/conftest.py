@@ -31,6 +31,8 @@ import uvicorn
 from server.database import redact
 from server.settings import Settings
 from server.simulator import RunningSimulator, running_simulator
+from tests.s3_server import s3_bucket as s3_bucket  # fixtures shared with every test module: a bucket on moto's
+from tests.s3_server import s3_server as s3_server  # standalone S3 server (tests/s3_server.py)
 from tollbooth_client import TollboothClient
 
 if TYPE_CHECKING:

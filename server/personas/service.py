@@ -49,6 +49,7 @@ from server.llm.response_cache import (
 )
 from server.llm.routing import provider_for_model
 from server.llm.structured import ask_structured, object_schema
+from server.media import MediaStore
 
 __all__ = ("PROCEDURE", "SEQUENTIAL_MODEL_CALLS", "PersonaService")
 
@@ -140,6 +141,7 @@ class PersonaService:
     invalid JSON twice (after recording them); a picture that fails only leaves its persona without one."""
 
     llm: LLMCore
+    media: MediaStore
     default_model: str
     image_model: str
     image_concurrency: int
@@ -315,7 +317,8 @@ class PersonaService:
         return output
 
     async def _url(self, key: str | None) -> str | None:
-        return None if key is None else key
+        """A stored picture's URL, made afresh (a presigned one expires): no storage call."""
+        return None if key is None else await self.media.url_for(key)
 
 
 def _prompt(data: GeneratePersonasInput) -> tuple[str, str]:

@@ -33,6 +33,8 @@ from server.errors import (
     LLMFailure,
     NotFoundError,
     ServiceUnavailableError,
+    StorageError,
+    StorageUnavailableError,
 )
 
 __all__ = ("CODES", "ErrorCode", "TRPCError", "error_shape", "to_trpc_error")
@@ -48,6 +50,8 @@ CODES: Final[Mapping[type[Exception] | LLMFailure, ErrorCode]] = MappingProxyTyp
         ConflictError: ErrorCode.CONFLICT,
         BudgetExceededError: ErrorCode.PAYMENT_REQUIRED,
         ServiceUnavailableError: ErrorCode.SERVICE_UNAVAILABLE,
+        StorageUnavailableError: ErrorCode.SERVICE_UNAVAILABLE,
+        StorageError: ErrorCode.INTERNAL_SERVER_ERROR,
         # An LLMError by its failure: what the caller can do about it, and whether @trpc/client retries (5xx).
         LLMFailure.UNKNOWN_MODEL: ErrorCode.BAD_REQUEST,
         LLMFailure.NOT_CONFIGURED: ErrorCode.PRECONDITION_FAILED,
