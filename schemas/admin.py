@@ -149,6 +149,9 @@ class BucketRates(WireOutput, frozen=True, kw_only=True):
     cache_write_5m: Money = msgspec.field(name="cacheWrite5m")
     cache_write_1h: Money = msgspec.field(name="cacheWrite1h")
     output: Money
+    output_image: Annotated[
+        Money | None, msgspec.Meta(description="Generated image tokens; null for a call recorded before image pricing.")
+    ]
 
 
 class BucketCosts(WireOutput, frozen=True, kw_only=True):
@@ -159,11 +162,15 @@ class BucketCosts(WireOutput, frozen=True, kw_only=True):
     cache_write_5m: Money = msgspec.field(name="cacheWrite5m")
     cache_write_1h: Money = msgspec.field(name="cacheWrite1h")
     output: Money
+    output_image: Annotated[
+        Money, msgspec.Meta(description="Generated image tokens, or the images of a per-image call.")
+    ]
 
 
 class UsageRow(WireOutput, frozen=True, kw_only=True):
     """One recorded model call. ``costUsd``, ``costsUsd`` and ``ratesUsdPerMillionTokens`` are null when the call is
-    unpriced."""
+    unpriced; ``ratesUsdPerMillionTokens`` is null too for a call priced per image (``priceSource`` says at which
+    quality and size; ``costsUsd.outputImage`` is its cost)."""
 
     call_id: uuid.UUID
     created_at: datetime

@@ -1,9 +1,10 @@
 """The usage vocabulary every procedure shares: tokens, calls, money and their one spelling on the wire.
 
 - Tokens are counted in canonical, disjoint buckets (``input``, ``cacheRead``, ``cacheWrite5m``, ``cacheWrite1h``,
-  ``output``; ``reasoning`` is the part of ``output`` spent thinking). ``prompt`` is every prompt bucket and
-  ``total`` is ``prompt + output``: wherever a token figure appears it is a ``TokenCounts`` (or, in a conversation's
-  running totals, ``totalPromptTokens`` / ``totalOutputTokens`` / ``totalTokensUsed``, the same sums).
+  ``output``, ``outputImage``; ``reasoning`` is the part of ``output`` spent thinking). ``prompt`` is every prompt
+  bucket and ``total`` is ``prompt + output + outputImage``: wherever a token figure appears it is a
+  ``TokenCounts`` (or, in a conversation's running totals, ``totalPromptTokens`` / ``totalOutputTokens`` (text and
+  image) / ``totalTokensUsed``, the same sums).
 - What the provider itself reported (``promptTokens``, ``completionTokens``, ``totalTokens``, in its own terms) is
   kept apart under ``usage.reported``: for a Gemini thinking call ``completionTokens`` may leave out the thoughts
   that ``output`` counts.
@@ -61,10 +62,13 @@ class TokenCounts(WireOutput, frozen=True, kw_only=True):
     cache_write_1h: Annotated[int, msgspec.Meta(description="Prompt tokens written to a 1-hour cache.")] = (
         msgspec.field(name="cacheWrite1h")
     )
-    output: Annotated[int, msgspec.Meta(description="Generated tokens, reasoning included.")]
+    output: Annotated[int, msgspec.Meta(description="Generated text tokens, reasoning included.")]
+    output_image: Annotated[
+        int, msgspec.Meta(description="Generated image tokens (image models), billed at the image-output rate.")
+    ]
     reasoning: Annotated[int, msgspec.Meta(description="The part of output spent on reasoning (thinking).")]
     prompt: Annotated[int, msgspec.Meta(description="input + cacheRead + cacheWrite5m + cacheWrite1h.")]
-    total: Annotated[int, msgspec.Meta(description="prompt + output.")]
+    total: Annotated[int, msgspec.Meta(description="prompt + output + outputImage.")]
 
 
 class ReportedTokens(WireOutput, frozen=True, kw_only=True):
@@ -80,7 +84,11 @@ class Usage(TokenCounts, frozen=True, kw_only=True):
 
     reported: ReportedTokens
     estimated: Annotated[
-        bool, msgspec.Meta(description="True when the provider never reported usage (a broken stream): estimated.")
+        bool,
+        msgspec.Meta(
+            description="True when the provider never reported usage (a broken stream), or an image call's report "
+            "lacked its text/image output split (every output token priced as image): estimated."
+        ),
     ] = False
 
 
@@ -88,7 +96,9 @@ class ConversationTotals(WireOutput, frozen=True, kw_only=True):
     """A conversation's running totals, always equal to the sums over its usage records."""
 
     total_prompt_tokens: Annotated[int, msgspec.Meta(description="Sum of the calls' `prompt` tokens.")]
-    total_output_tokens: Annotated[int, msgspec.Meta(description="Sum of the calls' `output` tokens.")]
+    total_output_tokens: Annotated[
+        int, msgspec.Meta(description="Sum of the calls' `output` and `outputImage` tokens.")
+    ]
     total_tokens_used: Annotated[int, msgspec.Meta(description="totalPromptTokens + totalOutputTokens.")]
     total_cost_usd: Annotated[
         Money | None, msgspec.Meta(description=f"Sum of the priced calls' costs, USD. {UNKNOWN_COST}")
@@ -104,7 +114,9 @@ class ModelShare(WireOutput, frozen=True, kw_only=True):
     model: str
     llm_calls: int
     unpriced_calls: int
-    total_tokens_used: Annotated[int, msgspec.Meta(description="prompt + output tokens of this model's calls.")]
+    total_tokens_used: Annotated[
+        int, msgspec.Meta(description="prompt + output + outputImage tokens of this model's calls.")
+    ]
     total_cost_usd: Annotated[
         Money | None, msgspec.Meta(description=f"Sum of the priced calls' costs, USD. {UNKNOWN_COST}")
     ]

@@ -152,7 +152,7 @@ def totals_from_row(row: asyncpg.Record) -> ConversationTotals:
     """A conversation's totals from a row holding its ``conversations`` columns."""
     return ConversationTotals(
         total_prompt_tokens=row["total_prompt_tokens"],
-        total_output_tokens=row["total_completion_tokens"],  # the column sums the output bucket (DESIGN's name)
+        total_output_tokens=row["total_completion_tokens"],  # the output buckets, text and image (DESIGN's name)
         total_tokens_used=row["total_tokens_used"],
         total_cost_usd=group_cost(row["total_cost_usd"], row["llm_calls"], row["unpriced_calls"]),
         llm_calls=row["llm_calls"],

@@ -114,6 +114,10 @@ class AiUsageLog(Table, tablename="ai_usage_logs"):
     # A cache hit's saving (its answering call's usage priced at the hit's rates) and that call.
     saved_usd = _money(null=True)
     cached_call_id = UUID(null=True, default=None)
+    # Generated image tokens (the images API), disjoint from output_tokens, and their rate and cost.
+    output_image_tokens = _tokens()
+    rate_output_image = _money(null=True)
+    cost_output_image = _money(null=True)
 
 
 class StreamRequest(Table, tablename="stream_requests"):

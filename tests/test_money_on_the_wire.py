@@ -91,6 +91,8 @@ async def test_one_token_costs_a_plain_decimal_string_everywhere(
         "cacheWrite5m": "0",
         "cacheWrite1h": "0",
         "output": "0",
+        "outputImage": "0",
     }
     assert row["ratesUsdPerMillionTokens"]["input"] == "0.15"
     assert row["ratesUsdPerMillionTokens"]["output"] == "0.6"
+    assert row["ratesUsdPerMillionTokens"]["outputImage"] == "0.6"

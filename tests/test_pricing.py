@@ -58,8 +58,10 @@ def tokens(
     )
 
 
-def rates(*values: str) -> BucketRates:
-    return BucketRates(**{bucket: Decimal(value) for bucket, value in zip(BUCKETS, values, strict=True)})
+def rates(*values: str, output_image: str | None = None) -> BucketRates:
+    """Rates by bucket; the image-output rate defaults to the output rate, as a model without its own has it."""
+    by_bucket = {bucket: Decimal(value) for bucket, value in zip(BUCKETS, values, strict=True)}
+    return BucketRates(**by_bucket, output_image=Decimal(output_image or values[-1]))
 
 
 # --- Reference figures ----------------------------------------------------------------------------------------------
@@ -349,7 +351,25 @@ def test_no_price_file_entry_before_its_first_date_leaves_a_new_model_unpriced(
     [
         (
             "effective_from = 2026-01-01\ninput = 1\n",
-            r"models\[0\] \(openai/my-model\): Object missing required field `output`",
+            r"models\[0\] \(openai/my-model\): `input` and `output` go together",
+        ),
+        ("effective_from = 2026-01-01\n", r"needs token rates \(`input` and `output`\) or per-image prices"),
+        (
+            'effective_from = 2026-01-01\nimages = [{ quality = "hd", size = "1024x1024", usd = 0.08 }, '
+            '{ quality = "HD", size = "1024x1024", usd = 0.09 }]\n',
+            r"`images` names a \(quality, size\) twice",
+        ),
+        (
+            'effective_from = 2026-01-01\nimages = [{ quality = "hd", size = "big", usd = 0.08 }]\n',
+            r"\(openai/my-model\): .*`images\[0\].size`",
+        ),
+        (
+            'effective_from = 2026-01-01\nimages = [{ quality = "hd", size = "1024x1024", usd = -1 }]\n',
+            r"`images\[hd, 1024x1024\].usd` must be a finite rate >= 0",
+        ),
+        (
+            'effective_from = 2026-01-01\noutput_image = 3\nimages = [{ quality = "hd", size = "1x1", usd = 1 }]\n',
+            r"\['output_image'\] need the token rates",
         ),
         (
             "effective_from = 2026-01-01\ninput = -1\noutput = 1\n",

@@ -28,12 +28,12 @@ SECOND_SPELLINGS: Final = {
     "id": "name the entity: conversationId, messageId, userId, callId",
     "calls": "llmCalls",
     "usageEstimated": "estimated (inside usage)",
-    "totalCompletionTokens": "totalOutputTokens (it sums the output bucket)",
+    "totalCompletionTokens": "totalOutputTokens (it sums the output buckets)",
     "items": "a plural naming what is listed (conversations, rows, models)",
     "rates": "ratesUsdPerMillionTokens",
     "costs": "costsUsd",
 }
-BUCKETS: Final = frozenset({"input", "cacheRead", "cacheWrite5m", "cacheWrite1h", "output"})
+BUCKETS: Final = frozenset({"input", "cacheRead", "cacheWrite5m", "cacheWrite1h", "output", "outputImage"})
 """Keys of token, rate and cost objects alike: tokens are integers, rates and costs are Money."""
 ONE_NAME_TWO_CONCEPTS: Final = {
     "status": "a call's status (ok/error/cancelled) and the service's health (ok/degraded)",

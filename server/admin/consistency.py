@@ -36,7 +36,7 @@ WITH per_model AS (
            count(*) AS calls,
            count(*) FILTER (WHERE pricing_status = 'unpriced') AS unpriced_calls,
            sum(input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens) AS prompt_tokens,
-           sum(output_tokens) AS output_tokens,
+           sum(output_tokens + output_image_tokens) AS output_tokens,
            coalesce(sum(estimated_cost_usd), 0) AS cost_usd
     FROM ai_usage_logs
     WHERE conversation_id IS NOT NULL
@@ -102,6 +102,7 @@ ROLLUP_SUMS: Final = (
     "cache_write_1h_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "output_image_tokens",
     "cost_usd",
 )
 _ROLLUP_DIFFERENCES: Final = f"""
@@ -119,6 +120,7 @@ WITH actual AS (
            sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
            sum(output_tokens) AS output_tokens,
            sum(reasoning_tokens) AS reasoning_tokens,
+           sum(output_image_tokens) AS output_image_tokens,
            coalesce(sum(estimated_cost_usd), 0) AS cost_usd
     FROM ai_usage_logs
     GROUP BY 1, 2, 3, 4
@@ -214,7 +216,7 @@ def _row_differences(row: asyncpg.Record) -> list[TotalsDifference]:
         ]
     actual_columns = {
         "total_prompt_tokens": "actual_prompt_tokens",
-        "total_completion_tokens": "actual_output_tokens",  # the column sums the output bucket (DESIGN's name)
+        "total_completion_tokens": "actual_output_tokens",  # the output buckets, text and image (DESIGN's name)
         "total_tokens_used": "actual_tokens_used",
         "total_cost_usd": "actual_cost_usd",
         "llm_calls": "actual_llm_calls",

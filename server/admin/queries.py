@@ -101,7 +101,8 @@ _TOKEN_SUMS: Final = """
     coalesce(sum(cache_write_5m_tokens), 0)::bigint AS cache_write_5m_tokens,
     coalesce(sum(cache_write_1h_tokens), 0)::bigint AS cache_write_1h_tokens,
     coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
-    coalesce(sum(reasoning_tokens), 0)::bigint AS reasoning_tokens"""
+    coalesce(sum(reasoning_tokens), 0)::bigint AS reasoning_tokens,
+    coalesce(sum(output_image_tokens), 0)::bigint AS output_image_tokens"""
 
 _FIGURES: Final = f"""
     count(*) AS calls,
@@ -116,7 +117,8 @@ _ROLLUP_FIGURES: Final = """
     sum(unpriced_calls) AS unpriced_calls, sum(input_tokens) AS input_tokens,
     sum(cache_read_tokens) AS cache_read_tokens,
     sum(cache_write_5m_tokens) AS cache_write_5m_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
-    sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens, sum(cost_usd) AS cost_usd"""
+    sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+    sum(output_image_tokens) AS output_image_tokens, sum(cost_usd) AS cost_usd"""
 _SUMMED_FIGURES: Final = """
     sum(calls)::bigint AS calls, sum(error_calls)::bigint AS error_calls,
     sum(cancelled_calls)::bigint AS cancelled_calls, sum(unpriced_calls)::bigint AS unpriced_calls,
@@ -124,14 +126,15 @@ _SUMMED_FIGURES: Final = """
     sum(cache_write_5m_tokens)::bigint AS cache_write_5m_tokens,
     sum(cache_write_1h_tokens)::bigint AS cache_write_1h_tokens,
     sum(output_tokens)::bigint AS output_tokens, sum(reasoning_tokens)::bigint AS reasoning_tokens,
-    sum(cost_usd) AS cost_usd"""
+    sum(output_image_tokens)::bigint AS output_image_tokens, sum(cost_usd) AS cost_usd"""
 
 _ROW_COLUMNS: Final = """
     id, call_id, created_at, user_id, conversation_id, message_id, procedure, provider, requested_model, model,
     status, error_type, latency_ms, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
     output_tokens, reasoning_tokens, prompt_tokens, completion_tokens, total_tokens, usage_estimated, pricing_status,
     estimated_cost_usd, cost_input, cost_cache_read, cost_cache_write_5m, cost_cache_write_1h, cost_output,
-    rate_input, rate_cache_read, rate_cache_write_5m, rate_cache_write_1h, rate_output, price_source, price_tier"""
+    rate_input, rate_cache_read, rate_cache_write_5m, rate_cache_write_1h, rate_output, price_source, price_tier,
+    output_image_tokens, rate_output_image, coalesce(cost_output_image, 0) AS cost_output_image"""
 
 _CONVERSATION: Final = f"""
 SELECT {CONVERSATION_COLUMNS}, c.model_distribution::text AS model_distribution
@@ -176,7 +179,7 @@ WITH ranked AS (
            count(*) FILTER (WHERE pricing_status = 'unpriced') AS unpriced_calls,
            coalesce(sum(input_tokens + cache_read_tokens + cache_write_5m_tokens + cache_write_1h_tokens), 0)::bigint
                AS total_prompt_tokens,
-           coalesce(sum(output_tokens), 0)::bigint AS total_completion_tokens,
+           coalesce(sum(output_tokens + output_image_tokens), 0)::bigint AS total_completion_tokens,
            coalesce(sum(estimated_cost_usd), 0) AS total_cost_usd
     FROM ai_usage_logs
     WHERE conversation_id IS NOT NULL {window}
@@ -244,9 +247,10 @@ def _tokens(row: asyncpg.Record) -> TokenCounts:
         cache_write_5m=row["cache_write_5m_tokens"],
         cache_write_1h=row["cache_write_1h_tokens"],
         output=row["output_tokens"],
+        output_image=row["output_image_tokens"],
         reasoning=row["reasoning_tokens"],
         prompt=prompt,
-        total=prompt + row["output_tokens"],
+        total=prompt + row["output_tokens"] + row["output_image_tokens"],
     )
 
 
@@ -275,7 +279,7 @@ def _figures(row: asyncpg.Record) -> _Figures:
 
 
 _ZERO_TOKENS: Final = TokenCounts(
-    input=0, cache_read=0, cache_write_5m=0, cache_write_1h=0, output=0, reasoning=0, prompt=0, total=0
+    input=0, cache_read=0, cache_write_5m=0, cache_write_1h=0, output=0, output_image=0, reasoning=0, prompt=0, total=0
 )
 _NO_FIGURES: Final[_Figures] = {
     "llm_calls": 0,
@@ -313,6 +317,7 @@ def _usage_row(row: asyncpg.Record) -> UsageRow:
             cache_write_5m=row["cost_cache_write_5m"],
             cache_write_1h=row["cost_cache_write_1h"],
             output=row["cost_output"],
+            output_image=row["cost_output_image"],
         )
         if priced and row["cost_input"] is not None
         else None
@@ -324,6 +329,7 @@ def _usage_row(row: asyncpg.Record) -> UsageRow:
             cache_write_5m=row["rate_cache_write_5m"],
             cache_write_1h=row["rate_cache_write_1h"],
             output=row["rate_output"],
+            output_image=row["rate_output_image"],
         )
         if priced and row["rate_input"] is not None
         else None

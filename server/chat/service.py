@@ -317,16 +317,17 @@ def wire_usage(usages: Sequence[TokenUsage]) -> Usage:
     def total(field: str) -> int:
         return sum(getattr(usage, field) for usage in usages)
 
-    prompt, output = sum(usage.prompt_total for usage in usages), total("output")
+    prompt, output, output_image = sum(usage.prompt_total for usage in usages), total("output"), total("output_image")
     return Usage(
         input=total("input"),
         cache_read=total("cache_read"),
         cache_write_5m=total("cache_write_5m"),
         cache_write_1h=total("cache_write_1h"),
         output=output,
+        output_image=output_image,
         reasoning=total("reasoning"),
         prompt=prompt,
-        total=prompt + output,
+        total=prompt + output + output_image,
         reported=ReportedTokens(
             prompt_tokens=total("prompt_tokens"),
             completion_tokens=total("completion_tokens"),

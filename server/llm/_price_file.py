@@ -11,6 +11,7 @@ Example::
     cache_write_5m = 3.375              # optional, defaults to input
     cache_write_1h = 5.40               # optional, defaults to cache_write_5m
     output = 13.50
+    output_image = 40.00                # optional: generated image tokens (images API), defaults to output
     service_tiers = { batch = 0.5 }     # optional: multipliers of every rate for that service tier
 
     [[models.tiers]]                    # optional cliffs: above this prompt total, every token at these rates
@@ -19,8 +20,23 @@ Example::
     output = 20.25
 
 A bucket without its own rate is billed like its parent bucket, as genai-prices does: cache reads and writes
-as plain input, 1-hour writes as default writes. The file is read once at start-up; nothing here is on the
-hot path.
+as plain input, 1-hour writes as default writes, image output as output.
+
+Models billed per image rather than per token (dall-e-2, dall-e-3) list a price per generated image by quality and
+size; such an entry needs no token rates (give ``input`` and ``output`` both or neither)::
+
+    [[models]]
+    provider = "openai"
+    model = "dall-e-3"
+    effective_from = 2023-11-06
+    images = [                          # USD per image; a size or quality not listed is unpriced
+        { quality = "standard", size = "1024x1024", usd = 0.04 },
+        { quality = "hd", size = "1024x1792", usd = 0.12 },
+    ]
+
+The service bundles ``bundled_prices.toml`` (next to this module: the per-image models) under ``PRICE_FILE``: an
+entry of ``PRICE_FILE`` replaces every bundled entry of its model. Files are read once at start-up; nothing here is
+on the hot path.
 """
 
 from __future__ import annotations
@@ -34,7 +50,14 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-__all__ = ["MAX_RATE_DECIMALS", "PriceFileError", "PriceFileModel", "PriceFileTier", "load_price_file"]
+__all__ = [
+    "MAX_RATE_DECIMALS",
+    "PriceFileError",
+    "PriceFileImage",
+    "PriceFileModel",
+    "PriceFileTier",
+    "load_price_file",
+]
 
 MAX_RATE_DECIMALS = 12
 """Costs are tokens x rate / 10**6 and are stored in NUMERIC(38, 18): a finer rate could not be stored exactly."""
@@ -57,7 +80,7 @@ def _check_rate(field: str, value: Decimal | None) -> None:
         raise ValueError(f"`{field}` has more than {MAX_RATE_DECIMALS} decimal places: {value}")
 
 
-_RATE_FIELDS: Final = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+_RATE_FIELDS: Final = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "output_image")
 
 
 class PriceFileTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,27 +91,57 @@ class PriceFileTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cache_read: Decimal | None = None
     cache_write_5m: Decimal | None = None
     cache_write_1h: Decimal | None = None
+    output_image: Decimal | None = None
 
     def __post_init__(self) -> None:
         for field in _RATE_FIELDS:
             _check_rate(f"tiers.above={self.above}.{field}", getattr(self, field))
 
 
+class PriceFileImage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The price of one generated image of a per-image model, at one quality and size."""
+
+    quality: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+    """As the images API takes it (``standard``, ``hd``), compared case-insensitively."""
+    size: Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")]
+    """``WIDTHxHEIGHT`` in pixels, as the images API takes it (``1024x1792``)."""
+    usd: Decimal
+    """USD per image."""
+
+    def __post_init__(self) -> None:
+        _check_rate(f"images[{self.quality}, {self.size}].usd", self.usd)
+
+
 class PriceFileModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     provider: Literal["openai", "anthropic", "gemini"]
     model: Annotated[str, msgspec.Meta(min_length=1)]
     effective_from: Annotated[datetime.datetime, msgspec.Meta(tz=True)]
-    input: Decimal
-    output: Decimal
+    input: Decimal | None = None
+    output: Decimal | None = None
     cache_read: Decimal | None = None
     cache_write_5m: Decimal | None = None
     cache_write_1h: Decimal | None = None
+    output_image: Decimal | None = None
     tiers: tuple[PriceFileTier, ...] = ()
     service_tiers: dict[str, Decimal] = {}
+    images: tuple[PriceFileImage, ...] = ()
+    """Per-image prices, for models billed per image (by quality and size) rather than per token."""
 
     def __post_init__(self) -> None:
         for field in _RATE_FIELDS:
             _check_rate(field, getattr(self, field))
+        if (self.input is None) != (self.output is None):
+            raise ValueError("`input` and `output` go together: give both token rates, or neither")
+        if self.input is None:
+            if not self.images:
+                raise ValueError("an entry needs token rates (`input` and `output`) or per-image prices (`images`)")
+            token_fields = ("cache_read", "cache_write_5m", "cache_write_1h", "output_image", "tiers", "service_tiers")
+            stray = [field for field in token_fields if getattr(self, field)]
+            if stray:
+                raise ValueError(f"{stray} need the token rates `input` and `output`")
+        variants = [(image.quality.lower(), image.size) for image in self.images]
+        if len(variants) != len(set(variants)):
+            raise ValueError(f"`images` names a (quality, size) twice: {variants}")
         thresholds = [tier.above for tier in self.tiers]
         if thresholds != sorted(set(thresholds)):
             raise ValueError(f"`tiers` must be in strictly increasing order of `above`, got {thresholds}")
@@ -102,6 +155,11 @@ class PriceFileModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             for field, rate in rates:
                 if rate is not None:
                     _check_rate(f"{field} x service_tiers.{name}", rate * multiplier)
+
+    @property
+    def token_rates(self) -> bool:
+        """Whether the entry prices tokens (``input`` and ``output``); else it prices images only."""
+        return self.input is not None
 
     @property
     def effective_label(self) -> str:

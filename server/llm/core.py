@@ -1,4 +1,5 @@
-"""``invoke_llm``: the one way a procedure calls a model, whole (``invoke``) or streamed (``stream``).
+"""``invoke_llm``: the one way a procedure calls a model, whole (``invoke``) or streamed (``stream``), or generates an
+image (``generate_image``, ``server.llm.images``).
 
 Route by model name, claim the call in the ledger (``server.llm.ledger``: committed before the request leaves, so a
 process killed mid-call still leaves a row), call the provider through its official SDK, normalise the usage, price
@@ -27,6 +28,16 @@ import msgspec
 from schemas.usage import ConversationTotals
 from server.conversations import ensure_owned
 from server.errors import DatabaseUnavailableError, LLMError, LLMFailure
+from server.llm.images import (
+    IMAGE_QUALITY_LABEL,
+    IMAGE_SIZE_LABEL,
+    GeneratedImage,
+    ImageRequest,
+    image_adapter,
+    image_output_tokens_bound,
+    image_provider_for_model,
+    sent_quality,
+)
 from server.llm.ledger import Claim, Ledger
 from server.llm.pricing import FREE, PriceCatalogue, PricedUsage
 from server.llm.providers import (
@@ -50,6 +61,8 @@ from server.llm.response_cache import (
 from server.llm.routing import provider_for_model
 from server.llm.spool import UsageSpool
 from server.llm.usage import TokenUsage, estimate_usage
+
+__all__ = ("Attribution", "ImageRequest", "ImageResult", "LLMCore", "LLMResult")
 
 logger = logging.getLogger("tollbooth.llm")
 
@@ -135,12 +148,21 @@ class LLMResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class ImageResult:
+    """A generated image, decoded, and the usage row written for its call (status, cost, call id)."""
+
+    image: bytes
+    content_type: str
+    """``image/png``."""
+    record: UsageRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _CallBase:
     """One provider call under way: what its usage record needs besides the outcome."""
 
     call_id: uuid.UUID
     provider: ProviderName
-    request: CompletionRequest
     attribution: Attribution
     started_at: datetime.datetime
     started: float
@@ -150,9 +172,42 @@ class _Call:
     def latency_ms(self) -> int:
         return round((time.perf_counter() - self.started) * 1000)
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Call(_CallBase):
+    request: CompletionRequest
+
+    @property
+    def requested_model(self) -> str:
+        return self.request.model
+
     def estimate(self, completion_chars: int) -> TokenUsage:
         """The usage of a call that ended without the provider's report; the provider may bill it all the same."""
         return estimate_usage(_prompt_chars(self.request), completion_chars)
+
+    def price(self, catalogue: PriceCatalogue, usage: TokenUsage) -> PricedUsage:
+        return catalogue.price(self.provider, self.request.model, usage, self.started_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ImageCall(_CallBase):
+    request: ImageRequest
+
+    @property
+    def requested_model(self) -> str:
+        return self.request.model
+
+    def estimate(self) -> TokenUsage:
+        """The usage of an image call that ended without the provider's report (the caller left, the answer was
+        broken): the prompt, and the image at its bound, at the image rate; the provider may bill it all the same."""
+        prompt = estimate_usage(len(self.request.prompt), 0)
+        return msgspec.structs.replace(prompt, output_image=image_output_tokens_bound(self.request))
+
+    def price(self, catalogue: PriceCatalogue, usage: TokenUsage) -> PricedUsage:
+        quality, size = sent_quality(self.request), self.request.size
+        return catalogue.price_image(
+            self.provider, self.request.model, usage, self.started_at, quality=quality, size=size
+        )
 
 
 def _prompt_chars(request: CompletionRequest) -> int:
@@ -461,37 +516,18 @@ class LLMCore:
             _log_failure(attribution.procedure, provider, request.model, error)
             raise
         call_id, started_at = uuid.uuid4(), self._clock()
-        claim_spooled = False
-        owner_check = attribution.conversation_id if attribution.check_owner else None
-        if not self.recorder.enabled:  # no usage rows, so no claims to settle; the owner is still checked
-            if owner_check is not None:
-                await ensure_owned(self.ledger.db, owner_check, attribution.user_id)
-        else:
-            claim = Claim(
-                call_id=call_id,
-                user_id=attribution.user_id,
-                conversation_id=None if attribution.new_conversation else attribution.conversation_id,
-                procedure=attribution.procedure,
-                provider=provider,
-                requested_model=request.model,
-                prompt_tokens_estimate=estimate_usage(_prompt_chars(request), 0).input,
-                max_output_tokens=request.max_tokens,
-                metadata=dict(attribution.metadata),
-                created_at=started_at,
-                lease_expires_at=started_at + datetime.timedelta(seconds=self.ledger.lease.seconds),
-            )
-            try:
-                claimed = await self.ledger.claim(
-                    claim, owner_check=owner_check, prompt_tokens_bound=lambda: prompt_tokens_bound(request)
-                )
-            except DatabaseUnavailableError:
-                if owner_check is not None or self.ledger.hard_budgets_exist is not False:
-                    raise  # the caller's right to the conversation, or a budget, cannot be checked: nothing is sent
-                await asyncio.to_thread(self.spool.put_claim, claim)
-                claim_spooled = True
-            else:
-                if claimed.max_output_tokens != request.max_tokens:  # a hard budget bounds the call's worst case
-                    request = msgspec.structs.replace(request, max_tokens=claimed.max_output_tokens)
+        max_tokens, claim_spooled = await self._claim(
+            call_id,
+            started_at,
+            provider,
+            request.model,
+            attribution,
+            prompt_tokens_estimate=estimate_usage(_prompt_chars(request), 0).input,
+            max_output_tokens=request.max_tokens,
+            prompt_tokens_bound=lambda: prompt_tokens_bound(request),
+        )
+        if max_tokens != request.max_tokens:  # a hard budget bounds the call's worst case
+            request = msgspec.structs.replace(request, max_tokens=max_tokens)
         call = _Call(
             call_id=call_id,
             provider=provider,
@@ -502,6 +538,128 @@ class LLMCore:
             claim_spooled=claim_spooled,
         )
         return call, adapter
+
+    async def _claim(
+        self,
+        call_id: uuid.UUID,
+        started_at: datetime.datetime,
+        provider: ProviderName,
+        model: str,
+        attribution: Attribution,
+        *,
+        prompt_tokens_estimate: int,
+        max_output_tokens: int | None,
+        prompt_tokens_bound: Callable[[], int],
+    ) -> tuple[int | None, bool]:
+        """Claim a call before it is sent (``Ledger.claim``: the owner check, a hard budget's admission), or spool the
+        claim when the database is down and nothing needed checking. Returns the ``max_output_tokens`` to send (a
+        hard budget bounds it) and whether the claim was spooled."""
+        owner_check = attribution.conversation_id if attribution.check_owner else None
+        if not self.recorder.enabled:  # no usage rows, so no claims to settle; the owner is still checked
+            if owner_check is not None:
+                await ensure_owned(self.ledger.db, owner_check, attribution.user_id)
+            return max_output_tokens, False
+        claim = Claim(
+            call_id=call_id,
+            user_id=attribution.user_id,
+            conversation_id=None if attribution.new_conversation else attribution.conversation_id,
+            procedure=attribution.procedure,
+            provider=provider,
+            requested_model=model,
+            prompt_tokens_estimate=prompt_tokens_estimate,
+            max_output_tokens=max_output_tokens,
+            metadata=dict(attribution.metadata),
+            created_at=started_at,
+            lease_expires_at=started_at + datetime.timedelta(seconds=self.ledger.lease.seconds),
+        )
+        try:
+            claimed = await self.ledger.claim(claim, owner_check=owner_check, prompt_tokens_bound=prompt_tokens_bound)
+        except DatabaseUnavailableError:
+            if owner_check is not None or self.ledger.hard_budgets_exist is not False:
+                raise  # the caller's right to the conversation, or a budget, cannot be checked: nothing is sent
+            await asyncio.to_thread(self.spool.put_claim, claim)
+            return max_output_tokens, True
+        return claimed.max_output_tokens, False
+
+    async def generate_image(self, request: ImageRequest, attribution: Attribution) -> ImageResult:
+        """Generate one image (``server.llm.images``) and record the call: one usage row, labelled
+        ``attribution.procedure``, with the image's size and quality in its metadata.
+
+        The call goes as ``invoke``'s does: claimed in the ledger before it is sent (a hard budget reserves the prompt
+        and the image's worst case: ``image_output_tokens_bound`` at the image rate, or the model's per-image price),
+        priced from the tokens the API reports (image tokens at the image-output rate; a report without the
+        text/image split is priced all at the image rate and flagged estimated) or per image by quality and size,
+        and recorded in one transaction that settles the claim (spooled when the database is down). It stores no
+        message; it counts in ``attribution.conversation_id``'s totals only when one is given.
+        Raises ``LLMError`` for a provider failure, after recording an ``error`` row (``UNKNOWN_MODEL`` for a model
+        that is not an image model, ``NOT_CONFIGURED`` without an OpenAI key: before anything is sent), and before
+        anything is sent ``ConversationNotFoundError``, ``BudgetExceededError`` and ``DatabaseUnavailableError`` as
+        ``invoke`` does.
+        """
+        provider: ProviderName | None = None
+        try:
+            provider = image_provider_for_model(request.model)
+            adapter = image_adapter(self.providers, provider)
+        except LLMError as error:  # nothing was sent, so nothing is recorded; the operator still hears of it
+            _log_failure(attribution.procedure, provider, request.model, error)
+            raise
+        labels = {IMAGE_SIZE_LABEL: request.size, IMAGE_QUALITY_LABEL: sent_quality(request)}
+        attribution = dataclasses.replace(attribution, metadata={**attribution.metadata, **labels})
+        call_id, started_at = uuid.uuid4(), self._clock()
+        _, claim_spooled = await self._claim(
+            call_id,
+            started_at,
+            provider,
+            request.model,
+            attribution,
+            prompt_tokens_estimate=estimate_usage(len(request.prompt), 0).input,
+            max_output_tokens=image_output_tokens_bound(request),
+            prompt_tokens_bound=lambda: len(request.prompt.encode()) + _TOKENS_PER_MESSAGE,
+        )
+        call = _ImageCall(
+            call_id=call_id,
+            provider=provider,
+            request=request,
+            attribution=attribution,
+            started_at=started_at,
+            started=time.perf_counter(),
+            claim_spooled=claim_spooled,
+        )
+        # Every failure is recorded shielded, as in ``invoke``.
+        try:
+            generated = await adapter.generate(request)
+        except LLMError as error:
+            await asyncio.shield(self._record_failure(call, error, call.estimate() if error.billable else _NO_USAGE))
+            raise
+        except asyncio.CancelledError as cancelled:
+            # The caller went away mid-call: the provider goes on generating, and bills, the image.
+            await asyncio.shield(self._record_failure(call, cancelled, call.estimate()))
+            raise
+        except Exception as error:
+            await asyncio.shield(self._record_failure(call, error, _NO_USAGE))
+            raise
+        return await asyncio.shield(self._record_image(call, generated))
+
+    async def _record_image(self, call: _ImageCall, generated: GeneratedImage) -> ImageResult:
+        attribution = call.attribution
+        record = UsageRecord(
+            call_id=call.call_id,
+            created_at=call.started_at,
+            user_id=attribution.user_id,
+            conversation_id=attribution.conversation_id,
+            conversation_title=storable(attribution.conversation_title),
+            procedure=attribution.procedure,
+            provider=call.provider,
+            requested_model=call.request.model,
+            model=generated.model,
+            usage=generated.usage,
+            priced=call.price(self.catalogue, generated.usage),
+            latency_ms=call.latency_ms(),
+            status="ok",
+            metadata=dict(attribution.metadata),
+        )
+        await self._persist(call, record)
+        return ImageResult(image=generated.image, content_type=generated.content_type, record=record)
 
     async def _renew(self, call: _Call) -> None:
         """Push a long stream's lease out; a failure only logs (the record will settle the claim all the same)."""
@@ -552,10 +710,10 @@ class LLMCore:
             service_tier=completion.service_tier,
         )
 
-    async def _record_failure(self, call: _Call, error: BaseException, usage: TokenUsage) -> None:
+    async def _record_failure(self, call: _Call | _ImageCall, error: BaseException, usage: TokenUsage) -> None:
         """Record and log a call that produced no answer, ``error`` being why: every failure after routing passes
         here. No messages are stored and no conversation is created."""
-        attribution, model = call.attribution, call.request.model
+        attribution, model = call.attribution, call.requested_model
         status, _, error_type = _classified(error)
         _log_failure(attribution.procedure, call.provider, model, error, call.call_id)
         record = UsageRecord(
@@ -570,7 +728,7 @@ class LLMCore:
             model=model,
             usage=usage,
             # No tokens cost nothing, priced or not: counting them as unpriced would inflate `unpricedCalls`.
-            priced=FREE if usage == _NO_USAGE else self.catalogue.price(call.provider, model, usage, call.started_at),
+            priced=FREE if usage == _NO_USAGE else call.price(self.catalogue, usage),
             latency_ms=call.latency_ms(),
             status=status,
             error_type=error_type,
@@ -578,7 +736,7 @@ class LLMCore:
         )
         await self._persist(call, record)
 
-    async def _persist(self, call: _Call, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:
+    async def _persist(self, call: _CallBase, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:
         totals, recorded = await self._write(record)
         if call.claim_spooled:  # the record (written, or spooled itself) supersedes the spooled claim
             await asyncio.to_thread(self.spool.discard_claim, call.call_id)

@@ -30,7 +30,8 @@ from schemas.usage import Provider
 from server.budgets.admission import APPLICABLE_HARD_BUDGET, admit
 from server.database import Database, NamedStatement
 from server.errors import ConversationNotFoundError
-from server.llm.pricing import PriceCatalogue
+from server.llm.images import IMAGE_QUALITY_LABEL, IMAGE_SIZE_LABEL, is_image_claim
+from server.llm.pricing import PriceCatalogue, PricedUsage
 from server.llm.recorder import MetadataValue, UsageRecord, UsageRecorder
 from server.llm.usage import TokenUsage
 from server.settings import Settings
@@ -63,22 +64,39 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime.datetime
     lease_expires_at: datetime.datetime
 
-    def interrupted(self, catalogue: PriceCatalogue) -> UsageRecord:
-        """The record of a call whose process died: its usage estimated (the whole prompt, and ``max_output_tokens``
-        when the caller set it), priced at the rates in force when it began."""
+    def usage(self, prompt_tokens: int, *, estimated: bool) -> TokenUsage:
+        """``prompt_tokens`` of input and ``max_output_tokens`` of output: text, or for an image call (labelled
+        ``image_size``) image tokens, which only an image call reports and which cost the image rate."""
         output = self.max_output_tokens or 0
-        usage = TokenUsage(
-            input=self.prompt_tokens_estimate,
+        image = is_image_claim(self.metadata)
+        return TokenUsage(
+            input=prompt_tokens,
             cache_read=0,
             cache_write_5m=0,
             cache_write_1h=0,
-            output=output,
+            output=0 if image else output,
+            output_image=output if image else 0,
             reasoning=0,
-            prompt_tokens=self.prompt_tokens_estimate,
+            prompt_tokens=prompt_tokens,
             completion_tokens=output,
-            total_tokens=self.prompt_tokens_estimate + output,
-            estimated=True,
+            total_tokens=prompt_tokens + output,
+            estimated=estimated,
         )
+
+    def price(self, catalogue: PriceCatalogue, usage: TokenUsage) -> PricedUsage:
+        """``usage`` at the rates in force when the call began: an image call's per image when its model is priced
+        so, by the quality and size it labels."""
+        if is_image_claim(self.metadata):
+            quality, size = str(self.metadata[IMAGE_QUALITY_LABEL]), str(self.metadata[IMAGE_SIZE_LABEL])
+            return catalogue.price_image(
+                self.provider, self.requested_model, usage, self.created_at, quality=quality, size=size
+            )
+        return catalogue.price(self.provider, self.requested_model, usage, self.created_at)
+
+    def interrupted(self, catalogue: PriceCatalogue) -> UsageRecord:
+        """The record of a call whose process died: its usage estimated (the whole prompt, and ``max_output_tokens``
+        when the caller set it: an image call's bound), priced at the rates in force when it began."""
+        usage = self.usage(self.prompt_tokens_estimate, estimated=True)
         return UsageRecord(
             call_id=self.call_id,
             created_at=self.created_at,
@@ -90,7 +108,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
             requested_model=self.requested_model,
             model=self.requested_model,
             usage=usage,
-            priced=catalogue.price(self.provider, self.requested_model, usage, self.created_at),
+            priced=self.price(catalogue, usage),
             latency_ms=0,
             status="error",
             error_type=INTERRUPTED,
@@ -246,8 +264,9 @@ class Ledger:
         """Commit ``claim``; with ``owner_check``, only if that conversation belongs to ``claim.user_id``.
 
         Under a hard budget the call's worst case (``prompt_tokens_bound()`` prompt tokens, computed only then, at
-        the input rate of the
-        tier they fall in, plus ``max_output_tokens`` at the output rate) is reserved first, or the call refused with
+        the input rate of the tier they fall in, plus ``max_output_tokens`` at the output rate, or for an image call
+        at the image-output rate, or its per-image price: ``Claim.usage``, ``Claim.price``) is reserved first, or the
+        call refused with
         ``BudgetExceededError``. A call without ``max_output_tokens`` is then given ``BUDGETED_MAX_OUTPUT_TOKENS``,
         so that its worst case is bounded: the claim returned says what to send.
         """
@@ -263,21 +282,8 @@ class Ledger:
         self.hard_budgets_exist = True
         if claim.max_output_tokens is None:
             claim = msgspec.structs.replace(claim, max_output_tokens=BUDGETED_MAX_OUTPUT_TOKENS)
-        prompt_tokens = prompt_tokens_bound()
-        worst = TokenUsage(
-            input=prompt_tokens,
-            cache_read=0,
-            cache_write_5m=0,
-            cache_write_1h=0,
-            output=claim.max_output_tokens or 0,
-            reasoning=0,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=claim.max_output_tokens or 0,
-            total_tokens=prompt_tokens + (claim.max_output_tokens or 0),
-        )
-        worst_case_usd = self._catalogue.price(
-            claim.provider, claim.requested_model, worst, claim.created_at
-        ).total_cost
+        worst = claim.usage(prompt_tokens_bound(), estimated=False)
+        worst_case_usd = claim.price(self._catalogue, worst).total_cost
         async with self.db.transaction() as connection:
             reservation = await admit(
                 connection,

@@ -2,20 +2,25 @@
 
 Rates come from genai-prices' bundled data (never fetched) and from the project price file, which wins from
 each entry's ``effective_from``. Rates are resolved into one small plan per (provider, model) and reused, so
-that pricing a call costs a dictionary lookup and five multiplications. Every result carries the rates it used
-and where they came from, so a stored cost can always be re-derived.
+that pricing a call costs a dictionary lookup and five multiplications (six with image tokens). Every result carries
+the rates it used and where they came from, so a stored cost can always be re-derived.
+
+Generated image tokens are priced at the image-output rate (genai-prices' ``output_image_mtok``, else its output
+rate, which for an image model without a separate image rate is its image rate). Models billed per image (dall-e)
+are priced by ``PriceCatalogue.price_image`` from the per-image prices of the price files, by quality and size.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 from genai_prices import __version__ as genai_prices_version
@@ -48,6 +53,9 @@ _PER_MILLION_EXPONENT = -6
 _MAX_CACHED_MODELS = 1024
 """Model names come from provider responses; bounding the cache keeps a misbehaving upstream from growing it."""
 
+BUNDLED_PRICE_FILE: Final = Path(__file__).with_name("bundled_prices.toml")
+"""The project's own prices (per-image models), read under ``PRICE_FILE``."""
+
 _GENAI_PROVIDER_IDS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
 _SNAPSHOT_SUFFIX = re.compile(r"^(?P<base>.+?)(?:-\d{4}-\d{2}-\d{2}|-\d{8})$")
 
@@ -60,6 +68,9 @@ class BucketRates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     cache_write_5m: Decimal
     cache_write_1h: Decimal
     output: Decimal
+    output_image: Decimal | None = None
+    """Generated image tokens. Every plan sets it; None only in a record spooled before image pricing existed
+    (a call without image tokens)."""
 
     def scaled(self, multiplier: Decimal) -> BucketRates:
         """These rates under a service-tier multiplier (batch at 0.5...), still exact."""
@@ -70,6 +81,7 @@ class BucketRates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             cache_write_5m=tidy(mul(self.cache_write_5m, multiplier)),
             cache_write_1h=tidy(mul(self.cache_write_1h, multiplier)),
             output=tidy(mul(self.output, multiplier)),
+            output_image=None if self.output_image is None else tidy(mul(self.output_image, multiplier)),
         )
 
 
@@ -85,9 +97,12 @@ class PricedUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     cost_output: Decimal | None = None
     total_cost: Decimal | None = None
     source: str | None = None
-    """Where the rates came from: ``genai-prices 0.2.3 openai/gpt-4o``, ``prices.toml:gpt-4o from 2026-01-01``."""
+    """Where the rates came from: ``genai-prices 0.2.3 openai/gpt-4o``, ``prices.toml:gpt-4o from 2026-01-01``, or
+    for a per-image price ``bundled_prices.toml:dall-e-3 from 2023-11-06 per image (hd, 1024x1792)``."""
     tier: str | None = None
     """The prompt-size tier applied (``prompt<=200000``, ``prompt>200000``); None for a model without tiers."""
+    cost_output_image: Decimal | None = None
+    """Generated image tokens' cost; a per-image call's whole cost (``rates`` None, ``source`` says per image)."""
 
 
 UNPRICED = PricedUsage(status="unpriced")
@@ -100,8 +115,12 @@ FREE = PricedUsage(
     cost_output=Decimal(0),
     total_cost=Decimal(0),
     source="no tokens",
+    cost_output_image=Decimal(0),
 )
 """A call that consumed no tokens (refused by the provider): it cost nothing, whatever the model's price."""
+
+
+_ZERO: Final = Decimal(0)
 
 
 def _cost(rate: Decimal, tokens: int) -> Decimal:
@@ -141,7 +160,12 @@ class _RatePlan:
         cost_write_1h = _cost(rates.cache_write_1h, usage.cache_write_1h)
         cost_output = _cost(rates.output, usage.output)
         add = _EXACT.add
-        total = tidy(add(add(add(add(cost_input, cost_cache_read), cost_write_5m), cost_write_1h), cost_output))
+        total = add(add(add(add(cost_input, cost_cache_read), cost_write_5m), cost_write_1h), cost_output)
+        cost_output_image = _ZERO
+        if usage.output_image:  # chat calls have none: their hot path skips the sixth product
+            assert rates.output_image is not None  # every plan sets it
+            cost_output_image = _cost(rates.output_image, usage.output_image)
+            total = add(total, cost_output_image)
         return PricedUsage(
             status="priced",
             rates=rates,
@@ -150,9 +174,10 @@ class _RatePlan:
             cost_cache_write_5m=cost_write_5m,
             cost_cache_write_1h=cost_write_1h,
             cost_output=cost_output,
-            total_cost=total,
+            total_cost=tidy(total),
             source=self.source,
             tier=self.labels[tier],
+            cost_output_image=cost_output_image,
         )
 
 
@@ -191,6 +216,7 @@ def _plan_from_genai(model_price: ModelPrice, source: str) -> _RatePlan | None:
         _first(prices.get("cache_write_5m_mtok"), generic_write, default=input_rate),
         _first(prices.get("cache_write_1h_mtok"), generic_write, default=input_rate),
         output_rate,
+        _first(prices.get("output_image_mtok"), default=output_rate),
     )
     thresholds = tuple(
         sorted({tier.start for price in buckets if isinstance(price, TieredPrices) for tier in price.tiers})
@@ -203,19 +229,21 @@ def _plan_from_genai(model_price: ModelPrice, source: str) -> _RatePlan | None:
             cache_write_5m=_rate_above(buckets[2], probe),
             cache_write_1h=_rate_above(buckets[3], probe),
             output=_rate_above(buckets[4], probe),
+            output_image=_rate_above(buckets[5], probe),
         )
         for probe in probes
     )
     return _RatePlan(thresholds, rates, source)
 
 
-def _plan_from_file(entry: PriceFileModel, source: str) -> _RatePlan:
+def _plan_from_file(entry: PriceFileModel, source: str) -> _RatePlan | None:
     def rates(
         input_rate: Decimal,
         output: Decimal,
         cache_read: Decimal | None,
         write_5m: Decimal | None,
         write_1h: Decimal | None,
+        output_image: Decimal | None,
     ) -> BucketRates:
         write_5m = input_rate if write_5m is None else write_5m
         return BucketRates(
@@ -224,11 +252,16 @@ def _plan_from_file(entry: PriceFileModel, source: str) -> _RatePlan:
             cache_write_5m=tidy(write_5m),
             cache_write_1h=tidy(write_5m if write_1h is None else write_1h),
             output=tidy(output),
+            output_image=tidy(output if output_image is None else output_image),
         )
 
-    base = rates(entry.input, entry.output, entry.cache_read, entry.cache_write_5m, entry.cache_write_1h)
+    if entry.input is None or entry.output is None:  # priced per image only
+        return None
+    base = rates(
+        entry.input, entry.output, entry.cache_read, entry.cache_write_5m, entry.cache_write_1h, entry.output_image
+    )
     tiers = tuple(
-        rates(tier.input, tier.output, tier.cache_read, tier.cache_write_5m, tier.cache_write_1h)
+        rates(tier.input, tier.output, tier.cache_read, tier.cache_write_5m, tier.cache_write_1h, tier.output_image)
         for tier in entry.tiers
     )
     return _RatePlan(tuple(tier.above for tier in entry.tiers), (base, *tiers), source)
@@ -239,27 +272,48 @@ def _no_rates_note(source: str, service_tier: str) -> str:
 
 
 class _FileEntry:
-    """One price-file entry, with its standard plan and a plan per service tier it prices or was asked for."""
+    """One price-file entry: its standard plan and a plan per service tier it prices or was asked for (None for an
+    entry that prices images only), and its per-image prices by (quality, size)."""
 
-    __slots__ = ("_plans", "_standard", "starts")
+    __slots__ = ("_plans", "_source", "_standard", "images", "starts")
 
     def __init__(self, entry: PriceFileModel, file_name: str) -> None:
         self.starts = entry.effective_from
-        source = f"{file_name}:{entry.model} from {entry.effective_label}"
-        self._standard = _plan_from_file(entry, source)
-        self._plans = {
-            name: self._standard.scaled(multiplier, f"{source} {name} x{multiplier}")
+        self._source = source = f"{file_name}:{entry.model} from {entry.effective_label}"
+        self._standard = standard = _plan_from_file(entry, source)
+        self._plans: dict[str, _RatePlan | None] = {
+            name: standard.scaled(multiplier, f"{source} {name} x{multiplier}")
             for name, multiplier in entry.service_tiers.items()
+            if standard is not None
         }
+        self.images = {(image.quality.lower(), image.size): tidy(image.usd) for image in entry.images}
 
-    def plan(self, service_tier: str | None) -> _RatePlan:
-        if service_tier is None:
+    def plan(self, service_tier: str | None) -> _RatePlan | None:
+        if service_tier is None or self._standard is None:
             return self._standard
         plan = self._plans.get(service_tier)
         if plan is None:
             plan = self._standard.with_source(_no_rates_note(self._standard.source, service_tier))
             self._plans[service_tier] = plan
         return plan
+
+    def price_image(self, quality: str, size: str, images: int) -> PricedUsage | None:
+        """``images`` images at this entry's per-image price for (quality, size); None when it lists none."""
+        usd = self.images.get((quality.lower(), size))
+        if usd is None:
+            return None
+        cost = tidy(_EXACT.multiply(usd, images))
+        return PricedUsage(
+            status="priced",
+            cost_input=_ZERO,
+            cost_cache_read=_ZERO,
+            cost_cache_write_5m=_ZERO,
+            cost_cache_write_1h=_ZERO,
+            cost_output=_ZERO,
+            cost_output_image=cost,
+            total_cost=cost,
+            source=f"{self._source} per image ({quality.lower()}, {size})",
+        )
 
 
 def _genai_context(provider_id: str, service_tier: str) -> PriceContext:
@@ -343,24 +397,39 @@ class _Resolution:
             return self._genai.plan(at, service_tier)
         return None
 
+    def file_entry(self, at: datetime.datetime) -> _FileEntry | None:
+        """The price-file entry in force at ``at``, if any."""
+        in_force = bisect_right(self._starts, at)
+        return self._entries[in_force - 1] if in_force else None
+
 
 class PriceCatalogue:
     """Prices of every known model; build once at start-up with :meth:`load` and share."""
 
     __slots__ = ("_file_entries", "_resolutions", "_snapshot", "_warned_unpriced")
 
-    def __init__(self, file_entries: Iterable[PriceFileModel] = (), *, file_name: str = "prices.toml") -> None:
+    def __init__(
+        self, file_entries: Iterable[PriceFileModel] = (), *, file_name: str = "prices.toml", bundled: bool = True
+    ) -> None:
+        """``file_entries`` (from ``file_name``) over the bundled project prices (``bundled``: the per-image
+        models), over genai-prices: an entry of ``file_entries`` replaces every bundled entry of its model."""
         self._snapshot = DataSnapshot(providers=genai_providers, from_auto_update=False)
         self._file_entries: dict[tuple[str, str], list[_FileEntry]] = {}
         for entry in file_entries:
             key = (entry.provider, _model_key(entry.provider, entry.model))
             self._file_entries.setdefault(key, []).append(_FileEntry(entry, file_name))
+        if bundled:
+            overridden = set(self._file_entries)
+            for entry in _bundled_entries():
+                key = (entry.provider, _model_key(entry.provider, entry.model))
+                if key not in overridden:
+                    self._file_entries.setdefault(key, []).append(_FileEntry(entry, BUNDLED_PRICE_FILE.name))
         self._resolutions: dict[tuple[str, str], _Resolution] = {}
         self._warned_unpriced: set[tuple[str, str]] = set()
 
     @classmethod
     def load(cls, price_file: Path | None) -> PriceCatalogue:
-        """The bundled genai-prices data, overridden by ``price_file`` when given.
+        """The bundled genai-prices data and project prices, overridden by ``price_file`` when given.
 
         The bundled snapshot is used even if some other library started genai-prices' background updater, so
         that a price never depends on a download.
@@ -395,6 +464,31 @@ class PriceCatalogue:
             self.warn_unpriced(provider, model)
             return UNPRICED
         return plan.price(usage)
+
+    def price_image(
+        self,
+        provider: str,
+        model: str,
+        usage: TokenUsage,
+        at: datetime.datetime,
+        *,
+        quality: str,
+        size: str,
+        images: int = 1,
+    ) -> PricedUsage:
+        """Cost an images-API call: per image when a price file prices ``model`` per image at ``at`` (by
+        ``quality`` and ``size``; a quality or size it does not list is ``UNPRICED``), else by its tokens
+        (``price``: text in, text and image out, image tokens at the image-output rate)."""
+        if at.tzinfo is None:
+            raise ValueError("`at` must be timezone-aware; a naive time would pick prices by the server's zone")
+        entry = self._resolution(provider, model).file_entry(at)
+        if entry is not None and entry.images:
+            priced = entry.price_image(quality, size, images)
+            if priced is None:
+                self.warn_unpriced(provider, f"{model} ({quality}, {size})")
+                return UNPRICED
+            return priced
+        return self.price(provider, model, usage, at)
 
     def is_priced(self, provider: str, model: str, at: datetime.datetime) -> bool:
         """Whether a call to ``model`` at ``at`` would be priced (at standard rates); it warns of nothing."""
@@ -444,6 +538,11 @@ class PriceCatalogue:
         except LookupError:
             return None
         return _GenaiModel(genai_provider, genai_model)
+
+
+@functools.cache
+def _bundled_entries() -> tuple[PriceFileModel, ...]:
+    return load_price_file(BUNDLED_PRICE_FILE)
 
 
 def _model_key(provider: str, model: str) -> str:

@@ -116,7 +116,7 @@ class OpenAIChatAdapter:
         try:
             response = await self.client.chat.completions.create(**self._params(request), stream=False)
         except (openai.OpenAIError, ValueError) as error:
-            raise _translate(self.name, error) from None
+            raise translate_error(self.name, error) from None
         if response.usage is None:
             raise LLMError(LLMFailure.BAD_RESPONSE, f"{self.name} returned no usage report", error_type="MissingUsage")
         text = "".join(choice.message.content or "" for choice in response.choices[:1])
@@ -137,7 +137,7 @@ class OpenAIChatAdapter:
                 **self._params(request, stream_options={"include_usage": True}), stream=True
             )
         except (openai.OpenAIError, ValueError) as error:
-            raise _translate(self.name, error) from None
+            raise translate_error(self.name, error) from None
         try:
             async with chunks:
                 async for chunk in chunks:
@@ -148,7 +148,7 @@ class OpenAIChatAdapter:
                         if choice.index == 0 and choice.delta.content:
                             yield TextDelta(choice.delta.content)
         except (openai.OpenAIError, httpx2.TransportError, ValueError) as error:
-            raise _translate(self.name, error, billable=True) from None
+            raise translate_error(self.name, error, billable=True) from None
         if usage is not None:
             normalised = _normalised(self.name, self.normalise, usage, billable=True)
             yield StreamEnd(usage=normalised, model=model, service_tier=service_tier)
@@ -189,7 +189,7 @@ class AnthropicMessagesAdapter:
         try:
             response = await self.client.messages.create(**self._params(request))
         except (anthropic.AnthropicError, ValueError) as error:
-            raise _translate(self.name, error) from None
+            raise translate_error(self.name, error) from None
         text = "".join(block.text for block in response.content if block.type == "text")
         return Completion(
             text=text,
@@ -206,7 +206,7 @@ class AnthropicMessagesAdapter:
         try:
             events = await self.client.messages.create(**self._params(request), stream=True)
         except (anthropic.AnthropicError, ValueError) as error:
-            raise _translate(self.name, error) from None
+            raise translate_error(self.name, error) from None
         try:
             async with events:
                 async for event in events:
@@ -220,12 +220,12 @@ class AnthropicMessagesAdapter:
                         usage.on_message_delta(event.usage)
         # anthropic 2.x lets its transport's errors (httpx2) escape from a stream that breaks off.
         except (anthropic.AnthropicError, httpx2.TransportError, ValueError) as error:
-            raise _translate(self.name, error, billable=True) from None
+            raise translate_error(self.name, error, billable=True) from None
         try:
             # Until a message_delta arrives the output count is message_start's provisional one: no report yet.
             final = usage.result() if usage.completed else None
         except UsageReportError as error:
-            raise _impossible_usage(self.name, error, billable=True) from None
+            raise impossible_usage(self.name, error, billable=True) from None
         if final is not None:
             yield StreamEnd(usage=final, model=model, service_tier=service_tier)
 
@@ -322,16 +322,16 @@ def _normalised(
     try:
         return normalise(usage)
     except UsageReportError as error:
-        raise _impossible_usage(provider, error, billable=billable) from None
+        raise impossible_usage(provider, error, billable=billable) from None
 
 
-def _impossible_usage(provider: str, error: UsageReportError, *, billable: bool) -> LLMError:
+def impossible_usage(provider: str, error: UsageReportError, *, billable: bool) -> LLMError:
     # Pricing an impossible report would mis-bill silently; the call fails loudly instead.
     message = f"{provider} reported impossible usage: {error}"
     return LLMError(LLMFailure.BAD_RESPONSE, message, error_type="BadUsage", billable=billable)
 
 
-def _translate(
+def translate_error(
     provider: str,
     error: openai.OpenAIError | anthropic.AnthropicError | httpx2.TransportError | ValueError,
     *,

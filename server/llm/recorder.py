@@ -99,6 +99,7 @@ class _CallParameters(msgspec.Struct, frozen=True, kw_only=True):
     cache_write_1h_tokens: int
     output_tokens: int
     reasoning_tokens: int
+    output_image_tokens: int
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -108,6 +109,7 @@ class _CallParameters(msgspec.Struct, frozen=True, kw_only=True):
     rate_cache_write_5m: Decimal | None
     rate_cache_write_1h: Decimal | None
     rate_output: Decimal | None
+    rate_output_image: Decimal | None
     price_source: str | None
     price_tier: str | None
     cost_input: Decimal | None
@@ -115,6 +117,7 @@ class _CallParameters(msgspec.Struct, frozen=True, kw_only=True):
     cost_cache_write_5m: Decimal | None
     cost_cache_write_1h: Decimal | None
     cost_output: Decimal | None
+    cost_output_image: Decimal | None
     estimated_cost_usd: Decimal | None
     pricing_status: str
     latency_ms: int
@@ -126,6 +129,8 @@ class _CallParameters(msgspec.Struct, frozen=True, kw_only=True):
     cached_call_id: uuid.UUID | None
     prompt_total: int
     """All prompt buckets, cached ones included: what the conversation's ``total_prompt_tokens`` grows by."""
+    generated_total: int
+    """Every generated token, text and image: what the conversation's ``total_completion_tokens`` grows by."""
     unpriced_call: int
     """1 for an unpriced call, else 0: what the conversation's ``unpriced_calls`` grows by."""
     message_ids: list[uuid.UUID]
@@ -146,7 +151,8 @@ WITH settled AS (
         reasoning_tokens, prompt_tokens, completion_tokens, total_tokens, usage_estimated,
         rate_input, rate_cache_read, rate_cache_write_5m, rate_cache_write_1h, rate_output, price_source, price_tier,
         cost_input, cost_cache_read, cost_cache_write_5m, cost_cache_write_1h, cost_output, estimated_cost_usd,
-        pricing_status, latency_ms, status, error_type, metadata, created_at, saved_usd, cached_call_id
+        pricing_status, latency_ms, status, error_type, metadata, created_at, saved_usd, cached_call_id,
+        output_image_tokens, rate_output_image, cost_output_image
     ) VALUES (
         :row_id, :call_id, :conversation_id, :message_id, :user_id, :procedure, :provider, :requested_model, :model,
         :input_tokens, :cache_read_tokens, :cache_write_5m_tokens, :cache_write_1h_tokens, :output_tokens,
@@ -155,7 +161,7 @@ WITH settled AS (
         :price_tier,
         :cost_input, :cost_cache_read, :cost_cache_write_5m, :cost_cache_write_1h, :cost_output, :estimated_cost_usd,
         :pricing_status, :latency_ms, :status, :error_type, :metadata::jsonb, :created_at, :saved_usd,
-        :cached_call_id
+        :cached_call_id, :output_image_tokens, :rate_output_image, :cost_output_image
     )
     ON CONFLICT (call_id) DO NOTHING
     RETURNING call_id
@@ -164,10 +170,11 @@ WITH settled AS (
         id, owner, title, created_at, updated_at, total_prompt_tokens, total_completion_tokens, total_tokens_used,
         total_cost_usd, llm_calls, unpriced_calls, model_distribution
     )
-    SELECT :conversation_id, :user_id, :conversation_title, :created_at, :created_at, :prompt_total, :output_tokens,
-           :prompt_total + :output_tokens, coalesce(:estimated_cost_usd, 0), 1, :unpriced_call,
+    SELECT :conversation_id, :user_id, :conversation_title, :created_at, :created_at, :prompt_total,
+           :generated_total::bigint, :prompt_total + :generated_total::bigint, coalesce(:estimated_cost_usd, 0), 1,
+           :unpriced_call,
            jsonb_build_object(:model::text, jsonb_build_object(
-               'calls', 1, 'unpriced', :unpriced_call::int, 'tokens', :prompt_total + :output_tokens,
+               'calls', 1, 'unpriced', :unpriced_call::int, 'tokens', :prompt_total + :generated_total::bigint,
                'cost_usd', coalesce(:estimated_cost_usd, 0)::text))
     FROM log
     WHERE :conversation_id::uuid IS NOT NULL
@@ -292,6 +299,7 @@ def _call_parameters(record: UsageRecord) -> _CallParameters:
         cache_write_1h_tokens=usage.cache_write_1h,
         output_tokens=usage.output,
         reasoning_tokens=usage.reasoning,
+        output_image_tokens=usage.output_image,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
@@ -301,6 +309,7 @@ def _call_parameters(record: UsageRecord) -> _CallParameters:
         rate_cache_write_5m=rates.cache_write_5m if rates else None,
         rate_cache_write_1h=rates.cache_write_1h if rates else None,
         rate_output=rates.output if rates else None,
+        rate_output_image=rates.output_image if rates else None,
         price_source=priced.source,
         price_tier=priced.tier,
         cost_input=priced.cost_input,
@@ -308,6 +317,7 @@ def _call_parameters(record: UsageRecord) -> _CallParameters:
         cost_cache_write_5m=priced.cost_cache_write_5m,
         cost_cache_write_1h=priced.cost_cache_write_1h,
         cost_output=priced.cost_output,
+        cost_output_image=priced.cost_output_image,
         estimated_cost_usd=priced.total_cost,
         pricing_status=priced.status,
         latency_ms=record.latency_ms,
@@ -317,6 +327,7 @@ def _call_parameters(record: UsageRecord) -> _CallParameters:
         saved_usd=record.saved_usd,
         cached_call_id=record.cached_call_id,
         prompt_total=usage.prompt_total,
+        generated_total=usage.generated_total,
         unpriced_call=1 if priced.status == "unpriced" else 0,
         message_ids=[m.id for m in record.messages],
         message_roles=[m.role for m in record.messages],

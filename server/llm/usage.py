@@ -12,6 +12,7 @@ import msgspec
 from anthropic.types import MessageDeltaUsage as AnthropicDeltaUsage
 from anthropic.types import Usage as AnthropicUsage
 from openai.types import CompletionUsage
+from openai.types.images_response import Usage as ImagesUsage
 
 __all__ = [
     "CHARS_PER_TOKEN_ESTIMATE",
@@ -22,6 +23,7 @@ __all__ = [
     "usage_from_anthropic",
     "usage_from_gemini_openai_compat",
     "usage_from_openai",
+    "usage_from_openai_images",
 ]
 
 CHARS_PER_TOKEN_ESTIMATE = 4
@@ -49,14 +51,17 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Writes at the provider's default cache lifetime (Anthropic's 5 minutes; OpenAI has only one kind)."""
     cache_write_1h: int
     output: int
-    """Every generated token, reasoning included: that is what providers bill as output."""
+    """Every generated text token, reasoning included: that is what providers bill as output."""
     reasoning: int
     """Informational subset of ``output``; never billed separately."""
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    output_image: int = 0
+    """Generated image tokens (the images API), billed at the image-output rate; disjoint from ``output``."""
     estimated: bool = False
-    """True when a stream broke before the provider reported usage and the counts were estimated from text."""
+    """True when the counts are not the provider's exact report: a stream broke before usage arrived (estimated
+    from text), or an image call's report lacked its text/image split (every output token taken as image)."""
 
     def __post_init__(self) -> None:
         for name in _COUNT_FIELDS:
@@ -71,6 +76,11 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         """Every prompt token however it was billed; price tiers are chosen on this figure."""
         return self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
 
+    @property
+    def generated_total(self) -> int:
+        """Every generated token, text and image: what a conversation's ``total_completion_tokens`` grows by."""
+        return self.output + self.output_image
+
 
 _COUNT_FIELDS = (
     "input",
@@ -78,6 +88,7 @@ _COUNT_FIELDS = (
     "cache_write_5m",
     "cache_write_1h",
     "output",
+    "output_image",
     "reasoning",
     "prompt_tokens",
     "completion_tokens",
@@ -317,6 +328,50 @@ def usage_from_gemini_openai_compat(usage: CompletionUsage) -> TokenUsage:
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=usage.total_tokens,
+    )
+
+
+def usage_from_openai_images(usage: ImagesUsage) -> TokenUsage:
+    """Map the images API's usage (``images.generate`` with a GPT Image model): text in, text and image out.
+
+    ``output_tokens_details`` splits the output into text and image tokens, each billed at its own rate. A report
+    without that split cannot say which is which: every output token is then taken as an image token (the
+    dearer rate: an image call's output is mostly image, and a text rate would under-bill it about three times)
+    and the usage is flagged ``estimated``. ``images.generate`` sends no image, so input image tokens are normally
+    0; any reported count as input (the text rate is all the buckets know) and flag the usage ``estimated``.
+    """
+    input_details, output_details = usage.input_tokens_details, usage.output_tokens_details
+    input_image = input_details.image_tokens if input_details is not None else 0
+    _non_negative(
+        "openai images",
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+        input_image_tokens=input_image,
+    )
+    if output_details is None:
+        text_out, image_out, estimated = 0, usage.output_tokens, True
+    else:
+        text_out, image_out = output_details.text_tokens, output_details.image_tokens
+        _non_negative("openai images", output_text_tokens=text_out, output_image_tokens=image_out)
+        if text_out + image_out != usage.output_tokens:
+            raise UsageReportError(
+                f"openai images usage: output text ({text_out}) and image ({image_out}) tokens do not add up to "
+                f"output_tokens ({usage.output_tokens})"
+            )
+        estimated = False
+    return TokenUsage(
+        input=usage.input_tokens,
+        cache_read=0,
+        cache_write_5m=0,
+        cache_write_1h=0,
+        output=text_out,
+        output_image=image_out,
+        reasoning=0,
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=estimated or input_image > 0,
     )
 
 

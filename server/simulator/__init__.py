@@ -18,7 +18,8 @@ Public API:
   ``gemini``, and ``SimulatorBaseUrls.for_origin(origin)`` for a simulator served elsewhere)
 - ``SimulatorState``: ``enqueue(*responses)``, ``reset()``, ``pending(provider)``, ``requests``,
   ``requests_to(provider)``
-- ``ScriptedResponse``, ``ScriptedUsage``: what a provider answers next (also accepted as JSON by ``POST /_sim/script``)
+- ``ScriptedResponse``, ``ScriptedUsage``, ``ScriptedImageUsage``: what a provider answers next (also accepted as JSON
+  by ``POST /_sim/script``); ``api="images"`` scripts OpenAI's ``images.generate`` (``server.simulator.images_format``)
 - ``ReceivedRequest``: ``provider`` and ``body`` of a request the simulator received
 - ``create_simulator_app(state=None) -> Litestar``; ``python -m server.simulator --port 8001`` serves it standalone
 """
@@ -26,13 +27,21 @@ Public API:
 from server.simulator.app import create_simulator_app
 from server.simulator.endpoint import INVALID_API_KEY
 from server.simulator.runner import RunningSimulator, SimulatorBaseUrls, running_simulator
-from server.simulator.script import Provider, ReceivedRequest, ScriptedResponse, ScriptedUsage, SimulatorState
+from server.simulator.script import (
+    Provider,
+    ReceivedRequest,
+    ScriptedImageUsage,
+    ScriptedResponse,
+    ScriptedUsage,
+    SimulatorState,
+)
 
 __all__ = [
     "INVALID_API_KEY",
     "Provider",
     "ReceivedRequest",
     "RunningSimulator",
+    "ScriptedImageUsage",
     "ScriptedResponse",
     "ScriptedUsage",
     "SimulatorBaseUrls",

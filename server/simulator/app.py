@@ -1,12 +1,13 @@
 """The simulator's ASGI app: three provider APIs under their own prefixes, plus the control API under ``/_sim``.
 
 The prefixes are what the SDKs' base URLs point at:
-- OpenAI: ``{origin}/openai/v1`` (the openai SDK appends ``/chat/completions``);
+- OpenAI: ``{origin}/openai/v1`` (the openai SDK appends ``/chat/completions``, ``/images/generations``);
 - Anthropic: ``{origin}/anthropic`` (the anthropic SDK appends ``/v1/messages``);
 - Gemini: ``{origin}/gemini/v1beta/openai/`` (the openai SDK appends ``chat/completions``).
 
 Control API: ``POST /_sim/script`` queues a JSON list of scripted responses, ``POST /_sim/reset`` clears queues,
-recorded requests and counters (both answer the pending counts), ``GET /_sim/requests`` lists what the SDKs sent.
+recorded requests and counters (both answer the pending counts: ``pending`` per provider's chat API,
+``pending_images`` for OpenAI's images API), ``GET /_sim/requests`` lists what the SDKs sent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from litestar.datastructures import State
 from litestar.types import ASGIApp
 
 from server.simulator.anthropic_format import MessagesEndpoint
+from server.simulator.images_format import ImagesEndpoint
 from server.simulator.openai_format import ChatCompletionsEndpoint
 from server.simulator.responses import json_response
 from server.simulator.script import PROVIDERS, Provider, ScriptedResponse, SimulatorState
@@ -37,6 +39,7 @@ class _ControlError(msgspec.Struct, kw_only=True):
 
 class _Pending(msgspec.Struct, kw_only=True):
     pending: dict[Provider, int]
+    pending_images: int
 
 
 def create_simulator_app(state: SimulatorState | None = None) -> Litestar:
@@ -45,14 +48,20 @@ def create_simulator_app(state: SimulatorState | None = None) -> Litestar:
     openai_endpoint = ChatCompletionsEndpoint("openai")
     gemini_endpoint = ChatCompletionsEndpoint("gemini")
     anthropic_endpoint = MessagesEndpoint()
+    images_endpoint = ImagesEndpoint()
 
     def pending() -> ASGIApp:
         counts = {provider: simulator.pending(provider) for provider in PROVIDERS}
-        return json_response(_ENCODER.encode(_Pending(pending=counts)))
+        images = simulator.pending("openai", "images")
+        return json_response(_ENCODER.encode(_Pending(pending=counts, pending_images=images)))
 
     @post(f"{OPENAI_PREFIX}/chat/completions", operation_id="openaiChatCompletions")
     async def openai_chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
         return await openai_endpoint.handle(request, simulator)
+
+    @post(f"{OPENAI_PREFIX}/images/generations", operation_id="openaiImagesGenerations")
+    async def openai_images_generations(request: Request[Any, Any, Any]) -> ASGIApp:
+        return await images_endpoint.handle(request, simulator)
 
     @post(f"{GEMINI_PREFIX}/chat/completions", operation_id="geminiChatCompletions")
     async def gemini_chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
@@ -83,6 +92,7 @@ def create_simulator_app(state: SimulatorState | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             openai_chat_completions,
+            openai_images_generations,
             gemini_chat_completions,
             anthropic_messages,
             script,

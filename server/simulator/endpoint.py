@@ -15,7 +15,7 @@ import msgspec
 from litestar import Request
 from litestar.types import ASGIApp
 
-from server.simulator.script import Provider, ScriptedResponse, SimulatorState
+from server.simulator.script import Api, Provider, ScriptedResponse, SimulatorState
 
 INVALID_API_KEY: Final = "sk-invalid"
 """The API key every simulated provider rejects with its 401."""
@@ -24,8 +24,9 @@ RequestT = TypeVar("RequestT")
 
 
 class ProviderEndpoint(abc.ABC, Generic[RequestT]):
-    def __init__(self, provider: Provider, decoder: msgspec.json.Decoder[RequestT]) -> None:
+    def __init__(self, provider: Provider, decoder: msgspec.json.Decoder[RequestT], api: Api = "chat") -> None:
         self.provider: Final = provider
+        self.api: Final = api
         self._decoder = decoder
 
     async def handle(self, request: Request[Any, Any, Any], state: SimulatorState) -> ASGIApp:
@@ -37,8 +38,8 @@ class ProviderEndpoint(abc.ABC, Generic[RequestT]):
             decoded = self._decoder.decode(body)
         except msgspec.DecodeError as exc:
             return self.error(400, f"Invalid request body: {exc}")
-        state.record(self.provider, body)
-        script = state.next_script(self.provider)
+        state.record(self.provider, body, self.api)
+        script = state.next_script(self.provider, self.api)
         if script is None:
             return self.answer(decoded, None, state.next_sequence())
         if script.delay_ms:

@@ -11,6 +11,7 @@ The two share the wire shape but not the usage arithmetic, which is the point of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Final
 
@@ -197,28 +198,15 @@ class ChatCompletionsEndpoint(ProviderEndpoint[ChatCompletionRequest]):
         self._id_prefix: Final = "gemini-sim-" if self._gemini else "chatcmpl-sim"
 
     def reject_credentials(self, request: Request[Any, Any, Any]) -> ASGIApp | None:
-        key = bearer_token(request)
-        if key is None:
-            return self.error(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an Authorization header "
-                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            )
-        if key == INVALID_API_KEY:
-            return self.error(401)
-        return None
+        return reject_openai_credentials(request, self.error)
 
     def error(self, status: int, message: str | None = None, *, retry_after: float | None = None) -> ASGIApp:
-        headers = retry_after_headers(retry_after)
         if self._gemini:
             name, default_message = _GOOGLE_STATUSES.get(status, ("UNKNOWN", "Unknown error."))
             status_body = _GoogleStatus(code=status, message=message or default_message, status=name)
+            headers = retry_after_headers(retry_after)
             return json_response(_ENCODER.encode([_GoogleErrorBody(error=status_body)]), status=status, headers=headers)
-        kind, code, default_message = _OPENAI_ERRORS.get(
-            status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
-        )
-        error = _OpenAIError(message=message or default_message, type=kind, param=None, code=code)
-        return json_response(_ENCODER.encode(_OpenAIErrorBody(error=error)), status=status, headers=headers)
+        return openai_error(status, message, retry_after=retry_after)
 
     def malformed(self, request: ChatCompletionRequest) -> ASGIApp:
         if request.stream:
@@ -248,6 +236,32 @@ class ChatCompletionsEndpoint(ProviderEndpoint[ChatCompletionRequest]):
             usage=_gemini_usage(counts) if self._gemini else _openai_usage(counts),
         )
         return json_response(_ENCODER.encode(completion))
+
+
+def reject_openai_credentials(
+    request: Request[Any, Any, Any], error: Callable[[int, str | None], ASGIApp]
+) -> ASGIApp | None:
+    """OpenAI's 401 (through ``error``) when the key is missing or is ``INVALID_API_KEY``; None lets it in."""
+    key = bearer_token(request)
+    if key is None:
+        return error(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header "
+            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    if key == INVALID_API_KEY:
+        return error(401, None)
+    return None
+
+
+def openai_error(status: int, message: str | None = None, *, retry_after: float | None = None) -> ASGIApp:
+    """An error in OpenAI's JSON shape, so that the openai SDK raises the class it raises in production."""
+    kind, code, default_message = _OPENAI_ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error.")
+    )
+    error = _OpenAIError(message=message or default_message, type=kind, param=None, code=code)
+    headers = retry_after_headers(retry_after)
+    return json_response(_ENCODER.encode(_OpenAIErrorBody(error=error)), status=status, headers=headers)
 
 
 def _openai_usage(counts: _Counts) -> _Usage:

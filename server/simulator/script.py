@@ -1,8 +1,9 @@
 """What tests tell the simulator to answer, and what the simulator saw.
 
-Scripts are queued per provider and consumed first in, first out, one per provider request, so a test can
-describe a whole conversation (or a retry sequence) up front. A provider request that finds its queue empty gets
-the deterministic default answer, which is what lets the simulator serve as the offline provider.
+Scripts are queued per provider and API (``chat``, or OpenAI's ``images``) and consumed first in, first out, one per
+provider request, so a test can describe a whole conversation (or a retry sequence) up front, and image calls made
+alongside chat calls never take each other's scripts. A provider request that finds its queue empty gets the
+deterministic default answer, which is what lets the simulator serve as the offline provider.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import msgspec
 
 Provider = Literal["openai", "anthropic", "gemini"]
 PROVIDERS: Final[tuple[Provider, ...]] = ("openai", "anthropic", "gemini")
+Api = Literal["chat", "images"]
+"""``chat``: each provider's chat API; ``images``: OpenAI's ``/images/generations``."""
 
 DEFAULT_MAX_RECORDED_REQUESTS: Final = 1000
 
@@ -59,8 +62,26 @@ class ScriptedUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("usage.reasoning cannot exceed usage.completion (completion includes reasoning)")
 
 
+class ScriptedImageUsage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Exact token counts of an images-API answer (``usage`` of a GPT Image model).
+
+    ``input_tokens`` is ``text_input + image_input``, ``output_tokens`` is ``text_output + image_output``; with
+    ``split=False`` the answer leaves out ``output_tokens_details`` (the text/image split of the output), as some
+    responses do.
+    """
+
+    text_input: _NonNegative = 0
+    image_input: _NonNegative = 0
+    text_output: _NonNegative = 0
+    image_output: _NonNegative = 0
+    split: bool = True
+
+
 class ScriptedResponse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One provider answer, consumed by the next request to ``provider``.
+    """One provider answer, consumed by the next request to ``provider``'s ``api``.
+
+    - ``api``: ``chat`` (default), or ``images`` for OpenAI's ``/images/generations`` (``provider`` "openai").
+    - ``image_usage``: exact usage for an ``images`` answer; None computes it from the prompt, size and quality.
 
     - ``reply``: the assistant text; None keeps the default reply (or the JSON-mode object).
     - ``usage``: exact usage to report; None computes it from the text like the default does.
@@ -74,6 +95,8 @@ class ScriptedResponse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """
 
     provider: Provider
+    api: Api = "chat"
+    image_usage: ScriptedImageUsage | None = None
     reply: str | None = None
     usage: ScriptedUsage | None = None
     model: str | None = None
@@ -88,6 +111,14 @@ class ScriptedResponse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             self.usage.check_for(self.provider)
         if self.retry_after is not None and self.status is None:
             raise ValueError("retry_after only makes sense with an error status")
+        if self.api == "images":
+            if self.provider != "openai":
+                raise ValueError("only provider 'openai' has an images API")
+            chat_only = [name for name in ("reply", "usage", "model", "stream_break_after") if getattr(self, name)]
+            if chat_only:
+                raise ValueError(f"{chat_only} belong to chat answers, not to an images answer")
+        elif self.image_usage is not None:
+            raise ValueError("image_usage belongs to an images answer (api='images')")
 
 
 class ReceivedRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +126,7 @@ class ReceivedRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     provider: Provider
     raw_body: msgspec.Raw = msgspec.field(name="body")
+    api: Api = "chat"
 
     @property
     def body(self) -> dict[str, Any]:
@@ -110,13 +142,15 @@ class SimulatorState:
     """
 
     def __init__(self, *, max_recorded_requests: int = DEFAULT_MAX_RECORDED_REQUESTS) -> None:
-        self._queues: dict[Provider, deque[ScriptedResponse]] = {provider: deque() for provider in PROVIDERS}
+        self._queues: dict[tuple[Provider, Api], deque[ScriptedResponse]] = {
+            (provider, api): deque() for provider in PROVIDERS for api in ("chat", "images")
+        }
         self._requests: deque[ReceivedRequest] = deque(maxlen=max_recorded_requests)
         self._sequence = 0
 
     def enqueue(self, *responses: ScriptedResponse) -> None:
         for response in responses:
-            self._queues[response.provider].append(response)
+            self._queues[response.provider, response.api].append(response)
 
     def reset(self) -> None:
         for queue in self._queues.values():
@@ -124,23 +158,23 @@ class SimulatorState:
         self._requests.clear()
         self._sequence = 0
 
-    def pending(self, provider: Provider) -> int:
-        """How many scripted responses ``provider`` has not consumed yet."""
-        return len(self._queues[provider])
+    def pending(self, provider: Provider, api: Api = "chat") -> int:
+        """How many scripted responses ``provider``'s ``api`` has not consumed yet."""
+        return len(self._queues[provider, api])
 
     @property
     def requests(self) -> list[ReceivedRequest]:
         """Received provider requests, oldest first."""
         return list(self._requests)
 
-    def requests_to(self, provider: Provider) -> list[ReceivedRequest]:
-        return [request for request in self._requests if request.provider == provider]
+    def requests_to(self, provider: Provider, api: Api = "chat") -> list[ReceivedRequest]:
+        return [request for request in self._requests if request.provider == provider and request.api == api]
 
-    def record(self, provider: Provider, raw_body: bytes) -> None:
-        self._requests.append(ReceivedRequest(provider=provider, raw_body=msgspec.Raw(raw_body)))
+    def record(self, provider: Provider, raw_body: bytes, api: Api = "chat") -> None:
+        self._requests.append(ReceivedRequest(provider=provider, raw_body=msgspec.Raw(raw_body), api=api))
 
-    def next_script(self, provider: Provider) -> ScriptedResponse | None:
-        queue = self._queues[provider]
+    def next_script(self, provider: Provider, api: Api = "chat") -> ScriptedResponse | None:
+        queue = self._queues[provider, api]
         return queue.popleft() if queue else None
 
     def next_sequence(self) -> int:

@@ -95,6 +95,12 @@ export type BucketCosts = {
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
   output: string;
+  /**
+   * Generated image tokens, or the images of a per-image call.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  outputImage: string;
 };
 
 /** USD per 1,000,000 tokens of each bucket, as the call was priced. */
@@ -124,6 +130,12 @@ export type BucketRates = {
    * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
    */
   output: string;
+  /**
+   * Generated image tokens; null for a call recorded before image pricing.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  outputImage: string | null;
 };
 
 /** A budget and where its current UTC period stands; the figures are 0 until the period's first call. */
@@ -406,7 +418,7 @@ export type ConversationSummary = {
 export type ConversationTotals = {
   /** Sum of the calls' `prompt` tokens. */
   totalPromptTokens: number;
-  /** Sum of the calls' `output` tokens. */
+  /** Sum of the calls' `output` and `outputImage` tokens. */
   totalOutputTokens: number;
   /** totalPromptTokens + totalOutputTokens. */
   totalTokensUsed: number;
@@ -777,7 +789,7 @@ export type ModelShare = {
   model: string;
   llmCalls: number;
   unpricedCalls: number;
-  /** prompt + output tokens of this model's calls. */
+  /** prompt + output + outputImage tokens of this model's calls. */
   totalTokensUsed: number;
   /**
    * Sum of the priced calls' costs, USD. Null when every call counted is unpriced: their cost is unknown, not zero.
@@ -1250,13 +1262,15 @@ export type TokenCounts = {
   cacheWrite5m: number;
   /** Prompt tokens written to a 1-hour cache. */
   cacheWrite1h: number;
-  /** Generated tokens, reasoning included. */
+  /** Generated text tokens, reasoning included. */
   output: number;
+  /** Generated image tokens (image models), billed at the image-output rate. */
+  outputImage: number;
   /** The part of output spent on reasoning (thinking). */
   reasoning: number;
   /** input + cacheRead + cacheWrite5m + cacheWrite1h. */
   prompt: number;
-  /** prompt + output. */
+  /** prompt + output + outputImage. */
   total: number;
 };
 
@@ -1360,16 +1374,18 @@ export type Usage = {
   cacheWrite5m: number;
   /** Prompt tokens written to a 1-hour cache. */
   cacheWrite1h: number;
-  /** Generated tokens, reasoning included. */
+  /** Generated text tokens, reasoning included. */
   output: number;
+  /** Generated image tokens (image models), billed at the image-output rate. */
+  outputImage: number;
   /** The part of output spent on reasoning (thinking). */
   reasoning: number;
   /** input + cacheRead + cacheWrite5m + cacheWrite1h. */
   prompt: number;
-  /** prompt + output. */
+  /** prompt + output + outputImage. */
   total: number;
   reported: ReportedTokens;
-  /** True when the provider never reported usage (a broken stream): estimated. */
+  /** True when the provider never reported usage (a broken stream), or an image call's report lacked its text/image output split (every output token priced as image): estimated. */
   estimated: boolean;
 };
 
@@ -1522,7 +1538,8 @@ export type UsageFigures = {
 
 /**
  * One recorded model call. ``costUsd``, ``costsUsd`` and ``ratesUsdPerMillionTokens`` are null when the call is
- * unpriced.
+ * unpriced; ``ratesUsdPerMillionTokens`` is null too for a call priced per image (``priceSource`` says at which
+ * quality and size; ``costsUsd.outputImage`` is its cost).
  */
 export type UsageRow = {
   /** @format uuid */
