@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -16,9 +18,10 @@ import pytest
 from schemas.personas import GeneratePersonasInput, PersonaConfig
 from server.settings import Settings
 from server.simulator import RunningSimulator, ScriptedResponse
-from server.simulator.script import ScriptedUsage
+from server.simulator.script import ScriptedImageUsage, ScriptedUsage
 from server.users import NewUser
 from tests.conftest import TABLES, ServedApp, fetch_rows, serve_app, simulator_env
+from tests.s3_server import S3Bucket
 from tollbooth_client import TollboothClient
 
 LEAD: dict[str, Any] = {"company": "Acme Robotics", "employees": 240, "signals": {"visitedPricing": True}}
@@ -254,3 +257,159 @@ async def test_the_python_client_generates_personas(served: ServedApp, alice: Ne
     assert [p.name for p in data.personas] == ["Persona 1", "Persona 2"]
     assert data.cost.total_cost_usd == TEXT_COST
     assert data.personas[0].image_url is None
+
+
+# --- with pictures ------------------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# gpt-image-1.5: $5 text input, $10 text output, $32 image output per million tokens.
+IMAGE_USAGES = (
+    ScriptedImageUsage(text_input=100, image_output=272),  # 0.0005 + 0.008704
+    ScriptedImageUsage(text_input=100, image_output=1_056),  # 0.0005 + 0.033792
+    ScriptedImageUsage(text_input=100, text_output=20, image_output=4_160),  # 0.0005 + 0.0002 + 0.13312
+)
+IMAGE_COSTS = sorted([Decimal("0.009204"), Decimal("0.034292"), Decimal("0.13382")])
+SET_COST = TEXT_COST + sum(IMAGE_COSTS)  # 0.177826
+
+
+def image_script(usage: ScriptedImageUsage | None = None, status: int | None = None) -> ScriptedResponse:
+    return ScriptedResponse(provider="openai", api="images", image_usage=usage, status=status)
+
+
+def with_pictures(n: int = 3, **fields: Any) -> dict[str, Any]:
+    return {**body(n), "withImages": True, "imageModel": "gpt-image-1.5", **fields}
+
+
+@asynccontextmanager
+async def app_with(sim: RunningSimulator, tmp_path: Path, **env: str) -> AsyncIterator[ServedApp]:
+    settings = Settings.from_env(simulator_env(sim, DATA_DIR=str(tmp_path), DEDUP_WINDOW_SECONDS="0", **env))
+    async with serve_app(settings) as app:
+        yield app
+
+
+def user_http(app: ServedApp, user: NewUser) -> httpx.AsyncClient:
+    headers = {"authorization": f"Bearer {user.api_key}"}
+    return httpx.AsyncClient(base_url=f"{app.url}/trpc", headers=headers, timeout=60)
+
+
+async def test_three_personas_with_pictures_end_to_end_through_s3(
+    sim: RunningSimulator, alice: NewUser, tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    sim.state.enqueue(text_script(3), *(image_script(usage) for usage in IMAGE_USAGES))
+    async with app_with(sim, tmp_path, **s3_bucket.env) as app, user_http(app, alice) as http:
+        data = await generate(http, with_pictures())
+
+        keys = s3_bucket.keys()
+        assert len(keys) == 3, "one object per picture: the prompts differ, so do the pictures"
+        urls = [persona["imageUrl"] for persona in data["personas"]]
+        async with httpx.AsyncClient(timeout=30) as downloads:
+            for url in urls:
+                [key] = [key for key in keys if urlsplit(url).path.endswith(f"/{key}")]
+                assert s3_bucket.head(key)["ContentType"] == "image/png"
+                got = await downloads.get(url)
+                assert got.status_code == 200
+                assert got.content.startswith(PNG_SIGNATURE)
+                assert got.content == s3_bucket.get(key)
+
+        cost = data["cost"]
+        assert sorted(Decimal(call["costUsd"]) for call in cost["imageCalls"]) == IMAGE_COSTS
+        assert {call["personaId"] for call in cost["imageCalls"]} == {p["personaId"] for p in data["personas"]}
+        assert [call["purpose"] for call in cost["imageCalls"]] == ["image"] * 3
+        assert Decimal(cost["totalCostUsd"]) == SET_COST
+        assert (cost["llmCalls"], data["imageModel"]) == (4, "gpt-image-1.5")
+        rows = await usage_rows()
+        assert len(rows) == 4
+        assert sorted(row["estimated_cost_usd"] for row in rows) == sorted([TEXT_COST, *IMAGE_COSTS])
+        assert {row["procedure"] for row in rows} == {"personas.generate"}
+        reported = {call["callId"]: Decimal(call["costUsd"]) for call in [*cost["textCalls"], *cost["imageCalls"]]}
+        assert reported == {str(row["call_id"]): row["estimated_cost_usd"] for row in rows}
+        tasks = sorted(json.loads(row["metadata"])["task"] for row in rows)
+        assert tasks == ["persona_image"] * 3 + ["personas"]
+
+        requests = len(sim.state.requests)
+        repeat = await generate(http, with_pictures())
+        assert len(sim.state.requests) == requests, "no model call"
+        assert s3_bucket.keys() == keys, "no new object"
+        assert repeat["fromCache"] is True
+        assert repeat["cost"]["totalCostUsd"] == "0"
+        assert repeat["cost"]["imageCalls"] == []
+        assert Decimal(repeat["savedUsd"]) == SET_COST
+        assert [urlsplit(p["imageUrl"]).path for p in repeat["personas"]] == [urlsplit(u).path for u in urls]
+        assert [{**p, "imageUrl": None} for p in repeat["personas"]] == [
+            {**p, "imageUrl": None} for p in data["personas"]
+        ]
+        rows = await usage_rows()
+        assert [row["status"] for row in rows[4:]] == ["cache_hit"]
+        assert rows[4]["estimated_cost_usd"] == 0
+        assert rows[4]["saved_usd"] == SET_COST
+
+
+async def test_pictures_in_the_local_media_folder_are_served_by_the_app(
+    sim: RunningSimulator, alice: NewUser, tmp_path: Path
+) -> None:
+    sim.state.enqueue(text_script(2))
+    async with app_with(sim, tmp_path) as app, user_http(app, alice) as http:
+        data = await generate(http, with_pictures(2))
+        files = sorted(path.name for path in (tmp_path / "media").iterdir())
+        assert len(files) == 2
+        async with httpx.AsyncClient(base_url=app.url, timeout=30) as downloads:
+            for persona in data["personas"]:
+                got = await downloads.get(persona["imageUrl"])
+                assert got.status_code == 200
+                assert got.headers["content-type"] == "image/png"
+                name = persona["imageUrl"].rsplit("/", 1)[1]
+                assert got.content == (tmp_path / "media" / name).read_bytes()
+        again = await generate(http, with_pictures(2))
+        assert again["fromCache"] is True
+        assert [p["imageUrl"] for p in again["personas"]] == [p["imageUrl"] for p in data["personas"]]
+
+
+async def test_a_failed_picture_leaves_its_persona_without_one_and_the_set_uncached(
+    sim: RunningSimulator, alice: NewUser, tmp_path: Path
+) -> None:
+    sim.state.enqueue(text_script(3), image_script(IMAGE_USAGES[0]), image_script(status=500), image_script())
+    async with app_with(sim, tmp_path, PERSONA_IMAGE_CONCURRENCY="1") as app, user_http(app, alice) as http:
+        data = await generate(http, with_pictures())
+
+        assert [p["imageUrl"] is None for p in data["personas"]] == [False, True, False]
+        failed = data["cost"]["imageCalls"][1]
+        assert (failed["status"], failed["costUsd"], failed["personaId"]) == (
+            "error",
+            "0",
+            data["personas"][1]["personaId"],
+        )
+        assert failed["errorType"] is not None
+        rows = await usage_rows()
+        assert sorted(row["status"] for row in rows) == ["error", "ok", "ok", "ok"]
+        assert str(next(row["call_id"] for row in rows if row["status"] == "error")) == failed["callId"]
+        assert await fetch_rows("SELECT 1 FROM response_cache") == []
+
+        sim.state.enqueue(text_script(3))
+        again = await generate(http, with_pictures())
+        assert again["fromCache"] is False, "an incomplete set is never served from the cache"
+        assert all(p["imageUrl"] is not None for p in again["personas"])
+
+
+async def test_a_storage_failure_fails_the_call_after_recording_every_picture_and_caches_nothing(
+    sim: RunningSimulator, alice: NewUser, tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    missing = {**s3_bucket.env, "S3_BUCKET": f"{s3_bucket.name}-missing"}
+    sim.state.enqueue(text_script(3))
+    async with app_with(sim, tmp_path, **missing) as app, user_http(app, alice) as http:
+        code, message = await error_of(http, with_pictures())
+    assert code == "INTERNAL_SERVER_ERROR"
+    assert f"{s3_bucket.name}-missing" in message
+    rows = await usage_rows()
+    assert sorted(row["status"] for row in rows) == ["ok"] * 4, "the text call and the three pictures are paid for"
+    assert all(row["estimated_cost_usd"] > 0 for row in rows)
+    assert await fetch_rows("SELECT 1 FROM response_cache") == []
+
+
+async def test_generating_without_pictures_and_with_them_are_two_sets(
+    http: httpx.AsyncClient, sim: RunningSimulator
+) -> None:
+    sim.state.enqueue(text_script(2), text_script(2))
+    await generate(http, body(2))
+    with_images = await generate(http, with_pictures(2))
+    assert with_images["fromCache"] is False
+    assert all(p["imageUrl"] for p in with_images["personas"])

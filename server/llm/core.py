@@ -446,6 +446,15 @@ class LLMCore:
         return sum(known, Decimal(0)) if known else None
 
     def _price_cached_call(self, call: CachedCall, now: datetime.datetime) -> Decimal | None:
+        if call.kind == "image":  # as ``generate_image`` priced it: per image, or by its tokens
+            return self.catalogue.price_image(
+                call.provider,
+                call.requested_model,
+                call.usage,
+                now,
+                quality=call.image_quality or "auto",
+                size=call.image_size or "auto",
+            ).total_cost
         return self.catalogue.price(
             call.provider, call.model, call.usage, now, service_tier=call.service_tier
         ).total_cost
@@ -734,6 +743,8 @@ class LLMCore:
             error_type=error_type,
             metadata=dict(attribution.metadata),
         )
+        if isinstance(error, LLMError):
+            error.record = record
         await self._persist(call, record)
 
     async def _persist(self, call: _CallBase, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:

@@ -123,7 +123,8 @@ _canonical: Final = msgspec.json.Encoder(order="sorted")
 
 
 class CachedCall(msgspec.Struct, frozen=True, kw_only=True):
-    """One more call a stored answer needed besides its main one (a persona set's picture): what it consumed."""
+    """One more call a stored answer needed besides its main one (a persona set's picture): what it consumed, and
+    for a picture its size and quality as sent (per-image prices depend on them)."""
 
     kind: Literal["text", "image"]
     provider: Provider
@@ -132,6 +133,8 @@ class CachedCall(msgspec.Struct, frozen=True, kw_only=True):
     usage: TokenUsage
     service_tier: str | None = None
     call_id: uuid.UUID
+    image_size: str | None = None
+    image_quality: str | None = None
 
 
 class CachedAnswer(msgspec.Struct, frozen=True, kw_only=True):

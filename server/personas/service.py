@@ -11,6 +11,7 @@ at today's rates, and answers with the stored pictures' keys turned into URLs ag
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import logging
@@ -34,8 +35,9 @@ from schemas.personas import (
 )
 from schemas.usage import group_cost
 from server.chat.service import wire_usage
-from server.errors import LLMError
+from server.errors import LLMError, TollboothError
 from server.llm.core import Attribution, LLMCore, LLMResult
+from server.llm.images import IMAGE_QUALITY_LABEL, IMAGE_SIZE_LABEL, ImageRequest
 from server.llm.providers import ChatTurn, CompletionRequest
 from server.llm.recorder import UsageRecord
 from server.llm.response_cache import (
@@ -165,7 +167,7 @@ class PersonaService:
         policy = policy_for(PROCEDURE, requested_policy(data.cache))
         key = self._key(user_id, request, data, image_model) if policy is not None and policy.mode != "bypass" else None
         if key is None or policy is None:
-            made = await self._make(user_id, request, n, image_model, labels={})
+            made = await self._make(user_id, request, n, image_model, data.config.image_style, labels={})
             output = _output(made, model, image_model)
             _log_summary(made, output, started, cache="bypass" if policy is not None else "none")
             return output
@@ -176,7 +178,9 @@ class PersonaService:
                 return await self._from_cache(user_id, answer, model, started)
         flight = cache.lead(key)
         try:
-            made = await self._make(user_id, request, n, image_model, labels={CACHE_LABEL: cache_label(policy)})
+            made = await self._make(
+                user_id, request, n, image_model, data.config.image_style, labels={CACHE_LABEL: cache_label(policy)}
+            )
             output = _output(made, model, image_model)
             if made.complete:
                 await self._keep(key, user_id, made, model, image_model, policy)
@@ -214,6 +218,7 @@ class PersonaService:
         request: CompletionRequest,
         n: int,
         image_model: str | None,
+        image_style: str | None,
         *,
         labels: dict[str, Any],
     ) -> _Made:
@@ -247,7 +252,63 @@ class PersonaService:
         made.image_records = [None] * len(made.drafts)
         made.image_keys = [None] * len(made.drafts)
         made.image_urls = [None] * len(made.drafts)
+        if image_model is not None:
+            await self._pictures(user_id, made, image_model, image_style)
         return made
+
+    async def _pictures(self, user_id: uuid.UUID, made: _Made, image_model: str, image_style: str | None) -> None:
+        """One picture per persona, ``image_concurrency`` at a time, each stored as soon as it is made.
+
+        A picture whose call fails leaves its persona without one (its ``error`` row is reported). A storage failure
+        fails the request, once every picture under way has ended (each is recorded and paid for; the store writes
+        an object once, so a retry stores nothing twice)."""
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(self.image_concurrency)
+        spent = {"image_calls": 0.0, "image_provider": 0.0, "storage": 0.0}
+
+        async def picture(index: int) -> None:
+            draft = made.drafts[index]
+            request = ImageRequest(model=image_model, prompt=_image_prompt(draft, image_style))
+            attribution = Attribution(
+                user_id=user_id,
+                procedure=PROCEDURE,
+                metadata={"task": "persona_image", "persona": index + 1, "schema_version": SCHEMA_VERSION},
+            )
+            async with gate:
+                called = time.perf_counter()
+                try:
+                    result = await self.llm.generate_image(request, attribution)
+                except LLMError as error:  # recorded by the core: this persona goes without a picture
+                    made.image_records[index] = error.record
+                    logger.debug("persona %d of %d: picture failed (%s)", index + 1, len(made.drafts), error.error_type)
+                    return
+                except TollboothError as error:  # not sent (a budget, the database): no picture, no row
+                    logger.info("persona %d: picture not made (%s)", index + 1, type(error).__name__)
+                    return
+                stored_at = time.perf_counter()
+                made.image_records[index] = result.record
+                spent["image_calls"] += (stored_at - called) * 1000
+                spent["image_provider"] += result.record.latency_ms
+                stored = await self.media.put(result.image, content_type=result.content_type)
+                spent["storage"] += (time.perf_counter() - stored_at) * 1000
+            made.image_keys[index] = stored.key
+            made.image_urls[index] = stored.url
+            logger.debug(
+                "persona %d of %d: picture %s (%d bytes, %s, cost %s USD)",
+                index + 1,
+                len(made.drafts),
+                stored.key,
+                stored.size_bytes,
+                "stored" if stored.created else "already stored",
+                result.record.priced.total_cost,
+            )
+
+        outcomes = await asyncio.gather(*(picture(i) for i in range(len(made.drafts))), return_exceptions=True)
+        made.timings_ms["images"] = (time.perf_counter() - started) * 1000
+        made.timings_ms.update({f"{name}_sum": value for name, value in spent.items()})
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _keep(
         self,
@@ -340,6 +401,14 @@ def _prompt(data: GeneratePersonasInput) -> tuple[str, str]:
     return system, content
 
 
+def _image_prompt(draft: _Draft, image_style: str | None) -> str:
+    style = image_style or "a natural, professional portrait photograph"
+    return (
+        f"A portrait of {draft.name}, {draft.age}, {draft.job_title}. {draft.appearance} Style: {style}. "
+        "No text, no logos."
+    )
+
+
 def _schema_for(n: int) -> dict[str, Any]:
     """The persona set's JSON Schema, asking for exactly ``n`` personas."""
     schema = copy.deepcopy(_BASE_SCHEMA)
@@ -368,6 +437,7 @@ def _persona(persona_id: uuid.UUID, draft: _Draft, image_url: str | None) -> Per
 
 
 def _cached_call(kind: Literal["text", "image"], record: UsageRecord, service_tier: str | None) -> CachedCall:
+    size, quality = record.metadata.get(IMAGE_SIZE_LABEL), record.metadata.get(IMAGE_QUALITY_LABEL)
     return CachedCall(
         kind=kind,
         provider=record.provider,
@@ -376,6 +446,8 @@ def _cached_call(kind: Literal["text", "image"], record: UsageRecord, service_ti
         usage=record.usage,
         service_tier=service_tier,
         call_id=record.call_id,
+        image_size=size if isinstance(size, str) else None,
+        image_quality=quality if isinstance(quality, str) else None,
     )
 
 
