@@ -17,6 +17,7 @@ from server.llm.routing import MODEL_FAMILIES, model_family
 
 DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta/openai/"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+IMAGE_MODEL_PREFIXES: Final = ("gpt-image-", "chatgpt-image-", "dall-e-")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 S3_ADDRESSING_STYLES: Final = ("auto", "path", "virtual")
@@ -158,7 +159,7 @@ class Settings:
             s3=_s3_settings(reader),
             public_base_url=reader.url("PUBLIC_BASE_URL"),
             # personas.generate and request de-duplication
-            persona_image_model=reader.model("PERSONA_IMAGE_MODEL", "gpt-image-1.5"),
+            persona_image_model=reader.image_model("PERSONA_IMAGE_MODEL", "gpt-image-1.5"),
             persona_image_concurrency=reader.integer("PERSONA_IMAGE_CONCURRENCY", 4, low=1, high=64),
             dedup_window_seconds=reader.number("DEDUP_WINDOW_SECONDS", 300.0, low=0.0, high=86_400.0),
         )
@@ -282,6 +283,15 @@ class _Reader:
             return default
         if model_family(raw) is None:
             raise SettingsError(f"{name} must be a model of a known family: {MODEL_FAMILIES}; got {raw!r}")
+        return raw
+
+    def image_model(self, name: str, default: str) -> str:
+        """An image model of the OpenAI images API (as ``server.llm.images.image_provider_for_model`` routes)."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not raw.lower().startswith(IMAGE_MODEL_PREFIXES):
+            raise SettingsError(f"{name} must be an image model ({', '.join(IMAGE_MODEL_PREFIXES)}...); got {raw!r}")
         return raw
 
     def existing_file(self, name: str) -> Path | None:

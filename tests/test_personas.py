@@ -233,7 +233,7 @@ async def test_two_invalid_answers_are_bad_gateway_and_nothing_is_cached(
         ({**body(), "leadData": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}}, "leadData"),
         ({**body(), "leadData": ["not", "an", "object"]}, "leadData"),
         ({**body(), "colour": "red"}, "colour"),
-        ({**body(), "imageModel": "dall-e-who", "withImages": True}, "dall-e-who"),
+        ({**body(), "imageModel": "gpt-4o", "withImages": True}, "not an image model"),
     ],
 )
 async def test_bad_input_is_bad_request_naming_the_field_and_calls_no_model(

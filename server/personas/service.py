@@ -37,7 +37,7 @@ from schemas.usage import group_cost
 from server.chat.service import wire_usage
 from server.errors import LLMError, TollboothError
 from server.llm.core import Attribution, LLMCore, LLMResult
-from server.llm.images import IMAGE_QUALITY_LABEL, IMAGE_SIZE_LABEL, ImageRequest
+from server.llm.images import IMAGE_QUALITY_LABEL, IMAGE_SIZE_LABEL, ImageRequest, image_provider_for_model
 from server.llm.providers import ChatTurn, CompletionRequest
 from server.llm.recorder import UsageRecord
 from server.llm.response_cache import (
@@ -107,6 +107,8 @@ class _StoredSet(msgspec.Struct, frozen=True, kw_only=True):
     image_model: str | None
 
 
+_PICTURE: Final = ImageRequest(model="", prompt="")
+"""Every picture's size and quality (``ImageRequest``'s defaults: 1024x1024, ``auto``); part of the cache key."""
 _set_encoder: Final = msgspec.json.Encoder()
 _set_decoder: Final = msgspec.json.Decoder(_StoredSet)
 
@@ -153,7 +155,7 @@ class PersonaService:
         model = data.model or self.default_model
         image_model = (data.image_model or self.image_model) if data.with_images else None
         if image_model is not None:
-            provider_for_model(image_model)  # an unknown picture model is BAD_REQUEST before anything is spent
+            image_provider_for_model(image_model)  # not a picture model: BAD_REQUEST before anything is spent
         n = data.config.num_personas
         system, content = _prompt(data)
         request = CompletionRequest(
@@ -201,6 +203,8 @@ class PersonaService:
             "config": msgspec.to_builtins(data.config),
             "withImages": data.with_images,
             "imageModel": image_model,
+            "imageSize": _PICTURE.size,
+            "imageQuality": _PICTURE.quality,
             "emailSha256": None if email is None else hashlib.sha256(email.encode()).hexdigest(),
         }
         return self.llm.cache.set_key(
@@ -268,7 +272,7 @@ class PersonaService:
 
         async def picture(index: int) -> None:
             draft = made.drafts[index]
-            request = ImageRequest(model=image_model, prompt=_image_prompt(draft, image_style))
+            request = msgspec.structs.replace(_PICTURE, model=image_model, prompt=_image_prompt(draft, image_style))
             attribution = Attribution(
                 user_id=user_id,
                 procedure=PROCEDURE,
