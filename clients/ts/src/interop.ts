@@ -348,17 +348,18 @@ const TOKEN_FIELDS = [
   'cacheWrite5m',
   'cacheWrite1h',
   'output',
+  'outputImage',
   'reasoning',
   'prompt',
   'total',
 ] as const satisfies readonly (keyof TokenCounts)[];
 
-/** The canonical buckets and their sums: `prompt` is every prompt bucket, `total` is `prompt + output`. */
+/** The canonical buckets and their sums: `prompt` is every prompt bucket, `total` is `prompt + output + outputImage`. */
 function checkTokenCounts(t: TokenCounts, what: string): void {
   for (const bucket of TOKEN_FIELDS) expectCount(t[bucket], `${what}.${bucket}`);
   const prompt = t.input + t.cacheRead + t.cacheWrite5m + t.cacheWrite1h;
   expectEqual(t.prompt, prompt, `${what}.prompt (the prompt buckets' sum)`);
-  expectEqual(t.total, t.prompt + t.output, `${what}.total (prompt + output)`);
+  expectEqual(t.total, t.prompt + t.output + t.outputImage, `${what}.total (prompt + output + outputImage)`);
   expect(t.output >= t.reasoning, `${what}: reasoning exceeds output`);
 }
 
