@@ -3,6 +3,7 @@ and input, every call costed (``server/personas/service.py``; README, "Personas"
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from schemas.personas import GeneratePersonasInput, PersonaConfig
 from server.settings import Settings
 from server.simulator import RunningSimulator, ScriptedResponse
 from server.simulator.script import ScriptedImageUsage, ScriptedUsage
-from server.users import NewUser
+from server.users import NewUser, create_user
 from tests.conftest import TABLES, ServedApp, fetch_rows, serve_app, simulator_env
 from tests.s3_server import S3Bucket
 from tollbooth_client import TollboothClient
@@ -413,3 +414,27 @@ async def test_generating_without_pictures_and_with_them_are_two_sets(
     with_images = await generate(http, with_pictures(2))
     assert with_images["fromCache"] is False
     assert all(p["imageUrl"] for p in with_images["personas"])
+
+
+async def test_concurrent_identical_sets_make_one_text_call(http: httpx.AsyncClient, sim: RunningSimulator) -> None:
+    sim.state.enqueue(text_script(3))
+    answers = await asyncio.gather(*(generate(http, body()) for _ in range(5)))
+    assert len(sim.state.requests) == 1
+    assert sorted(answer["fromCache"] for answer in answers) == [False, True, True, True, True]
+    assert len({json.dumps(answer["personas"]) for answer in answers}) == 1
+
+
+async def test_cache_stats_count_a_set_as_one_lookup(
+    http: httpx.AsyncClient, sim: RunningSimulator, served: ServedApp
+) -> None:
+    sim.state.enqueue(text_script(3, reply=personas_reply(1)), text_script(3))
+    await generate(http, body())  # a miss that took two text calls
+    await generate(http, body())
+    await generate(http, body())
+    root = await create_user("root", is_admin=True)
+    async with user_http(served, root) as admin:
+        stats = (await admin.get("/admin.cacheStats", params={"input": '{"procedure":"personas.generate"}'})).json()
+    figures = stats["result"]["data"]["combined"]
+    assert (figures["hits"], figures["misses"], figures["hitRatio"]) == (2, 1, 2 / 3)
+    assert Decimal(figures["savedUsd"]) == 2 * 2 * TEXT_COST, "each hit saved both text calls"
+    assert stats["result"]["data"]["entries"] == 1
