@@ -391,19 +391,30 @@ async def test_a_failed_picture_leaves_its_persona_without_one_and_the_set_uncac
         assert all(p["imageUrl"] is not None for p in again["personas"])
 
 
-async def test_a_storage_failure_fails_the_call_after_recording_every_picture_and_caches_nothing(
+async def test_a_storage_failure_fails_the_call_after_recording_every_picture_caches_nothing_and_stores_once(
     sim: RunningSimulator, alice: NewUser, tmp_path: Path, s3_bucket: S3Bucket
 ) -> None:
     missing = {**s3_bucket.env, "S3_BUCKET": f"{s3_bucket.name}-missing"}
     sim.state.enqueue(text_script(3))
     async with app_with(sim, tmp_path, **missing) as app, user_http(app, alice) as http:
         code, message = await error_of(http, with_pictures())
-    assert code == "INTERNAL_SERVER_ERROR"
-    assert f"{s3_bucket.name}-missing" in message
-    rows = await usage_rows()
-    assert sorted(row["status"] for row in rows) == ["ok"] * 4, "the text call and the three pictures are paid for"
-    assert all(row["estimated_cost_usd"] > 0 for row in rows)
-    assert await fetch_rows("SELECT 1 FROM response_cache") == []
+        assert code == "INTERNAL_SERVER_ERROR"
+        assert f"{s3_bucket.name}-missing" in message
+        rows = await usage_rows()
+        assert sorted(row["status"] for row in rows) == ["ok"] * 4, "the text call and the pictures are paid for"
+        assert all(row["estimated_cost_usd"] > 0 for row in rows)
+        assert await fetch_rows("SELECT 1 FROM response_cache") == []
+
+        storage = s3_bucket.server.client()
+        storage.create_bucket(Bucket=missing["S3_BUCKET"])
+        sim.state.enqueue(text_script(3), text_script(3))
+        first = await generate(http, with_pictures())
+        again = await generate(http, with_pictures(cache={"mode": "bypass"}))
+        stored = storage.list_objects_v2(Bucket=missing["S3_BUCKET"])["Contents"]
+        assert len(stored) == 3, "the same pictures made again are stored once"
+        assert [urlsplit(p["imageUrl"]).path for p in again["personas"]] == [
+            urlsplit(p["imageUrl"]).path for p in first["personas"]
+        ]
 
 
 async def test_generating_without_pictures_and_with_them_are_two_sets(
