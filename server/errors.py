@@ -23,13 +23,9 @@ import datetime
 import uuid
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from schemas.budgets import BudgetPeriod, BudgetScope
 from schemas.money import format_money
-
-if TYPE_CHECKING:
-    from server.llm.recorder import UsageRecord
 
 __all__ = (
     "BudgetExceededError",
@@ -183,7 +179,8 @@ class LLMError(TollboothError):
 
     ``billable``: the provider had begun to answer (a stream that broke off or ended without its usage report), so
     it bills the call and the record carries an estimate of its usage rather than nothing. ``record``: the usage
-    record ``LLMCore`` wrote of the failed call (None when nothing was sent), for a caller that reports it.
+    record ``LLMCore`` wrote of the failed call (a ``server.llm.recorder.UsageRecord``; None when nothing was sent),
+    for a caller that reports it; typed ``object`` so that this neutral module imports nothing of the core.
     """
 
     def __init__(self, failure: LLMFailure, message: str, *, error_type: str, billable: bool = False) -> None:
@@ -191,7 +188,7 @@ class LLMError(TollboothError):
         self.failure = failure
         self.error_type = error_type
         self.billable = billable
-        self.record: UsageRecord | None = None
+        self.record: object | None = None
 
     def __repr__(self) -> str:
         return f"LLMError({self.failure.value}, {self.message!r}, error_type={self.error_type!r})"

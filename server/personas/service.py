@@ -283,7 +283,7 @@ class PersonaService:
                 try:
                     result = await self.llm.generate_image(request, attribution)
                 except LLMError as error:  # recorded by the core: this persona goes without a picture
-                    made.image_records[index] = error.record
+                    made.image_records[index] = error.record if isinstance(error.record, UsageRecord) else None
                     logger.debug("persona %d of %d: picture failed (%s)", index + 1, len(made.drafts), error.error_type)
                     return
                 except TollboothError as error:  # not sent (a budget, the database): no picture, no row
