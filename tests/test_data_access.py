@@ -44,7 +44,7 @@ def test_the_recorder_statements_bind_every_parameter_once() -> None:
         assert f"${len(statement.names)}" in statement.sql
         assert f"${len(statement.names) + 1}" not in statement.sql
         assert ":" + "conversation_id" not in statement.sql
-    assert len(RECORD_CALL.names) == 47
+    assert len(RECORD_CALL.names) == 51
 
 
 async def test_fetch_fetchrow_fetchval_and_execute(db: None) -> None:

@@ -86,6 +86,9 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "created_at": "timestamp with time zone",
         "saved_usd": "numeric",
         "cached_call_id": "uuid",
+        "output_image_tokens": "bigint",
+        "rate_output_image": "numeric",
+        "cost_output_image": "numeric",
     },
     "stream_requests": {
         "id": "uuid",

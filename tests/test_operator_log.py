@@ -19,7 +19,7 @@ import pytest
 from schemas.chat import Email, ExecuteActionInput, SendMessageInput, SummarizeEmailInput
 from server.app import create_app
 from server.errors import LLMError
-from server.llm.core import Attribution
+from server.llm.core import Attribution, ImageRequest
 from server.llm.pricing import PriceCatalogue
 from server.llm.providers import ChatTurn, CompletionRequest
 from server.llm.sdk_warnings import route_sdk_warnings
@@ -269,10 +269,13 @@ async def test_the_readme_price_file_example_loads_and_names_no_model_the_sdks_d
     prices = tmp_path / "prices.toml"
     prices.write_text(example.code)
     PriceCatalogue.load(prices)
-    models = [entry["model"] for entry in tomllib.loads(example.code)["models"]]
+    entries = tomllib.loads(example.code)["models"]
     llm = make_services().llm
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
-        for model in models:
-            await llm.invoke(_request(model), _attribution(alice))
+        for entry in entries:
+            if "images" in entry:  # a model priced per image generates images
+                await llm.generate_image(ImageRequest(model=entry["model"], prompt="hi"), _attribution(alice))
+            else:
+                await llm.invoke(_request(entry["model"]), _attribution(alice))
     assert [str(w.message) for w in shown if issubclass(w.category, DeprecationWarning)] == []

@@ -121,7 +121,7 @@ class ScriptedResponse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
             raise ValueError("image_usage belongs to an images answer (api='images')")
 
 
-class ReceivedRequest(msgspec.Struct, frozen=True, kw_only=True):
+class ReceivedRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A provider request as the SDK sent it; the body stays raw until someone reads it."""
 
     provider: Provider
