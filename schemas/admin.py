@@ -469,13 +469,16 @@ class CacheFigures(WireOutput, frozen=True, kw_only=True):
     cache (``mode: "use"``), found no entry and called the model (a refresh is neither); ``hitRatio``:
     ``hits / (hits + misses)``, null without lookups; ``savedUsd``: what the hits would have cost (each at its day's
     rates), null when every hit was of an unpriced model; ``idempotentReplays``: requests answered by replaying an
-    idempotency key's stored answer (no usage row, no model call), counted per UTC day."""
+    idempotency key's stored answer (no usage row, no model call), counted per UTC day; ``deduplicatedRequests``:
+    requests without a key answered from an identical one of the same user within the de-duplication window
+    (``personas.generate``; no usage row, no model call), counted per UTC day."""
 
     hits: int
     misses: int
     hit_ratio: float | None
     saved_usd: Money | None
     idempotent_replays: int
+    deduplicated_requests: int = 0
 
 
 class ProcedureCacheStats(CacheFigures, frozen=True, kw_only=True):

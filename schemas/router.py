@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas import admin, budgets, chat, conversations, reprice, system
+from schemas import admin, budgets, chat, conversations, personas, reprice, system
 from schemas.registry import Registry
 
 APP_REGISTRY: Final = Registry(
@@ -16,6 +16,7 @@ APP_REGISTRY: Final = Registry(
         chat.STREAM_MESSAGE,
         chat.EXECUTE_ACTION,
         chat.SUMMARIZE_EMAIL,
+        personas.GENERATE,
         conversations.LIST_CONVERSATIONS,
         conversations.GET_CONVERSATION,
         budgets.GET_BUDGET_STATUS,

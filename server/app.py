@@ -35,6 +35,7 @@ from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
 from server.procedures.admin import AdminController
 from server.procedures.chat import ChatController
+from server.procedures.personas import PersonasController
 from server.procedures.system import SystemController, service_version
 from server.rpc import RpcConfig, rpc_cors_config, rpc_router
 from server.rpc.openapi import openapi_config
@@ -44,7 +45,7 @@ from server.settings import Settings, get_settings
 logger = logging.getLogger("tollbooth")
 
 SPOOL_REPLAY_INTERVAL_SECONDS: Final = 5.0
-CONTROLLERS: Final = (SystemController, ChatController, AdminController)
+CONTROLLERS: Final = (SystemController, ChatController, PersonasController, AdminController)
 
 
 @get("/healthz", operation_id="healthz", tags=["operations"])
@@ -200,7 +201,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         CONTROLLERS,
         APP_REGISTRY,
         DatabaseAuthenticator(db),
-        RpcConfig(max_batch_size=settings.max_batch_size, max_body_bytes=settings.max_body_bytes, debug=settings.debug),
+        RpcConfig(
+            max_batch_size=settings.max_batch_size,
+            max_body_bytes=settings.max_body_bytes,
+            debug=settings.debug,
+            dedup_window_seconds=settings.dedup_window_seconds,
+        ),
         idempotency_keys,
     )
     handlers: list[ControllerRouterHandler] = [healthz, rpc]

@@ -178,7 +178,9 @@ class LLMError(TollboothError):
     """A model call that could not produce an answer. ``error_type`` names the failure in ``ai_usage_logs``.
 
     ``billable``: the provider had begun to answer (a stream that broke off or ended without its usage report), so
-    it bills the call and the record carries an estimate of its usage rather than nothing.
+    it bills the call and the record carries an estimate of its usage rather than nothing. ``record``: the usage
+    record ``LLMCore`` wrote of the failed call (a ``server.llm.recorder.UsageRecord``; None when nothing was sent),
+    for a caller that reports it; typed ``object`` so that this neutral module imports nothing of the core.
     """
 
     def __init__(self, failure: LLMFailure, message: str, *, error_type: str, billable: bool = False) -> None:
@@ -186,6 +188,7 @@ class LLMError(TollboothError):
         self.failure = failure
         self.error_type = error_type
         self.billable = billable
+        self.record: object | None = None
 
     def __repr__(self) -> str:
         return f"LLMError({self.failure.value}, {self.message!r}, error_type={self.error_type!r})"

@@ -7,8 +7,9 @@ claim carries a fresh ``claim_id``, and ``complete`` and ``release`` touch the r
 so a call that outlived its lease cannot overwrite the call that took its key over.
 
 The lease is the ledger's (``LeasePolicy``) stretched to the model calls one mutation may make: a structured answer
-asked again is a second call. A completed key is kept ``ttl_seconds`` from its completion; ``prune`` deletes the rows
-past it (the app does every ``PRUNE_INTERVAL_SECONDS``).
+asked again is a second call (a procedure that makes more, one after another, says how many: ``IdempotentCall.
+model_calls``). A completed key is kept ``ttl_seconds`` from its completion (a de-duplication key, its call's window);
+``prune`` deletes the rows past it (the app does every ``PRUNE_INTERVAL_SECONDS``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ _REPLAYED: Final = """
 INSERT INTO idempotent_replay_counts AS c (day, procedure, replays) VALUES ($1, $2, 1)
 ON CONFLICT (day, procedure) DO UPDATE SET replays = c.replays + 1
 """
+_DEDUPLICATED: Final = """
+INSERT INTO idempotent_replay_counts AS c (day, procedure, replays, deduplicated) VALUES ($1, $2, 0, 1)
+ON CONFLICT (day, procedure) DO UPDATE SET deduplicated = c.deduplicated + 1
+"""
 _PRUNE: Final = """
 DELETE FROM idempotency_keys
 WHERE ctid = ANY (ARRAY(SELECT ctid FROM idempotency_keys WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))
@@ -100,9 +105,16 @@ class IdempotencyKeys:
         self._db = db
         self._metrics = metrics
         self._ttl = datetime.timedelta(seconds=ttl_seconds)
-        self._lease = datetime.timedelta(
-            seconds=MODEL_CALLS_PER_MUTATION * lease.timeout_seconds * (lease.retries + 1) + lease.margin_seconds
-        )
+        self._call_seconds = lease.timeout_seconds * (lease.retries + 1)
+        self._margin_seconds = lease.margin_seconds
+        self._lease = self._lease_of(MODEL_CALLS_PER_MUTATION)
+
+    def _lease_of(self, model_calls: int) -> datetime.timedelta:
+        return datetime.timedelta(seconds=model_calls * self._call_seconds + self._margin_seconds)
+
+    def _ttl_of(self, call: IdempotentCall) -> datetime.timedelta:
+        """How long ``call``'s answer is kept: its own TTL (a de-duplication window), else ``ttl_seconds``."""
+        return self._ttl if call.ttl_seconds is None else datetime.timedelta(seconds=call.ttl_seconds)
 
     @property
     def lease_seconds(self) -> float:
@@ -112,7 +124,8 @@ class IdempotencyKeys:
     async def claim(self, call: IdempotentCall, *, now: datetime.datetime | None = None) -> uuid.UUID | KeyHeld:
         now = now or datetime.datetime.now(datetime.UTC)
         claim_id = uuid.uuid4()
-        lease_expires_at = now + self._lease
+        lease = self._lease if call.model_calls is None else self._lease_of(call.model_calls)
+        lease_expires_at = now + lease
         parameters = _ClaimParameters(
             user_id=call.user_id,
             procedure=call.procedure,
@@ -121,7 +134,7 @@ class IdempotencyKeys:
             claim_id=claim_id,
             now=now,
             lease_expires_at=lease_expires_at,
-            expires_at=max(now + self._ttl, lease_expires_at),
+            expires_at=max(now + self._ttl_of(call), lease_expires_at),
         )
         row = await self._db.fetchrow(CLAIM.sql, *CLAIM.arguments(parameters))
         assert row is not None  # an insert or an update: always one row
@@ -140,20 +153,22 @@ class IdempotencyKeys:
     ) -> None:
         now = now or datetime.datetime.now(datetime.UTC)
         await self._db.execute(
-            _COMPLETE, call.user_id, call.procedure, call.key, claim_id, http_status, body, now + self._ttl
+            _COMPLETE, call.user_id, call.procedure, call.key, claim_id, http_status, body, now + self._ttl_of(call)
         )
 
     async def release(self, call: IdempotentCall, claim_id: uuid.UUID) -> None:
         await self._db.execute(_RELEASE, call.user_id, call.procedure, call.key, claim_id)
 
     async def replayed(self, call: IdempotentCall, *, now: datetime.datetime | None = None) -> None:
-        """Count one replay in ``idempotent_replay_counts`` (per UTC day and procedure; kept after the key is pruned).
+        """Count one replay in ``idempotent_replay_counts`` (per UTC day and procedure; kept after the key is pruned):
+        in ``replays`` for a key the caller sent, in ``deduplicated`` for a de-duplicated request.
 
         One statement on the replay path only: a call without a key, or one that runs, never reaches it."""
         if self._metrics is not None:
             self._metrics.idempotent_replayed(call.procedure)
         now = now or datetime.datetime.now(datetime.UTC)
-        await self._db.execute(_REPLAYED, now.astimezone(datetime.UTC).date(), call.procedure)
+        statement = _DEDUPLICATED if call.deduplicated else _REPLAYED
+        await self._db.execute(statement, now.astimezone(datetime.UTC).date(), call.procedure)
 
     async def prune(self, *, now: datetime.datetime | None = None) -> int:
         """Delete the keys kept past their time; returns how many."""

@@ -15,6 +15,7 @@ from server.llm.recorder import UsageRecorder
 from server.llm.spool import UsageSpool
 from server.media import MediaStore, media_store
 from server.metrics import Metrics
+from server.personas.service import PersonaService
 from server.settings import Settings
 
 HEALTH_TIMEOUT_SECONDS: Final = 2.0
@@ -25,15 +26,16 @@ class Services:
     """Everything a procedure handler needs, built once per application by ``build_services``.
 
     ``settings`` (read once from the environment), ``db`` (the PostgreSQL pool, started by the app's lifespan), ``llm``
-    (every model call, with its recording), ``chat`` (the chat procedures) and ``media`` (where generated images are
-    stored; the app's lifespan closes it). Handlers receive it as ``CallContext.services``; tests build their own with
-    other settings or an unreachable database.
+    (every model call, with its recording), ``chat`` (the chat procedures), ``personas`` (``personas.generate``) and
+    ``media`` (where generated images are stored; the app's lifespan closes it). Handlers receive it as
+    ``CallContext.services``; tests build their own with other settings or an unreachable database.
     """
 
     settings: Settings
     db: Database
     llm: LLMCore
     chat: ChatService
+    personas: PersonaService
     media: MediaStore
 
     async def check_database(self) -> bool:
@@ -65,4 +67,12 @@ def build_services(
         metrics=metrics,
     )
     chat = ChatService(llm=llm, db=db, default_model=settings.default_model)
-    return Services(settings=settings, db=db, llm=llm, chat=chat, media=media or media_store(settings))
+    media = media or media_store(settings)
+    personas = PersonaService(
+        llm=llm,
+        media=media,
+        default_model=settings.default_model,
+        image_model=settings.persona_image_model,
+        image_concurrency=settings.persona_image_concurrency,
+    )
+    return Services(settings=settings, db=db, llm=llm, chat=chat, personas=personas, media=media)

@@ -17,6 +17,7 @@ from server.llm.routing import MODEL_FAMILIES, model_family
 
 DEFAULT_GEMINI_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta/openai/"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+IMAGE_MODEL_PREFIXES: Final = ("gpt-image-", "chatgpt-image-", "dall-e-")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 S3_ADDRESSING_STYLES: Final = ("auto", "path", "virtual")
@@ -114,6 +115,10 @@ class Settings:
     # The admin console (/console).
     console_secret: str | None = field(default=None, repr=False)
     console_session_ttl_seconds: float = 28_800.0
+    # personas.generate and request de-duplication
+    persona_image_model: str = "gpt-image-1.5"
+    persona_image_concurrency: int = 4
+    dedup_window_seconds: float = 300.0
 
     @property
     def offline(self) -> bool:
@@ -171,6 +176,10 @@ class Settings:
             console_session_ttl_seconds=reader.number(
                 "CONSOLE_SESSION_TTL_SECONDS", 28_800.0, low=1.0, high=31_536_000.0
             ),
+            # personas.generate and request de-duplication
+            persona_image_model=reader.image_model("PERSONA_IMAGE_MODEL", "gpt-image-1.5"),
+            persona_image_concurrency=reader.integer("PERSONA_IMAGE_CONCURRENCY", 4, low=1, high=64),
+            dedup_window_seconds=reader.number("DEDUP_WINDOW_SECONDS", 300.0, low=0.0, high=86_400.0),
         )
         if settings.console_secret is not None and len(settings.console_secret) < 32:
             raise SettingsError("CONSOLE_SECRET must be at least 32 characters: it signs the console's session cookies")
@@ -294,6 +303,15 @@ class _Reader:
             return default
         if model_family(raw) is None:
             raise SettingsError(f"{name} must be a model of a known family: {MODEL_FAMILIES}; got {raw!r}")
+        return raw
+
+    def image_model(self, name: str, default: str) -> str:
+        """An image model of the OpenAI images API (as ``server.llm.images.image_provider_for_model`` routes)."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not raw.lower().startswith(IMAGE_MODEL_PREFIXES):
+            raise SettingsError(f"{name} must be an image model ({', '.join(IMAGE_MODEL_PREFIXES)}...); got {raw!r}")
         return raw
 
     def existing_file(self, name: str) -> Path | None:

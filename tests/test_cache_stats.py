@@ -71,7 +71,14 @@ async def test_hits_misses_ratio_and_savings_overall_by_procedure_and_by_day(
 ) -> None:
     empty = await _stats(admin_http)
     assert empty["entries"] == 0
-    assert empty["combined"] == {"hits": 0, "misses": 0, "hitRatio": None, "savedUsd": "0", "idempotentReplays": 0}
+    assert empty["combined"] == {
+        "hits": 0,
+        "misses": 0,
+        "hitRatio": None,
+        "savedUsd": "0",
+        "idempotentReplays": 0,
+        "deduplicatedRequests": 0,
+    }
     assert (empty["byProcedure"], empty["byDay"]) == ([], [])
 
     first = await _call(http, "chat.summarizeEmail", _use({**EMAIL, "model": "gpt-4o-mini"}))
@@ -86,9 +93,30 @@ async def test_hits_misses_ratio_and_savings_overall_by_procedure_and_by_day(
     stats = await _stats(admin_http)
     assert stats["entries"] == 2
     saved = Decimal(first["costUsd"]) * 2
-    summaries = {"hits": 2, "misses": 1, "hitRatio": 2 / 3, "savedUsd": saved, "idempotentReplays": 0}
-    messages = {"hits": 0, "misses": 1, "hitRatio": 0.0, "savedUsd": Decimal(0), "idempotentReplays": 0}
-    overall = {"hits": 2, "misses": 2, "hitRatio": 0.5, "savedUsd": saved, "idempotentReplays": 0}
+    summaries = {
+        "hits": 2,
+        "misses": 1,
+        "hitRatio": 2 / 3,
+        "savedUsd": saved,
+        "idempotentReplays": 0,
+        "deduplicatedRequests": 0,
+    }
+    messages = {
+        "hits": 0,
+        "misses": 1,
+        "hitRatio": 0.0,
+        "savedUsd": Decimal(0),
+        "idempotentReplays": 0,
+        "deduplicatedRequests": 0,
+    }
+    overall = {
+        "hits": 2,
+        "misses": 2,
+        "hitRatio": 0.5,
+        "savedUsd": saved,
+        "idempotentReplays": 0,
+        "deduplicatedRequests": 0,
+    }
     assert _money(stats["combined"]) == overall
     assert [_money(row) for row in stats["byProcedure"]] == [
         {"procedure": "chat.summarizeEmail", **summaries},
@@ -140,6 +168,7 @@ async def test_idempotent_replays_are_counted_per_day_and_procedure(
             "hitRatio": None,
             "savedUsd": "0",
             "idempotentReplays": 2,
+            "deduplicatedRequests": 0,
         }
     ]
     assert stats["byDay"][0]["day"] == TODAY.isoformat()

@@ -174,6 +174,7 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "call_id": "uuid",
         "created_at": "timestamp with time zone",
         "expires_at": "timestamp with time zone",
+        "calls": "jsonb",
     },
     "response_cache_daily": {
         "day": "date",
@@ -182,7 +183,12 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "entries_replaced": "bigint",
         "entries_expired": "bigint",
     },
-    "idempotent_replay_counts": {"day": "date", "procedure": "character varying", "replays": "bigint"},
+    "idempotent_replay_counts": {
+        "day": "date",
+        "procedure": "character varying",
+        "replays": "bigint",
+        "deduplicated": "bigint",
+    },
 }
 
 

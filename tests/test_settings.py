@@ -56,6 +56,9 @@ def test_secrets_are_not_in_the_repr() -> None:
         ({"PROVIDER_TIMEOUT_SECONDS": "0"}, "PROVIDER_TIMEOUT_SECONDS must be between"),
         ({"DATABASE_POOL_SIZE": "1"}, "DATABASE_POOL_SIZE must be between 2 and 1000"),
         ({"DEFAULT_MODEL": "llama3"}, "DEFAULT_MODEL must be a model of a known family: gpt-"),
+        ({"PERSONA_IMAGE_MODEL": "gpt-4o"}, "PERSONA_IMAGE_MODEL must be an image model"),
+        ({"PERSONA_IMAGE_CONCURRENCY": "0"}, "PERSONA_IMAGE_CONCURRENCY must be between 1 and 64"),
+        ({"DEDUP_WINDOW_SECONDS": "-1"}, "DEDUP_WINDOW_SECONDS must be between"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -66,3 +69,19 @@ def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> 
 @pytest.mark.parametrize("model", ["gpt-4o", "o3-mini", "claude-haiku-4-5", "gemini-2.5-flash"])
 def test_a_default_model_of_each_family_is_accepted(model: str) -> None:
     assert Settings.from_env({"DEFAULT_MODEL": model}).default_model == model
+
+
+def test_persona_and_de_duplication_settings_have_defaults_and_are_read() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.persona_image_model, defaults.persona_image_concurrency, defaults.dedup_window_seconds) == (
+        "gpt-image-1.5",
+        4,
+        300.0,
+    )
+    env = {"PERSONA_IMAGE_MODEL": "dall-e-3", "PERSONA_IMAGE_CONCURRENCY": "8", "DEDUP_WINDOW_SECONDS": "0"}
+    settings = Settings.from_env(env)
+    assert (settings.persona_image_model, settings.persona_image_concurrency, settings.dedup_window_seconds) == (
+        "dall-e-3",
+        8,
+        0.0,
+    )

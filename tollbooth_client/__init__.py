@@ -104,6 +104,14 @@ from schemas.conversations import (
 )
 from schemas.errors import ErrorCode
 from schemas.money import Money
+from schemas.personas import (
+    GeneratePersonasInput,
+    GeneratePersonasOutput,
+    Persona,
+    PersonaCallReport,
+    PersonaConfig,
+    PersonaCostReport,
+)
 from schemas.reprice import RepriceModelFigures, RepriceRun, RepriceRuns, RepriceRunsInput
 from schemas.system import ClockEvent, ClockInput, HealthOutput, WhoAmIOutput
 from schemas.usage import ConversationTotals, ModelShare, ReportedTokens, TokenCounts, Usage
@@ -149,6 +157,8 @@ __all__ = (
     "ExtractedTask",
     "FailedCalls",
     "FailedCallsInput",
+    "GeneratePersonasInput",
+    "GeneratePersonasOutput",
     "GetConversationInput",
     "HealthOutput",
     "LLMCallOutput",
@@ -161,6 +171,10 @@ __all__ = (
     "MyUsage",
     "MyUsageInput",
     "Namespace",
+    "Persona",
+    "PersonaCallReport",
+    "PersonaConfig",
+    "PersonaCostReport",
     "ProcedureCacheStats",
     "ProcedureUsage",
     "ReportedTokens",

@@ -9,7 +9,7 @@ from typing import Self
 import httpx
 
 from tollbooth_client._transport import Transport
-from tollbooth_client.namespaces import AdminNamespace, ChatNamespace, SystemNamespace
+from tollbooth_client.namespaces import AdminNamespace, ChatNamespace, PersonasNamespace, SystemNamespace
 from tollbooth_client.procedures import ClientCore
 
 __all__ = ("TollboothClient",)
@@ -58,6 +58,7 @@ class TollboothClient:
         self._core = ClientCore(self._transport, subscription_reconnects, subscription_reconnect_delay)
         self.system = SystemNamespace(self._core)
         self.chat = ChatNamespace(self._core)
+        self.personas = PersonasNamespace(self._core)
         self.admin = AdminNamespace(self._core)
 
     async def aclose(self) -> None:

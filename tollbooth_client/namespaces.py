@@ -6,10 +6,10 @@ here and an attribute in ``TollboothClient.__init__``.
 
 from __future__ import annotations
 
-from schemas import admin, budgets, chat, conversations, reprice, system
+from schemas import admin, budgets, chat, conversations, personas, reprice, system
 from tollbooth_client.procedures import Namespace, mutation, query, subscription
 
-__all__ = ("AdminNamespace", "ChatNamespace", "SystemNamespace")
+__all__ = ("AdminNamespace", "ChatNamespace", "PersonasNamespace", "SystemNamespace")
 
 
 class SystemNamespace(Namespace):
@@ -31,6 +31,12 @@ class ChatNamespace(Namespace):
     get_conversation = query(conversations.GET_CONVERSATION)
     get_budget_status = query(budgets.GET_BUDGET_STATUS)
     get_my_usage = query(admin.GET_MY_USAGE)
+
+
+class PersonasNamespace(Namespace):
+    namespace = "personas"
+
+    generate = mutation(personas.GENERATE)
 
 
 class AdminNamespace(Namespace):

@@ -885,7 +885,7 @@ FROM ai_usage_logs
 WHERE {CACHE_LOOKUP}{{filters}}
 GROUP BY 1, 2
 """
-_REPLAYS: Final = "SELECT day, procedure, replays FROM idempotent_replay_counts {where}"
+_REPLAYS: Final = "SELECT day, procedure, replays, deduplicated FROM idempotent_replay_counts {where}"
 _LIVE_ENTRIES: Final = "SELECT count(*) FROM response_cache WHERE expires_at > now(){filters}"
 
 
@@ -896,6 +896,7 @@ class _CacheTally:
     unpriced_hits: int = 0
     saved_usd: Decimal = Decimal(0)
     replays: int = 0
+    deduplicated: int = 0
 
     def add(self, row: Any) -> None:
         self.hits += row["hits"]
@@ -911,12 +912,14 @@ class _CacheTally:
             "hit_ratio": self.hits / lookups if lookups else None,
             "saved_usd": group_cost(Money(self.saved_usd), self.hits, self.unpriced_hits),
             "idempotent_replays": self.replays,
+            "deduplicated_requests": self.deduplicated,
         }
 
 
 async def get_cache_stats(db: Database, data: CacheStatsInput) -> CacheStats:
     """Response-cache entries live now; hits, misses, hit ratio and savings over the window (from the usage rows of
-    lookups, through their partial index); idempotent replays per whole UTC day that meets the window. One snapshot."""
+    lookups, through their partial index); idempotent replays and de-duplicated requests per whole UTC day that meets
+    the window. One snapshot."""
     start, end = data.window()
     lookups = _Params()
     lookup_filters = _window("created_at", start, end, lookups)
@@ -944,9 +947,13 @@ async def get_cache_stats(db: Database, data: CacheStatsInput) -> CacheStats:
             tally.add(row)
         by_day.setdefault(row["day"], _CacheTally()).add(row)
     for row in replay_rows:
-        overall.replays += row["replays"]
-        by_procedure.setdefault(row["procedure"], _CacheTally()).replays += row["replays"]
-        by_day.setdefault(row["day"], _CacheTally()).replays += row["replays"]
+        for tally in (
+            overall,
+            by_procedure.setdefault(row["procedure"], _CacheTally()),
+            by_day.setdefault(row["day"], _CacheTally()),
+        ):
+            tally.replays += row["replays"]
+            tally.deduplicated += row["deduplicated"]
     return CacheStats(
         start=start,
         end=end,

@@ -8,12 +8,11 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypedDict, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 import msgspec
 
 from schemas import codec
-from schemas.cache import CacheOptions
 from schemas.chat import (
     ExecuteActionInput,
     ExecuteActionOutput,
@@ -30,12 +29,12 @@ from schemas.usage import ConversationTotals, PricingStatus, Provider, ReportedT
 from server.chat.actions import ACTIONS
 from server.conversations import recent_history
 from server.database import Database
-from server.errors import LLMError, LLMFailure, StreamRequestUsedError
+from server.errors import StreamRequestUsedError
 from server.llm.core import Attribution, LLMCore, LLMResult
 from server.llm.providers import ChatTurn, CompletionRequest, TextDelta
 from server.llm.recorder import MetadataValue
-from server.llm.response_cache import DEFAULT_TTL_SECONDS, CachePolicy, policy_for
-from server.llm.structured import object_schema, strip_code_fence
+from server.llm.response_cache import CachePolicy, policy_for, requested_policy
+from server.llm.structured import ask_structured, object_schema
 from server.llm.usage import TokenUsage
 
 logger: Final = logging.getLogger("tollbooth.chat")
@@ -93,7 +92,7 @@ class ChatService:
 
     async def send_message(self, user_id: uuid.UUID, data: SendMessageInput) -> SendMessageOutput:
         request, attribution = await self._chat_call(user_id, data, "chat.sendMessage")
-        cache = policy_for("chat.sendMessage", _policy(data.cache))
+        cache = policy_for("chat.sendMessage", requested_policy(data.cache))
         result = await self.llm.invoke(
             request, attribution, store=[("user", data.message)], store_reply=True, cache=cache
         )
@@ -184,7 +183,7 @@ class ChatService:
             decoder=action.decoder,
             metadata={"task": "action", "action": action.name, "schema_version": action.schema_version},
             labels=action.labels,
-            cache=_policy(data.cache),
+            cache=requested_policy(data.cache),
         )
         return ExecuteActionOutput(result=parsed, **_call_fields(results, data.conversation_id))
 
@@ -207,7 +206,7 @@ class ChatService:
             schema_name="email_summary",
             decoder=_SUMMARY_DECODER,
             metadata={"task": "summarize_email", "max_words": data.max_words, "schema_version": SCHEMA_VERSION},
-            cache=_policy(data.cache),
+            cache=requested_policy(data.cache),
         )
         return SummarizeEmailOutput(
             summary=summary.summary,
@@ -232,50 +231,21 @@ class ChatService:
         labels: Callable[[ResultT], Mapping[str, MetadataValue]] = lambda _: {},
         cache: CachePolicy | None = None,
     ) -> tuple[list[LLMResult], ResultT]:
-        """Ask for JSON valid against ``schema``; an invalid answer is asked again once. Every attempt is recorded.
-
-        ``cache`` applies to the first attempt, the caller's request: an invalid answer is never stored, and the
-        second attempt's request holds the first's answer."""
-        cache = policy_for(procedure, cache)
-        turns = [ChatTurn(role="user", content=content)]
-        results: list[LLMResult] = []
-        for attempt in (1, 2):
-            answer = _StructuredAnswer(decoder, labels)
-            request = CompletionRequest(
-                model=model, messages=tuple(turns), system=system, json_schema=schema, json_schema_name=schema_name
-            )
-            attribution = Attribution(
-                user_id=user_id,
-                procedure=procedure,
-                conversation_id=conversation_id,
-                metadata={**metadata, "attempt": attempt},
-                check_owner=conversation_id is not None,  # the claim proves the conversation is the caller's
-            )
-            result = await self.llm.invoke(
-                request, attribution, annotate=answer.read, cache=cache if attempt == 1 else None
-            )
-            results.append(result)
-            if answer.value is not None:
-                return results, answer.value
-            turns += [
-                ChatTurn(role="assistant", content=result.text),
-                ChatTurn(
-                    role="user", content=f"That answer is invalid ({answer.problem}). Answer again with JSON only."
-                ),
-            ]
-        # Both calls succeeded, so LLMCore logged nothing; the procedure fails all the same. Not the problem's text:
-        # msgspec quotes the invalid value, which is the model's output.
-        logger.warning(
-            "structured answer invalid twice: procedure=%s provider=%s model=%r failure=%s",
-            procedure,
-            results[-1].provider,
-            model,
-            LLMFailure.INVALID_OUTPUT.value,
-        )
-        raise LLMError(
-            LLMFailure.INVALID_OUTPUT,
-            f"the model's answer did not match the expected format twice ({answer.problem})",
-            error_type="InvalidModelOutput",
+        """``ask_structured`` under the procedure's cache policy (the call's own, else the procedure's default)."""
+        return await ask_structured(
+            self.llm,
+            user_id,
+            procedure=procedure,
+            conversation_id=conversation_id,
+            model=model,
+            system=system,
+            content=content,
+            schema=schema,
+            schema_name=schema_name,
+            decoder=decoder,
+            metadata=metadata,
+            labels=labels,
+            cache=policy_for(procedure, cache),
         )
 
     async def _history(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> tuple[list[ChatTurn], str | None]:
@@ -284,32 +254,6 @@ class ChatService:
         # The chat procedures store no system message; were one stored, it is not a turn a provider accepts.
         turns = [ChatTurn(role=role, content=content) for role, content in history.messages if role != "system"]
         return turns, history.model
-
-
-class _StructuredAnswer(Generic[ResultT]):
-    """Reads a structured answer once, for the usage record's labels and for the caller."""
-
-    def __init__(
-        self, decoder: msgspec.json.Decoder[ResultT], labels: Callable[[ResultT], Mapping[str, MetadataValue]]
-    ) -> None:
-        self._decoder = decoder
-        self._labels = labels
-        self.value: ResultT | None = None
-        self.problem = ""
-
-    def read(self, text: str) -> Mapping[str, MetadataValue]:
-        try:
-            self.value = self._decoder.decode(strip_code_fence(text))
-        except msgspec.DecodeError as error:
-            self.problem = str(error)
-            return {"output_valid": False}
-        return {"output_valid": True, **self._labels(self.value)}
-
-
-def _policy(options: CacheOptions | None) -> CachePolicy | None:
-    if options is None:
-        return None
-    return CachePolicy(mode=options.mode, ttl_seconds=options.ttl_seconds or DEFAULT_TTL_SECONDS)
 
 
 def _title(message: str) -> str:

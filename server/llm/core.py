@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final, Literal
 
 import msgspec
@@ -49,7 +50,14 @@ from server.llm.providers import (
     TextDelta,
 )
 from server.llm.recorder import CallStatus, MetadataValue, StoredMessage, UsageRecord, UsageRecorder
-from server.llm.response_cache import CACHE_LABEL, CachedAnswer, CachePolicy, ResponseCache, cache_label
+from server.llm.response_cache import (
+    CACHE_LABEL,
+    CachedAnswer,
+    CachedCall,
+    CachePolicy,
+    ResponseCache,
+    cache_label,
+)
 from server.llm.routing import provider_for_model
 from server.llm.spool import UsageSpool
 from server.llm.usage import TokenUsage, estimate_usage
@@ -256,6 +264,10 @@ class LLMCore:
         self.metrics = metrics or Metrics(spool_dir=spool.directory, enabled=False)
         self._clock = clock
 
+    def now(self) -> datetime.datetime:
+        """The core's clock (UTC): when calls start, and when cache entries are made and read."""
+        return self._clock()
+
     async def sweep(self) -> int:
         """Settle the claims of dead processes (``Ledger.sweep``) as of now, and learn whether hard budgets exist
         (``Ledger.refresh``); returns how many claims were settled."""
@@ -333,18 +345,9 @@ class LLMCore:
             schema_version=attribution.metadata.get("schema_version"),
         )
         if policy.mode == "use":
-            while True:
-                flight = self.cache.in_flight(key)
-                if flight is not None:
-                    await flight.wait()
-                try:
-                    answer = await self.cache.get(key, self._clock())
-                except DatabaseUnavailableError:  # a miss: the call's claim decides whether it may run without it
-                    answer = None
-                if answer is not None:
-                    return await self._record_hit(request, attribution, answer, store, store_reply, annotate)
-                if self.cache.in_flight(key) is None:
-                    break
+            answer = await self.cache.lookup(key, self._clock)
+            if answer is not None:
+                return await self._record_hit(request, attribution, answer, store, store_reply, annotate)
         flight = self.cache.lead(key)
         # Label the provider call a lookup made (``admin.cacheStats`` counts misses by it; hits are ``cache_hit`` rows).
         labelled = dataclasses.replace(attribution, metadata={**attribution.metadata, CACHE_LABEL: cache_label(policy)})
@@ -388,15 +391,31 @@ class LLMCore:
         store_reply: bool,
         annotate: Callable[[str], Mapping[str, MetadataValue]] | None,
     ) -> LLMResult:
+        return await self.record_cache_hit(
+            attribution, answer, requested_model=request.model, store=store, store_reply=store_reply, annotate=annotate
+        )
+
+    async def record_cache_hit(
+        self,
+        attribution: Attribution,
+        answer: CachedAnswer,
+        *,
+        requested_model: str,
+        store: Sequence[tuple[Literal["user", "system"], str]] = (),
+        store_reply: bool = False,
+        annotate: Callable[[str], Mapping[str, MetadataValue]] | None = None,
+    ) -> LLMResult:
         """Record a call the cache answered: its own usage row (``cache_hit``, cost 0, what it saved at today's
-        rates, the answering call) with the messages and totals, in one transaction; no claim, no provider call."""
+        rates, the answering call) with the messages and totals, in one transaction; no claim, no provider call.
+
+        What it saved is every call the answer needed (``answer.calls`` besides the main one: a persona set's
+        pictures) priced today; None when none of them has a known price."""
         started, now = time.perf_counter(), self._clock()
         if attribution.check_owner and attribution.conversation_id is not None:
             await ensure_owned(self.ledger.db, attribution.conversation_id, attribution.user_id)
         metadata = dict(attribution.metadata)
         if annotate is not None:
             metadata.update(annotate(answer.reply))
-        saved = self.catalogue.price(answer.provider, answer.model, answer.usage, now, service_tier=answer.service_tier)
         completion = Completion(text=answer.reply, usage=_NO_USAGE, model=answer.model)
         record = UsageRecord(
             call_id=uuid.uuid4(),
@@ -406,7 +425,7 @@ class LLMCore:
             conversation_title=storable(attribution.conversation_title),
             procedure=attribution.procedure,
             provider=answer.provider,
-            requested_model=request.model,
+            requested_model=requested_model,
             model=answer.model,
             usage=_NO_USAGE,
             priced=_CACHE_HIT,
@@ -414,12 +433,35 @@ class LLMCore:
             status="cache_hit",
             metadata=metadata,
             messages=_messages(store, completion if store_reply else None, now, self._clock()),
-            saved_usd=saved.total_cost,
+            saved_usd=self._saved(answer, now),
             cached_call_id=answer.call_id,
         )
         totals, recorded = await self._write(record)
         age = max((now - answer.created_at).total_seconds(), 0.0)
         return LLMResult(text=answer.reply, record=record, totals=totals, recorded=recorded, cache_age_seconds=age)
+
+    def _saved(self, answer: CachedAnswer, now: datetime.datetime) -> Decimal | None:
+        """What ``answer``'s calls would cost at ``now``'s rates: the priced ones summed, None if none is priced."""
+        main = self.catalogue.price(
+            answer.provider, answer.model, answer.usage, now, service_tier=answer.service_tier
+        ).total_cost
+        costs = [main, *(self._price_cached_call(call, now) for call in answer.calls)]
+        known = [cost for cost in costs if cost is not None]
+        return sum(known, Decimal(0)) if known else None
+
+    def _price_cached_call(self, call: CachedCall, now: datetime.datetime) -> Decimal | None:
+        if call.kind == "image":  # as ``generate_image`` priced it: per image, or by its tokens
+            return self.catalogue.price_image(
+                call.provider,
+                call.requested_model,
+                call.usage,
+                now,
+                quality=call.image_quality or "auto",
+                size=call.image_size or "auto",
+            ).total_cost
+        return self.catalogue.price(
+            call.provider, call.model, call.usage, now, service_tier=call.service_tier
+        ).total_cost
 
     async def stream(
         self,
@@ -705,6 +747,8 @@ class LLMCore:
             error_type=error_type,
             metadata=dict(attribution.metadata),
         )
+        if isinstance(error, LLMError):
+            error.record = record
         await self._persist(call, record)
 
     async def _persist(self, call: _CallBase, record: UsageRecord) -> tuple[ConversationTotals | None, bool]:

@@ -26,6 +26,7 @@ from schemas.usage import Provider
 from server.errors import LLMError, LLMFailure
 from server.llm.providers import OpenAIChatAdapter, ProviderSet, impossible_usage, translate_error
 from server.llm.usage import TokenUsage, UsageReportError, estimate_usage, usage_from_openai_images
+from server.settings import IMAGE_MODEL_PREFIXES
 
 __all__ = (
     "IMAGE_QUALITY_LABEL",
@@ -88,7 +89,7 @@ def _is_dall_e(model: str) -> bool:
 def image_provider_for_model(model: str) -> Provider:
     """``openai`` for GPT Image and DALL·E models; ``LLMError(UNKNOWN_MODEL)`` for any other name."""
     name = model.lower()
-    if name.startswith(("gpt-image-", "chatgpt-image-", "dall-e-")):
+    if name.startswith(IMAGE_MODEL_PREFIXES):
         return "openai"
     raise LLMError(
         LLMFailure.UNKNOWN_MODEL,

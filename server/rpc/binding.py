@@ -14,7 +14,13 @@ import msgspec
 
 from schemas import codec
 from schemas.registry import Procedure, Registry, all_optional
-from server.rpc.controller import ProcedureController, check_handler_signature, implemented_procedure
+from server.rpc.controller import (
+    ProcedureController,
+    check_handler_signature,
+    deduplicates,
+    implemented_procedure,
+    sequential_model_calls,
+)
 
 __all__ = ("Binding", "build_bindings")
 
@@ -29,6 +35,10 @@ class Binding:
     """The input of a call that sends none, for a procedure whose input fields all have defaults; else None."""
     resumable: bool
     """A subscription whose ``lastEventId`` input is filled from ``Last-Event-ID`` and whose events carry ids."""
+    deduplicate: bool = False
+    """A mutation whose identical calls without an idempotency key are de-duplicated (``@implements(deduplicate=)``)."""
+    model_calls: int | None = None
+    """The most model calls the handler makes one after another, if it declared it (``@implements(model_calls=)``)."""
     handler: Callable[..., Any] | None = field(default=None)
     """The method bound to the controller instance Litestar created; set when the router is built."""
 
@@ -65,6 +75,8 @@ def build_bindings(registry: Registry, controllers: Sequence[type[ProcedureContr
                 decoder=decoder,
                 default_input=decoder.decode(b"{}") if decoder is not None and all_optional(procedure) else None,
                 resumable=procedure.resumable,
+                deduplicate=deduplicates(getattr(controller, method_name)),
+                model_calls=sequential_model_calls(getattr(controller, method_name)),
             )
     missing = [p.path for p in registry if p.path not in bindings]
     if missing:

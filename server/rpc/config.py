@@ -17,7 +17,8 @@ class RpcConfig:
     ``sse_max_duration_seconds`` ends a subscription's response without ``event: return``, so that the client
     reconnects (with ``Last-Event-ID``): it bounds how long one connection is held by a proxy or a worker.
     ``sse_reconnect_after_inactivity_seconds`` is sent to clients in the ``connected`` event; the ping interval must be
-    shorter.
+    shorter. ``dedup_window_seconds``: how long the answer of a de-duplicating mutation (``@implements(...,
+    deduplicate=True)``) answers identical calls of the same user that carry no idempotency key (0: no de-duplication).
     """
 
     path: str = "/trpc"
@@ -28,6 +29,7 @@ class RpcConfig:
     sse_ping_interval_seconds: float | None = 10.0
     sse_max_duration_seconds: float | None = None
     sse_reconnect_after_inactivity_seconds: float | None = None
+    dedup_window_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or self.path.endswith("/"):
@@ -36,6 +38,8 @@ class RpcConfig:
             raise ValueError("RpcConfig.max_batch_size must be at least 1")
         if self.max_body_bytes < 1:
             raise ValueError("RpcConfig.max_body_bytes must be at least 1")
+        if self.dedup_window_seconds < 0:
+            raise ValueError("RpcConfig.dedup_window_seconds must not be negative (0: no de-duplication)")
         ping = self.sse_ping_interval_seconds
         inactivity = self.sse_reconnect_after_inactivity_seconds
         if ping is not None and ping <= 0:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ("ProcedureController", "implements")
 
 _PROCEDURE_ATTR: Final = "__rpc_procedure__"
+_DEDUPLICATE_ATTR: Final = "__rpc_deduplicate__"
+_MODEL_CALLS_ATTR: Final = "__rpc_model_calls__"
 DISPATCHER_OPT_KEY: Final = "tollbooth.rpc.dispatcher"
 ALL_METHODS: Final = (
     HttpMethod.GET,
@@ -71,8 +73,10 @@ ServicesT = TypeVar("ServicesT")
 
 
 class _Implements(Generic[InputT, OutputT]):
-    def __init__(self, procedure: Procedure[InputT, OutputT]) -> None:
+    def __init__(self, procedure: Procedure[InputT, OutputT], deduplicate: bool, model_calls: int | None) -> None:
         self.procedure = procedure
+        self.deduplicate = deduplicate
+        self.model_calls = model_calls
 
     @overload
     def __call__(
@@ -85,6 +89,8 @@ class _Implements(Generic[InputT, OutputT]):
     ) -> Callable[[SelfT, CallContext[ServicesT], InputT], AsyncIterator[OutputT | Tracked[OutputT]]]: ...
     def __call__(self, handler: Any) -> Any:
         setattr(handler, _PROCEDURE_ATTR, self.procedure)
+        setattr(handler, _DEDUPLICATE_ATTR, self.deduplicate)
+        setattr(handler, _MODEL_CALLS_ATTR, self.model_calls)
         return handler
 
 
@@ -94,15 +100,35 @@ def implemented_procedure(handler: object) -> Procedure[Any, Any] | None:
     return procedure if isinstance(procedure, Procedure) else None
 
 
-def implements(procedure: Procedure[InputT, OutputT]) -> _Implements[InputT, OutputT]:
+def deduplicates(handler: object) -> bool:
+    """Whether ``handler`` was bound with ``@implements(..., deduplicate=True)``."""
+    return getattr(handler, _DEDUPLICATE_ATTR, False) is True
+
+
+def sequential_model_calls(handler: object) -> int | None:
+    """The ``model_calls`` ``handler`` was bound with, if any."""
+    calls = getattr(handler, _MODEL_CALLS_ATTR, None)
+    return calls if isinstance(calls, int) else None
+
+
+def implements(
+    procedure: Procedure[InputT, OutputT], *, deduplicate: bool = False, model_calls: int | None = None
+) -> _Implements[InputT, OutputT]:
     """Bind the decorated method to ``procedure``.
+
+    ``deduplicate`` (mutations only): an identical call of the same user without an idempotency key, within the
+    de-duplication window (``RpcConfig.dedup_window_seconds``), is answered from the first, as a repeat of an
+    idempotency key is (``server.rpc.idempotency``). ``model_calls`` (mutations): the most model calls the handler
+    makes one after another, when more than a structured answer's two: an idempotency key's lease must outlast them.
 
     A query or mutation handler is ``async def name(self, ctx: CallContext[S], input: In) -> Out``; a subscription
     handler is an async generator yielding ``Tracked[Out]`` (see ``tracked``) when it is resumable (its input takes
     ``lastEventId``), else ``Out``; ``input: None`` when the procedure takes none. The method stays a plain method,
     callable directly in unit tests.
     """
-    return _Implements(procedure)
+    if deduplicate and procedure.kind is not ProcedureKind.MUTATION:
+        raise TypeError(f"{procedure.path!r}: only a mutation can be de-duplicated")
+    return _Implements(procedure, deduplicate, model_calls)
 
 
 class ProcedureController(Controller):

@@ -25,7 +25,15 @@ from server.rpc.config import RpcConfig
 from server.rpc.context import Authenticator, CallContext, Caller
 from server.rpc.controller import PROCEDURE_METHOD, ProcedureHost
 from server.rpc.errors import ErrorCode, TRPCError, error_envelope, to_trpc_error
-from server.rpc.idempotency import IdempotencyStore, IdempotentCall, Outcome, idempotency_key, request_hash, run_once
+from server.rpc.idempotency import (
+    IdempotencyStore,
+    IdempotentCall,
+    Outcome,
+    dedup_call,
+    idempotency_key,
+    request_hash,
+    run_once,
+)
 from server.rpc.inputs import (
     RequestInputs,
     decode_input,
@@ -257,12 +265,21 @@ class Dispatcher(ProcedureHost):
             return error.http_status, self._encode_error(error, ctx.path), error.code
 
     def _idempotent_call(self, call: _Call, bound: Binding, ctx: CallContext[Any], value: Any) -> IdempotentCall | None:
-        """The key of a mutation that has one, in its scope; None when the call runs without one."""
+        """The key of a mutation that has one (or, de-duplicating, derives one), in its scope; None when the call
+        runs without one."""
         if self._idempotency is None or bound.procedure.kind is not ProcedureKind.MUTATION:
             return None
         key = idempotency_key(value, call.idempotency_header)
         if key is None:
-            return None
+            if not bound.deduplicate or ctx.caller is None or self._config.dedup_window_seconds == 0:
+                return None
+            return dedup_call(
+                ctx.caller.user_id,
+                ctx.path,
+                request_hash(value, self._encoder.encode),
+                self._config.dedup_window_seconds,
+                bound.model_calls,
+            )
         if ctx.caller is None:
             raise TRPCError(ErrorCode.BAD_REQUEST, "An idempotency key needs an API key: keys are kept per user")
         return IdempotentCall(
@@ -270,6 +287,7 @@ class Dispatcher(ProcedureHost):
             procedure=ctx.path,
             key=key,
             request_hash=request_hash(value, self._encoder.encode),
+            model_calls=bound.model_calls,
         )
 
     def _error_envelope(self, exc: Exception, path: str) -> tuple[int, bytes]:

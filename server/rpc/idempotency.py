@@ -13,6 +13,12 @@ gets, without running:
   next call with it then runs.
 
 Keys are scoped per user and procedure: one user's key never answers another user.
+
+De-duplication. A mutation bound with ``@implements(..., deduplicate=True)`` gets a key even when the caller sends
+none: ``dedup:`` and the hex of its request hash (``dedup_key``), kept for the de-duplication window rather than
+``IDEMPOTENCY_TTL_SECONDS``. So an identical request of the same user within the window replays the first one's
+result (``fromIdempotentCache``) and one still running is CONFLICT, through the same claim. Only results are kept
+under such a key: after any error the key is released, so that a repeat runs (nobody asked for that error to stand).
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from schemas.idempotency import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LENG
 from server.rpc.errors import TRPCError
 
 __all__ = (
+    "DEDUP_KEY_PREFIX",
     "IdempotencyStore",
     "IdempotentCall",
     "KeyHeld",
+    "dedup_call",
     "idempotency_key",
     "request_hash",
     "run_once",
@@ -51,6 +59,7 @@ STORED_CODES: Final = frozenset(
 """Business errors: the answer to this request, whenever it is repeated. Every other error is a validation (400),
 auth (401, 403), configuration (412) or transient (408, 429, 5xx) failure, after which a retry should run."""
 
+DEDUP_KEY_PREFIX: Final = "dedup:"
 _object_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _object_encoder: Final = msgspec.json.Encoder()
 _TRUE: Final = msgspec.Raw(b"true")
@@ -58,12 +67,34 @@ _TRUE: Final = msgspec.Raw(b"true")
 
 @dataclass(frozen=True, slots=True)
 class IdempotentCall:
-    """One call's key in its scope (user and procedure), and the hash of its input without the key."""
+    """One call's key in its scope (user and procedure), and the hash of its input without the key.
+
+    ``ttl_seconds``: how long its answer is kept (None: the store's ``IDEMPOTENCY_TTL_SECONDS``); ``deduplicated``:
+    the key is derived from the input (``dedup_call``), not sent by the caller; ``model_calls``: how many model calls
+    the procedure may make one after another, which its lease must outlast (None: the store's default)."""
 
     user_id: uuid.UUID
     procedure: str
     key: str
     request_hash: bytes
+    ttl_seconds: float | None = None
+    deduplicated: bool = False
+    model_calls: int | None = None
+
+
+def dedup_call(
+    user_id: uuid.UUID, procedure: str, request_hash: bytes, window_seconds: float, model_calls: int | None = None
+) -> IdempotentCall:
+    """The derived key of a de-duplicating mutation's call that carries no key: one per user, procedure and input."""
+    return IdempotentCall(
+        user_id=user_id,
+        procedure=procedure,
+        key=DEDUP_KEY_PREFIX + request_hash.hex(),
+        request_hash=request_hash,
+        ttl_seconds=window_seconds,
+        deduplicated=True,
+        model_calls=model_calls,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +124,8 @@ class IdempotencyStore(Protocol):
         ...
 
     async def replayed(self, call: IdempotentCall) -> None:
-        """Count a replay (a request de-duplicated by its key); called only on the replay path."""
+        """Count a replay (by a key the caller sent, or a de-duplicated request: ``call.deduplicated``); called only
+        on the replay path."""
         ...
 
 
@@ -137,6 +169,10 @@ async def run_once(
     """``run`` the call unless its key has already run: then its stored answer (a result marked as a replay)."""
     claimed = await store.claim(call)
     if isinstance(claimed, KeyHeld):
+        if call.deduplicated and claimed.request_hash != call.request_hash:
+            # Only a key the caller chose to spell like a derived one gets here: nothing to de-duplicate against.
+            status, body, _ = await run()
+            return status, body
         replay = _replay(claimed, call)
         try:
             await store.replayed(call)
@@ -149,7 +185,7 @@ async def run_once(
         await asyncio.shield(_release_quietly(store, call, claimed))
         raise
     try:
-        if code is None or code in STORED_CODES:
+        if code is None or (code in STORED_CODES and not call.deduplicated):
             await store.complete(call, claimed, status, body)
         else:
             await store.release(call, claimed)

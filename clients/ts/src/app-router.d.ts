@@ -230,7 +230,9 @@ export type BudgetList = {
  * cache (``mode: "use"``), found no entry and called the model (a refresh is neither); ``hitRatio``:
  * ``hits / (hits + misses)``, null without lookups; ``savedUsd``: what the hits would have cost (each at its day's
  * rates), null when every hit was of an unpriced model; ``idempotentReplays``: requests answered by replaying an
- * idempotency key's stored answer (no usage row, no model call), counted per UTC day.
+ * idempotency key's stored answer (no usage row, no model call), counted per UTC day; ``deduplicatedRequests``:
+ * requests without a key answered from an identical one of the same user within the de-duplication window
+ * (``personas.generate``; no usage row, no model call), counted per UTC day.
  */
 export type CacheFigures = {
   hits: number;
@@ -242,6 +244,7 @@ export type CacheFigures = {
    */
   savedUsd: string | null;
   idempotentReplays: number;
+  deduplicatedRequests: number;
 };
 
 /** Whether this call may be answered from, and stored in, the response cache (per user, never shared). */
@@ -439,6 +442,7 @@ export type DailyCacheStats = {
    */
   savedUsd: string | null;
   idempotentReplays: number;
+  deduplicatedRequests: number;
   /**
    * A UTC day.
    * @format date
@@ -643,6 +647,68 @@ export type FailedCallsInput = {
   model?: string | null;
 };
 
+export type GeneratePersonasInput = {
+  /** What is known about the lead: any JSON object of at most 16,384 bytes (compact JSON) nesting at most 6 levels deep. Sent to the model as given. */
+  leadData: Record<string, unknown>;
+  config: PersonaConfig;
+  /**
+   * The lead's e-mail address. Used only inside the cache key, as a SHA-256 hash: never stored, logged, or sent to a model.
+   * @minLength 1
+   * @maxLength 320
+   * @default null
+   */
+  leadEmail?: string | null;
+  /**
+   * The text model; default DEFAULT_MODEL.
+   * @minLength 1
+   * @maxLength 200
+   * @pattern ^[A-Za-z0-9][A-Za-z0-9._:/-]*$
+   * @default null
+   */
+  model?: string | null;
+  /**
+   * The image model; default PERSONA_IMAGE_MODEL.
+   * @minLength 1
+   * @maxLength 200
+   * @pattern ^[A-Za-z0-9][A-Za-z0-9._:/-]*$
+   * @default null
+   */
+  imageModel?: string | null;
+  /**
+   * Make one picture per persona (default true).
+   * @default true
+   */
+  withImages?: boolean;
+  /**
+   * Run this mutation at most once for this key (per user and procedure, for IDEMPOTENCY_TTL_SECONDS, a day by default): a repeat with the same input returns the stored result marked fromIdempotentCache; with another input it is UNPROCESSABLE_CONTENT; while the first still runs, CONFLICT. A new UUID per action the user means to take.
+   * @minLength 1
+   * @maxLength 255
+   * @default null
+   */
+  idempotencyKey?: string | null;
+  /** @default null */
+  cache?: CacheOptions | null;
+};
+
+export type GeneratePersonasOutput = {
+  personas: Persona[];
+  model: string;
+  imageModel: string | null;
+  cost: PersonaCostReport;
+  /** True when this is the stored result of an earlier call with the same idempotencyKey, returned without running (or billing) it again. */
+  fromIdempotentCache: boolean;
+  /** True when the response cache answered: no model call was made, it cost 0. */
+  fromCache: boolean;
+  /** How old the cached answer is, in seconds; null when not from the cache. */
+  cacheAgeSeconds: number | null;
+  /**
+   * What the cached answer would cost today (its original usage at today's rates), USD; null when not from the cache, or when the model has no known price.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  savedUsd: string | null;
+};
+
 /**
  * ``limit`` bounds the messages returned (the most recent ones); ``cursor`` (an ``earlierCursor``) fetches the
  * ones before them.
@@ -796,6 +862,92 @@ export type MyUsageInput = {
   timeZone?: string;
 };
 
+/** One persona. ``imageUrl`` is null without pictures (``withImages: false``) or when its picture failed. */
+export type Persona = {
+  /** @format uuid */
+  personaId: string;
+  name: string;
+  jobTitle: string;
+  age: number;
+  description: string;
+  goals: string[];
+  painPoints: string[];
+  /** How the persona looks, in one sentence: the picture's brief. */
+  appearance: string;
+  /** Where the picture can be downloaded (a presigned URL expires after S3_URL_TTL_SECONDS). */
+  imageUrl: string | null;
+};
+
+/**
+ * One usage row this request wrote: the text call (or, from the cache, its ``cache_hit`` row) or one picture's
+ * call (``personaId`` names whose).
+ */
+export type PersonaCallReport = {
+  /** @format uuid */
+  callId: string;
+  /** text: the persona set's answer; image: one picture. */
+  purpose: "image" | "text";
+  /** @format uuid */
+  personaId: string | null;
+  model: string;
+  provider: "anthropic" | "gemini" | "openai";
+  status: "cache_hit" | "cancelled" | "error" | "ok";
+  errorType: string | null;
+  usage: Usage;
+  /**
+   * USD; null when the model has no known price.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  costUsd: string | null;
+  pricingStatus: "priced" | "unpriced";
+};
+
+/** How many personas to make, and in what style. Every field is part of the cache key. */
+export type PersonaConfig = {
+  /**
+   * How many personas to make, 1 to 12.
+   * @minimum 1
+   * @maximum 12
+   */
+  numPersonas: number;
+  /**
+   * The voice of the descriptions, e.g. 'concise, warm'.
+   * @minLength 1
+   * @maxLength 200
+   * @default null
+   */
+  writingStyle?: string | null;
+  /**
+   * The industry the personas work in.
+   * @minLength 1
+   * @maxLength 200
+   * @default null
+   */
+  industry?: string | null;
+  /**
+   * The style of the pictures, e.g. 'watercolour portrait'.
+   * @minLength 1
+   * @maxLength 200
+   * @default null
+   */
+  imageStyle?: string | null;
+};
+
+/** Every model call this request made (a text answer asked again is two), and their sum. */
+export type PersonaCostReport = {
+  textCalls: PersonaCallReport[];
+  imageCalls: PersonaCallReport[];
+  /**
+   * Sum of the priced calls' costs, USD; null when every one is unpriced.
+   * @format decimal
+   * @pattern ^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$
+   */
+  totalCostUsd: string | null;
+  llmCalls: number;
+  unpricedCalls: number;
+};
+
 export type ProcedureCacheStats = {
   hits: number;
   misses: number;
@@ -806,6 +958,7 @@ export type ProcedureCacheStats = {
    */
   savedUsd: string | null;
   idempotentReplays: number;
+  deduplicatedRequests: number;
   procedure: string;
 };
 
@@ -1660,6 +1813,14 @@ export type AppRouter = TRPCBuiltRouter<
        * mutation, access: user
        */
       summarizeEmail: TRPCMutationProcedure<{ input: SummarizeEmailInput; output: SummarizeEmailOutput; meta: object }>;
+    };
+    personas: {
+      /**
+       * Make a set of personas from lead data with one structured model call, then one picture per persona (stored, returned by URL), with what every call cost. The set is cached per user and whole input (a repeat is fromCache: no model call, no new picture); an identical request within DEDUP_WINDOW_SECONDS without an idempotencyKey returns the first one's answer (fromIdempotentCache). A picture that fails leaves its persona's imageUrl null and the set uncached.
+       *
+       * mutation, access: user
+       */
+      generate: TRPCMutationProcedure<{ input: GeneratePersonasInput; output: GeneratePersonasOutput; meta: object }>;
     };
     system: {
       /**
