@@ -92,18 +92,29 @@ class StreamEnd(msgspec.Struct, frozen=True, kw_only=True):
 StreamChunk = TextDelta | StreamEnd
 
 
+class _ContentPart(msgspec.Struct, frozen=True, kw_only=True):
+    type: str
+    text: str | None = None
+
+
 class _Message(msgspec.Struct, frozen=True, kw_only=True):
-    content: str | None = None
+    content: str | list[_ContentPart] | None = None
+    """A string, or (some compatible servers) a list of content parts of which the text ones make the reply."""
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text or "" for part in self.content if part.type == "text")
+        return self.content or ""
 
 
 class _Choice(msgspec.Struct, frozen=True, kw_only=True):
-    message: _Message
+    message: _Message | None = None
 
 
 class _ChatCompletion(msgspec.Struct, frozen=True, kw_only=True):
     """What a reply needs of an OpenAI-compatible chat completion (the SDK's ``ChatCompletion`` holds much more)."""
 
-    choices: list[_Choice]
+    choices: list[_Choice] | None = None
     model: str | None = None
     usage: OpenAIUsageReport | None = None
     service_tier: str | None = None
@@ -128,6 +139,22 @@ class _AnthropicMessage(msgspec.Struct, frozen=True, kw_only=True):
 # (``msgspec``'s errors are ``ValueError``s). Streams keep the SDK's event models.
 _CHAT_COMPLETION: Final = msgspec.json.Decoder(_ChatCompletion)
 _MESSAGE: Final = msgspec.json.Decoder(_AnthropicMessage)
+
+
+def _decode_chat_completion(body: bytes) -> _ChatCompletion:
+    """The reply in ``body``, as strictly as the fast decoder reads it, else as leniently as the SDK's models would:
+    counts sent as integral floats, a usage report without ``total_tokens`` (the sum of the other two). Raises
+    ``ValueError`` (msgspec's errors are) when even that cannot read it."""
+    try:
+        return _CHAT_COMPLETION.decode(body)
+    except msgspec.ValidationError:
+        document = msgspec.json.decode(body)
+        usage = document.get("usage") if isinstance(document, dict) else None
+        if isinstance(usage, dict) and usage.get("total_tokens") is None:
+            counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            if all(isinstance(count, int | float) for count in counts):
+                usage["total_tokens"] = sum(counts)
+        return msgspec.convert(document, _ChatCompletion, strict=False)
 
 
 class ProviderAdapter(Protocol):
@@ -158,15 +185,21 @@ class OpenAIChatAdapter:
             # JSON, which ``chat.completions.create`` would walk against its TypedDicts to rename nothing (no field
             # of these has an alias): 0.8 ms per call on the shared development machine.
             raw = await self.client.post("/chat/completions", body=self._params(request), cast_to=httpx2.Response)
-            response = _CHAT_COMPLETION.decode(raw.content)
         except (openai.OpenAIError, ValueError) as error:
             raise translate_error(self.name, error) from None
+        # From here on the provider has answered (and billed) the call: a failure is billable, recorded estimated.
+        try:
+            response = _decode_chat_completion(raw.content)
+        except ValueError as error:
+            raise translate_error(self.name, error, billable=True) from None
         if response.usage is None:
-            raise LLMError(LLMFailure.BAD_RESPONSE, f"{self.name} returned no usage report", error_type="MissingUsage")
-        text = "".join(choice.message.content or "" for choice in response.choices[:1])
+            message = f"{self.name} returned no usage report"
+            raise LLMError(LLMFailure.BAD_RESPONSE, message, error_type="MissingUsage", billable=True)
+        choices = response.choices or []
+        text = "".join(choice.message.text() for choice in choices[:1] if choice.message is not None)
         return Completion(
             text=text,
-            usage=_normalised(self.name, self.normalise, response.usage),
+            usage=_normalised(self.name, self.normalise, response.usage, billable=True),
             model=response.model or request.model,
             service_tier=response.service_tier,
         )
@@ -234,13 +267,18 @@ class AnthropicMessagesAdapter:
             # Through ``messages.create`` still, which warns of a model's end of life (``sdk_warnings`` logs it) and
             # guards non-streamed calls; only its parsing is skipped.
             raw = await self.client.messages.with_raw_response.create(**self._params(request))
-            response = _MESSAGE.decode(await raw.read())
+            body = await raw.read()
         except (anthropic.AnthropicError, ValueError) as error:
             raise translate_error(self.name, error) from None
+        # From here on the provider has answered (and billed) the call: a failure is billable, recorded estimated.
+        try:
+            response = _MESSAGE.decode(body)
+        except ValueError as error:
+            raise translate_error(self.name, error, billable=True) from None
         text = "".join(block.text or "" for block in response.content if block.type == "text")
         return Completion(
             text=text,
-            usage=_normalised(self.name, usage_from_anthropic, response.usage),
+            usage=_normalised(self.name, usage_from_anthropic, response.usage, billable=True),
             model=response.model or request.model,
             service_tier=response.usage.service_tier,
         )
