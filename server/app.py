@@ -30,7 +30,14 @@ from server.llm.ledger import LeasePolicy
 from server.llm.pricing import PriceCatalogue
 from server.llm.response_cache import PRUNE_INTERVAL_SECONDS as CACHE_PRUNE_INTERVAL_SECONDS
 from server.llm.routing import provider_for_model
-from server.media import CACHE_CONTROL, LOCAL_ROUTE, LocalMediaStore, describe_media, media_store
+from server.media import (
+    CACHE_CONTROL,
+    LOCAL_ROUTE,
+    LocalMediaStore,
+    describe_media,
+    media_store,
+    signed_url_answer_ttl,
+)
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import Metrics
 from server.procedures.admin import AdminController
@@ -206,6 +213,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             max_body_bytes=settings.max_body_bytes,
             debug=settings.debug,
             dedup_window_seconds=settings.dedup_window_seconds,
+            signed_url_answer_ttl_seconds=signed_url_answer_ttl(settings),
         ),
         idempotency_keys,
     )

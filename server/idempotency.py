@@ -113,8 +113,9 @@ class IdempotencyKeys:
         return datetime.timedelta(seconds=model_calls * self._call_seconds + self._margin_seconds)
 
     def _ttl_of(self, call: IdempotentCall) -> datetime.timedelta:
-        """How long ``call``'s answer is kept: its own TTL (a de-duplication window), else ``ttl_seconds``."""
-        return self._ttl if call.ttl_seconds is None else datetime.timedelta(seconds=call.ttl_seconds)
+        """How long ``call``'s answer is kept: ``ttl_seconds``, or its own TTL (a de-duplication window, the life of
+        the signed URLs it carries) when shorter."""
+        return self._ttl if call.ttl_seconds is None else min(self._ttl, datetime.timedelta(seconds=call.ttl_seconds))
 
     @property
     def lease_seconds(self) -> float:

@@ -44,6 +44,7 @@ __all__ = (
     "content_key",
     "describe_media",
     "media_store",
+    "signed_url_answer_ttl",
 )
 
 logger: Final = logging.getLogger("tollbooth.media")
@@ -122,6 +123,16 @@ def media_store(settings: Settings) -> MediaStore:
         return S3MediaStore(settings.s3)
     base = (settings.public_base_url or "").rstrip("/")
     return LocalMediaStore(settings.media_dir, url_base=f"{base}{LOCAL_ROUTE}/")
+
+
+def signed_url_answer_ttl(settings: Settings) -> float | None:
+    """How long an answer carrying the configured store's URLs may be replayed as it was: half a presigned URL's
+    validity (``S3_URL_TTL_SECONDS``), so a replayed URL has at least that half left; None when URLs do not expire
+    (a public bucket, the local store)."""
+    s3 = settings.s3
+    if s3 is None or s3.public_base_url:
+        return None
+    return s3.url_ttl_seconds / 2
 
 
 def describe_media(settings: Settings) -> str:

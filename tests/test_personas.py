@@ -449,3 +449,32 @@ async def test_cache_stats_count_a_set_as_one_lookup(
     assert (figures["hits"], figures["misses"], figures["hitRatio"]) == (2, 1, 2 / 3)
     assert Decimal(figures["savedUsd"]) == 2 * 2 * TEXT_COST, "each hit saved both text calls"
     assert stats["result"]["data"]["entries"] == 1
+
+
+async def test_a_replayed_answer_never_hands_out_presigned_urls_past_half_their_life(
+    sim: RunningSimulator, alice: NewUser, tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    """Presigned URLs valid 4 s: the stored answer of a key is replayed for 2 s; a repeat after that is answered from
+    the persona cache with URLs signed anew (no model call, no new object), never with the first answer's URLs."""
+    sim.state.enqueue(text_script(3), *(image_script(usage) for usage in IMAGE_USAGES))
+    async with (
+        app_with(sim, tmp_path, S3_URL_TTL_SECONDS="4", **s3_bucket.env) as app,
+        user_http(app, alice) as http,
+    ):
+        payload = with_pictures(idempotencyKey="pictures-1")
+        first = await generate(http, payload)
+        replay = await generate(http, payload)
+        assert replay["fromIdempotentCache"] is True
+        assert [p["imageUrl"] for p in replay["personas"]] == [p["imageUrl"] for p in first["personas"]]
+
+        await asyncio.sleep(2.5)
+        requests, keys = len(sim.state.requests), s3_bucket.keys()
+        later = await generate(http, payload)
+
+        assert later["fromIdempotentCache"] is False
+        assert later["fromCache"] is True
+        assert len(sim.state.requests) == requests, "no model call"
+        assert s3_bucket.keys() == keys, "no new object"
+        firsts, laters = [p["imageUrl"] for p in first["personas"]], [p["imageUrl"] for p in later["personas"]]
+        assert [urlsplit(url).path for url in laters] == [urlsplit(url).path for url in firsts]
+        assert all(a != b for a, b in zip(firsts, laters, strict=True)), "signed anew"

@@ -14,6 +14,6 @@ __all__ = ("PersonasController",)
 class PersonasController(ProcedureController):
     namespace = "personas"
 
-    @implements(personas.GENERATE, deduplicate=True, model_calls=SEQUENTIAL_MODEL_CALLS)
+    @implements(personas.GENERATE, deduplicate=True, model_calls=SEQUENTIAL_MODEL_CALLS, signed_urls=True)
     async def generate(self, ctx: CallContext[Services], input: GeneratePersonasInput) -> GeneratePersonasOutput:
         return await ctx.services.personas.generate(ctx.user.user_id, input)

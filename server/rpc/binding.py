@@ -16,6 +16,7 @@ from schemas import codec
 from schemas.registry import Procedure, Registry, all_optional
 from server.rpc.controller import (
     ProcedureController,
+    answers_with_signed_urls,
     check_handler_signature,
     deduplicates,
     implemented_procedure,
@@ -39,6 +40,8 @@ class Binding:
     """A mutation whose identical calls without an idempotency key are de-duplicated (``@implements(deduplicate=)``)."""
     model_calls: int | None = None
     """The most model calls the handler makes one after another, if it declared it (``@implements(model_calls=)``)."""
+    signed_urls: bool = False
+    """A mutation whose output carries expiring URLs (``@implements(signed_urls=)``)."""
     handler: Callable[..., Any] | None = field(default=None)
     """The method bound to the controller instance Litestar created; set when the router is built."""
 
@@ -77,6 +80,7 @@ def build_bindings(registry: Registry, controllers: Sequence[type[ProcedureContr
                 resumable=procedure.resumable,
                 deduplicate=deduplicates(getattr(controller, method_name)),
                 model_calls=sequential_model_calls(getattr(controller, method_name)),
+                signed_urls=answers_with_signed_urls(getattr(controller, method_name)),
             )
     missing = [p.path for p in registry if p.path not in bindings]
     if missing:

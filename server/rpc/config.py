@@ -19,6 +19,9 @@ class RpcConfig:
     ``sse_reconnect_after_inactivity_seconds`` is sent to clients in the ``connected`` event; the ping interval must be
     shorter. ``dedup_window_seconds``: how long the answer of a de-duplicating mutation (``@implements(...,
     deduplicate=True)``) answers identical calls of the same user that carry no idempotency key (0: no de-duplication).
+    ``signed_url_answer_ttl_seconds``: the longest a stored answer of a mutation bound with ``signed_urls=True`` is
+    replayed (by an idempotency key or de-duplication), so that the URLs it replays have life left; None when the URLs
+    handed out do not expire.
     """
 
     path: str = "/trpc"
@@ -30,6 +33,7 @@ class RpcConfig:
     sse_max_duration_seconds: float | None = None
     sse_reconnect_after_inactivity_seconds: float | None = None
     dedup_window_seconds: float = 300.0
+    signed_url_answer_ttl_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or self.path.endswith("/"):

@@ -41,6 +41,7 @@ __all__ = ("ProcedureController", "implements")
 _PROCEDURE_ATTR: Final = "__rpc_procedure__"
 _DEDUPLICATE_ATTR: Final = "__rpc_deduplicate__"
 _MODEL_CALLS_ATTR: Final = "__rpc_model_calls__"
+_SIGNED_URLS_ATTR: Final = "__rpc_signed_urls__"
 DISPATCHER_OPT_KEY: Final = "tollbooth.rpc.dispatcher"
 ALL_METHODS: Final = (
     HttpMethod.GET,
@@ -73,10 +74,13 @@ ServicesT = TypeVar("ServicesT")
 
 
 class _Implements(Generic[InputT, OutputT]):
-    def __init__(self, procedure: Procedure[InputT, OutputT], deduplicate: bool, model_calls: int | None) -> None:
+    def __init__(
+        self, procedure: Procedure[InputT, OutputT], deduplicate: bool, model_calls: int | None, signed_urls: bool
+    ) -> None:
         self.procedure = procedure
         self.deduplicate = deduplicate
         self.model_calls = model_calls
+        self.signed_urls = signed_urls
 
     @overload
     def __call__(
@@ -91,6 +95,7 @@ class _Implements(Generic[InputT, OutputT]):
         setattr(handler, _PROCEDURE_ATTR, self.procedure)
         setattr(handler, _DEDUPLICATE_ATTR, self.deduplicate)
         setattr(handler, _MODEL_CALLS_ATTR, self.model_calls)
+        setattr(handler, _SIGNED_URLS_ATTR, self.signed_urls)
         return handler
 
 
@@ -105,6 +110,11 @@ def deduplicates(handler: object) -> bool:
     return getattr(handler, _DEDUPLICATE_ATTR, False) is True
 
 
+def answers_with_signed_urls(handler: object) -> bool:
+    """Whether ``handler`` was bound with ``@implements(..., signed_urls=True)``."""
+    return getattr(handler, _SIGNED_URLS_ATTR, False) is True
+
+
 def sequential_model_calls(handler: object) -> int | None:
     """The ``model_calls`` ``handler`` was bound with, if any."""
     calls = getattr(handler, _MODEL_CALLS_ATTR, None)
@@ -112,7 +122,11 @@ def sequential_model_calls(handler: object) -> int | None:
 
 
 def implements(
-    procedure: Procedure[InputT, OutputT], *, deduplicate: bool = False, model_calls: int | None = None
+    procedure: Procedure[InputT, OutputT],
+    *,
+    deduplicate: bool = False,
+    model_calls: int | None = None,
+    signed_urls: bool = False,
 ) -> _Implements[InputT, OutputT]:
     """Bind the decorated method to ``procedure``.
 
@@ -120,6 +134,9 @@ def implements(
     de-duplication window (``RpcConfig.dedup_window_seconds``), is answered from the first, as a repeat of an
     idempotency key is (``server.rpc.idempotency``). ``model_calls`` (mutations): the most model calls the handler
     makes one after another, when more than a structured answer's two: an idempotency key's lease must outlast them.
+    ``signed_urls`` (mutations): the output carries URLs that expire (presigned storage URLs), so a stored answer is
+    replayed only while they have life left (``RpcConfig.signed_url_answer_ttl_seconds``); after that a repeat runs
+    again.
 
     A query or mutation handler is ``async def name(self, ctx: CallContext[S], input: In) -> Out``; a subscription
     handler is an async generator yielding ``Tracked[Out]`` (see ``tracked``) when it is resumable (its input takes
@@ -128,7 +145,7 @@ def implements(
     """
     if deduplicate and procedure.kind is not ProcedureKind.MUTATION:
         raise TypeError(f"{procedure.path!r}: only a mutation can be de-duplicated")
-    return _Implements(procedure, deduplicate, model_calls)
+    return _Implements(procedure, deduplicate, model_calls, signed_urls)
 
 
 class ProcedureController(Controller):

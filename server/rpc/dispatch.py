@@ -270,14 +270,17 @@ class Dispatcher(ProcedureHost):
         if self._idempotency is None or bound.procedure.kind is not ProcedureKind.MUTATION:
             return None
         key = idempotency_key(value, call.idempotency_header)
+        # An answer whose URLs expire is replayed only while they have life left.
+        answer_ttl = self._config.signed_url_answer_ttl_seconds if bound.signed_urls else None
         if key is None:
             if not bound.deduplicate or ctx.caller is None or self._config.dedup_window_seconds == 0:
                 return None
+            window = self._config.dedup_window_seconds
             return dedup_call(
                 ctx.caller.user_id,
                 ctx.path,
                 request_hash(value, self._encoder.encode),
-                self._config.dedup_window_seconds,
+                window if answer_ttl is None else min(window, answer_ttl),
                 bound.model_calls,
             )
         if ctx.caller is None:
@@ -287,6 +290,7 @@ class Dispatcher(ProcedureHost):
             procedure=ctx.path,
             key=key,
             request_hash=request_hash(value, self._encoder.encode),
+            ttl_seconds=answer_ttl,
             model_calls=bound.model_calls,
         )
 
