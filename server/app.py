@@ -131,7 +131,8 @@ def metrics_endpoint(metrics: Metrics, token: str | None) -> HTTPRouteHandler:
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
         body = await asyncio.to_thread(metrics.exposition)
-        return Response(body, media_type=METRICS_CONTENT_TYPE)
+        # As a header: Litestar would add a second charset to a text media type.
+        return Response(body, headers={"content-type": METRICS_CONTENT_TYPE})
 
     return serve_metrics
 

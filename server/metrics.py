@@ -22,7 +22,9 @@ Series (bounded labels only, never a user, conversation or call id):
   (so every worker reports the same number, and a record spooled by a worker that died still counts).
 
 ``model`` is the model the provider reported, so a provider could send arbitrary names: each process keeps at most
-``MAX_MODEL_LABELS`` distinct ones and labels the rest ``other``.
+``MAX_MODEL_LABELS`` distinct ones and labels the rest ``other``. A name takes a label only when a provider answered
+to it or the price data knows it; a failed call to a name neither knows is ``other`` (a caller cannot use up the
+labels with invented names).
 
 Several worker processes: ``WORKERS`` > 1 runs the service in prometheus-client's multiprocess mode, in a directory
 the service manages (``server.workers``); a scrape of any worker then reads every worker's values. With one process
@@ -83,6 +85,8 @@ DURATION_BUCKETS_SECONDS: Final = tuple(0.01 * 2**power for power in range(14))
 """OpenTelemetry GenAI's advisory boundaries for ``gen_ai.client.operation.duration``: 0.01 s doubling to 81.92 s."""
 
 MAX_MODEL_LABELS: Final = 100
+_ANSWERED: Final = frozenset({"ok", "cache_hit"})
+"""The statuses of calls a provider answered (a cache hit was answered once)."""
 OTHER_MODEL: Final = "other"
 
 _token_counts: Final = operator.attrgetter(*TOKEN_BUCKETS)
@@ -197,7 +201,8 @@ class Metrics:
             label = record.metadata.get(CACHE_LABEL)
             cache = label if label == "miss" or label == "refresh" else "none"
         key = (record.provider, record.model, record.procedure, status, cache)
-        series = self._series.get(key) or self._new_series(key)
+        known = record.status in _ANSWERED or record.priced.status == "priced"
+        series = self._series.get(key) or self._new_series(key, known=known)
         series.calls.inc()
         for child, count in zip(series.tokens, _token_counts(record.usage), strict=True):
             if count:
@@ -213,12 +218,14 @@ class Metrics:
         else:
             series.duration.observe(record.latency_ms / 1000)
 
-    def _new_series(self, key: tuple[str, str, str, str, str]) -> _Series:
+    def _new_series(self, key: tuple[str, str, str, str, str], *, known: bool) -> _Series:
         provider, model, procedure, status, cache = key
         if model not in self._models and model != OTHER_MODEL:
-            if len(self._models) >= MAX_MODEL_LABELS:  # one more name past the bound: count it as ``other``
+            # A name takes one of the bounded labels only when a provider answered to it or the price data knows it:
+            # a failed call's model is whatever its caller asked for, and callers must not use up the labels.
+            if not known or len(self._models) >= MAX_MODEL_LABELS:
                 other = (provider, OTHER_MODEL, procedure, status, cache)
-                return self._series.get(other) or self._new_series(other)
+                return self._series.get(other) or self._new_series(other, known=True)
             self._models.add(model)
         series = _Series(
             calls=self._calls.labels(provider, model, procedure, status, cache),

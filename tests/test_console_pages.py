@@ -76,7 +76,7 @@ async def procedure(http: httpx.AsyncClient, root: NewUser, path: str, data: dic
 async def exported(http: httpx.AsyncClient, path: str, table: str, **params: str) -> list[dict[str, str]]:
     response = await http.get(path, params={**params, "export": table})
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
     assert response.headers["content-disposition"] == f'attachment; filename="{table}.csv"'
     return list(csv.DictReader(io.StringIO(response.text)))
 
@@ -231,11 +231,12 @@ async def test_bad_parameters_get_an_error_page(
     assert response.headers["content-type"].startswith("text/html")
 
 
+@pytest.mark.parametrize("formula", ['=HYPERLINK("https://attacker.example")', '-1+HYPERLINK("https://a.example")'])
 async def test_a_title_a_spreadsheet_would_run_is_exported_as_text(
-    console: httpx.AsyncClient, client: TollboothClient
+    console: httpx.AsyncClient, client: TollboothClient, formula: str
 ) -> None:
-    sent = await client.chat.send_message(SendMessageInput(message='=HYPERLINK("https://attacker.example")'))
+    sent = await client.chat.send_message(SendMessageInput(message=formula))
     rows = await exported(console, "/console/conversations", "conversations")
     [row] = rows
     assert row["conversationId"] == str(sent.conversation_id)
-    assert row["title"].startswith("'=HYPERLINK(")
+    assert row["title"] == "'" + formula

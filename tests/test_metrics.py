@@ -57,7 +57,7 @@ async def scrape(url: str, **headers: str) -> dict[str, dict[Labels, float]]:
     async with httpx.AsyncClient() as http:
         response = await http.get(f"{url}/metrics", headers=headers)
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
     return parse(response.text)
 
 
@@ -278,6 +278,18 @@ def test_past_the_bound_on_model_names_further_models_are_labelled_other(tmp_pat
     models = Tally(dict(labels)["model"] for labels in calls)
     assert len(models) == MAX_MODEL_LABELS + 1
     assert calls[frozenset({**_LABELS, "model": "other"}.items())] == 5.0
+
+
+def test_failed_calls_to_unknown_models_cannot_use_up_the_model_labels(tmp_path: Path) -> None:
+    """A caller may ask for any model name; until a provider answers to it, it is counted as ``other``."""
+    metrics = Metrics(spool_dir=tmp_path)
+    for n in range(MAX_MODEL_LABELS + 5):
+        metrics.observe(_record(model=f"gpt-junk-{n}", status="error"))
+    metrics.observe(_record(model="gpt-4o-mini"))
+    calls = parse(metrics.exposition().decode())["tollbooth_llm_calls_total"]
+    assert calls[frozenset({**_LABELS, "model": "gpt-4o-mini"}.items())] == 1.0
+    assert calls[frozenset({**_LABELS, "model": "other", "status": "error"}.items())] == MAX_MODEL_LABELS + 5
+    assert {dict(labels)["model"] for labels in calls} == {"gpt-4o-mini", "other"}
 
 
 _LABELS = {"provider": "openai", "procedure": "chat.sendMessage", "status": "ok", "cache": "none"}

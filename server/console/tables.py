@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,9 @@ Kind = Literal["text", "int", "money", "time", "ratio"]
 
 _ENCODER: Final = codec.encoder()
 _FORMULA_STARTS: Final = ("=", "+", "@", "\t", "\r")
-"""A cell beginning so is shown with a ``'`` before it. Not ``-``: a negative amount (an adjustment) begins with it."""
+"""A cell beginning so is shown with a ``'`` before it, and so is one beginning with ``-`` that is not a number (a
+negative amount, an adjustment, begins with it too)."""
+_NUMBER: Final = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,9 @@ def _flatten(value: Any, prefix: str, into: dict[str, str]) -> None:
         into[name] = msgspec.json.encode(value).decode()
     elif isinstance(value, bool):
         into[name] = "true" if value else "false"
-    elif isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    elif isinstance(value, str) and (
+        value.startswith(_FORMULA_STARTS) or (value.startswith("-") and not _NUMBER.fullmatch(value))
+    ):
         into[name] = "'" + value  # text a spreadsheet would run as a formula (a conversation's title is user text)
     else:
         into[name] = str(value)
