@@ -24,20 +24,10 @@ from openai.types.images_response import UsageInputTokensDetails, UsageOutputTok
 from server.llm.images import ImageRequest, image_output_tokens_bound, image_provider_for_model, sent_quality
 from server.llm.ledger import Claim
 from server.llm.pricing import BUNDLED_PRICE_FILE, PriceCatalogue
-from server.llm.usage import TokenUsage, UsageReportError, usage_from_openai_images
+from server.llm.usage import NO_USAGE, TokenUsage, UsageReportError, usage_from_openai_images
 
 NOW = datetime.datetime(2026, 11, 29, 12, tzinfo=datetime.UTC)
-NO_TOKENS = TokenUsage(
-    input=0,
-    cache_read=0,
-    cache_write_5m=0,
-    cache_write_1h=0,
-    output=0,
-    reasoning=0,
-    prompt_tokens=0,
-    completion_tokens=0,
-    total_tokens=0,
-)
+NO_TOKENS = NO_USAGE
 
 
 @pytest.fixture(scope="module")

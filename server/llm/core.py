@@ -60,7 +60,7 @@ from server.llm.response_cache import (
 )
 from server.llm.routing import provider_for_model
 from server.llm.spool import UsageSpool
-from server.llm.usage import TokenUsage, estimate_usage
+from server.llm.usage import NO_USAGE, TokenUsage, estimate_usage
 from server.metrics import Metrics
 
 __all__ = ("Attribution", "ImageRequest", "ImageResult", "LLMCore", "LLMResult")
@@ -69,17 +69,6 @@ logger = logging.getLogger("tollbooth.llm")
 
 DATABASE_WRITE_TIMEOUT: Final = 5.0
 _CACHE_HIT: Final = msgspec.structs.replace(FREE, source="response cache")
-_NO_USAGE: Final = TokenUsage(
-    input=0,
-    cache_read=0,
-    cache_write_5m=0,
-    cache_write_1h=0,
-    output=0,
-    reasoning=0,
-    prompt_tokens=0,
-    completion_tokens=0,
-    total_tokens=0,
-)
 
 
 def _utc_now() -> datetime.datetime:
@@ -307,7 +296,7 @@ class LLMCore:
         try:
             completion = await adapter.complete(call.request)
         except LLMError as error:
-            usage = call.estimate(0) if error.billable else _NO_USAGE
+            usage = call.estimate(0) if error.billable else NO_USAGE
             await asyncio.shield(self._record_failure(call, error, usage))
             raise
         except asyncio.CancelledError as cancelled:
@@ -316,7 +305,7 @@ class LLMCore:
             raise
         except Exception as error:
             # A failure no adapter translated (an SDK error we do not know): recorded, then reported as a 500.
-            await asyncio.shield(self._record_failure(call, error, _NO_USAGE))
+            await asyncio.shield(self._record_failure(call, error, NO_USAGE))
             raise
         metadata = dict(attribution.metadata)
         if annotate is not None:
@@ -416,7 +405,7 @@ class LLMCore:
         metadata = dict(attribution.metadata)
         if annotate is not None:
             metadata.update(annotate(answer.reply))
-        completion = Completion(text=answer.reply, usage=_NO_USAGE, model=answer.model)
+        completion = Completion(text=answer.reply, usage=NO_USAGE, model=answer.model)
         record = UsageRecord(
             call_id=uuid.uuid4(),
             created_at=now,
@@ -427,7 +416,7 @@ class LLMCore:
             provider=answer.provider,
             requested_model=requested_model,
             model=answer.model,
-            usage=_NO_USAGE,
+            usage=NO_USAGE,
             priced=_CACHE_HIT,
             latency_ms=round((time.perf_counter() - started) * 1000),
             status="cache_hit",
@@ -502,7 +491,7 @@ class LLMCore:
                 message = f"{call.provider}'s stream ended without a usage report"
                 raise LLMError(LLMFailure.BAD_RESPONSE, message, error_type="MissingUsage", billable=True)
         except LLMError as error:
-            usage = call.estimate(sum(map(len, received))) if error.billable else _NO_USAGE
+            usage = call.estimate(sum(map(len, received))) if error.billable else NO_USAGE
             await asyncio.shield(self._record_failure(call, error, usage))
             raise
         except (asyncio.CancelledError, GeneratorExit) as cancelled:
@@ -511,7 +500,7 @@ class LLMCore:
             raise
         except Exception as error:
             # A failure no adapter translated (a bug, an error an SDK let through): text had arrived, so it is billed.
-            usage = call.estimate(sum(map(len, received))) if received else _NO_USAGE
+            usage = call.estimate(sum(map(len, received))) if received else NO_USAGE
             await asyncio.shield(self._record_failure(call, error, usage))
             raise
         completion = Completion(text="".join(received), usage=end.usage, model=end.model, service_tier=end.service_tier)
@@ -642,14 +631,14 @@ class LLMCore:
         try:
             generated = await adapter.generate(request)
         except LLMError as error:
-            await asyncio.shield(self._record_failure(call, error, call.estimate() if error.billable else _NO_USAGE))
+            await asyncio.shield(self._record_failure(call, error, call.estimate() if error.billable else NO_USAGE))
             raise
         except asyncio.CancelledError as cancelled:
             # The caller went away mid-call: the provider goes on generating, and bills, the image.
             await asyncio.shield(self._record_failure(call, cancelled, call.estimate()))
             raise
         except Exception as error:
-            await asyncio.shield(self._record_failure(call, error, _NO_USAGE))
+            await asyncio.shield(self._record_failure(call, error, NO_USAGE))
             raise
         return await asyncio.shield(self._record_image(call, generated))
 
@@ -741,7 +730,7 @@ class LLMCore:
             model=model,
             usage=usage,
             # No tokens cost nothing, priced or not: counting them as unpriced would inflate `unpricedCalls`.
-            priced=FREE if usage == _NO_USAGE else call.price(self.catalogue, usage),
+            priced=FREE if usage == NO_USAGE else call.price(self.catalogue, usage),
             latency_ms=call.latency_ms(),
             status=status,
             error_type=error_type,

@@ -25,7 +25,7 @@ from openai.types import ImagesResponse
 from schemas.usage import Provider
 from server.errors import LLMError, LLMFailure
 from server.llm.providers import OpenAIChatAdapter, ProviderSet, impossible_usage, translate_error
-from server.llm.usage import TokenUsage, UsageReportError, estimate_usage, usage_from_openai_images
+from server.llm.usage import NO_USAGE, TokenUsage, UsageReportError, estimate_usage, usage_from_openai_images
 from server.settings import IMAGE_MODEL_PREFIXES
 
 __all__ = (
@@ -49,17 +49,6 @@ PNG: Final = "image/png"
 _HIGH_QUALITY_IMAGE_TOKENS: Final = {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208}
 """Image tokens of one high-quality image (the most a quality costs) by size, for GPT Image models: OpenAI's image
 generation guide ("Cost and latency"); another size is scaled by its pixel count, ``auto`` is the largest."""
-_NO_TOKENS: Final = TokenUsage(
-    input=0,
-    cache_read=0,
-    cache_write_5m=0,
-    cache_write_1h=0,
-    output=0,
-    reasoning=0,
-    prompt_tokens=0,
-    completion_tokens=0,
-    total_tokens=0,
-)
 IMAGE_TEXT_OUTPUT_ALLOWANCE: Final = 1024
 """Text output tokens an image call may report besides its image (OpenAI's example reports 439), in the bound."""
 
@@ -163,7 +152,7 @@ class OpenAIImagesAdapter:
             except UsageReportError as error:
                 raise impossible_usage(self.name, error, billable=True) from None
         if _is_dall_e(request.model):  # billed per image: no tokens
-            return _NO_TOKENS
+            return NO_USAGE
         # A GPT Image answer without usage: the prompt estimated, the image at its bound, all flagged estimated.
         prompt = estimate_usage(len(request.prompt), 0)
         return msgspec.structs.replace(prompt, output_image=image_output_tokens_bound(request))

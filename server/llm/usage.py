@@ -12,6 +12,8 @@ result: the adapters decode the bytes (``server.llm.providers``), which costs a 
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 from anthropic.types import MessageDeltaUsage as AnthropicDeltaUsage
 from anthropic.types import Usage as AnthropicUsage
@@ -20,6 +22,7 @@ from openai.types.images_response import Usage as ImagesUsage
 
 __all__ = [
     "CHARS_PER_TOKEN_ESTIMATE",
+    "NO_USAGE",
     "AnthropicStreamUsage",
     "AnthropicUsageReport",
     "OpenAIUsageReport",
@@ -109,6 +112,20 @@ class _PromptDetails(msgspec.Struct, frozen=True, kw_only=True):
 
 class _CompletionDetails(msgspec.Struct, frozen=True, kw_only=True):
     reasoning_tokens: int | None = None
+
+
+NO_USAGE: Final = TokenUsage(
+    input=0,
+    cache_read=0,
+    cache_write_5m=0,
+    cache_write_1h=0,
+    output=0,
+    reasoning=0,
+    prompt_tokens=0,
+    completion_tokens=0,
+    total_tokens=0,
+)
+"""A call that consumed nothing (refused before it was sent, answered from the cache)."""
 
 
 class OpenAIUsageReport(msgspec.Struct, frozen=True, kw_only=True):
