@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -65,9 +65,10 @@ def _schema_hook(type_: type[Any]) -> dict[str, Any]:
     raise NotImplementedError(f"{type_.__name__} is not a wire type")
 
 
-def encoder() -> msgspec.json.Encoder:
-    """A JSON encoder for wire values."""
-    return msgspec.json.Encoder(enc_hook=_enc_hook)
+def encoder(*, order: Literal["deterministic"] | None = None) -> msgspec.json.Encoder:
+    """A JSON encoder for wire values. ``order="deterministic"``: the same value always encodes to the same bytes
+    (the keys of every mapping sorted; struct fields stay in declaration order), for hashing a request."""
+    return msgspec.json.Encoder(enc_hook=_enc_hook, order=order)
 
 
 def decoder(type_: type[T]) -> msgspec.json.Decoder[T]:

@@ -181,3 +181,22 @@ async def test_chat_mutations_do_not_de_duplicate(http: httpx.AsyncClient, sim: 
         response = await http.post("/chat.sendMessage", json={"message": "Hello", "model": "gpt-4o-mini"})
         assert MARKER_FALSE in response.content
     assert len(sim.state.requests) == 2
+
+
+async def test_lead_data_in_another_key_order_is_the_same_request_for_keys_and_de_duplication(
+    http: httpx.AsyncClient, sim: RunningSimulator
+) -> None:
+    """A client that rebuilds its JSON object (another key order) repeats the same request: it is de-duplicated, and a
+    repeat with its idempotency key replays rather than being refused as another input."""
+    reordered = {"signals": {"visitedPricing": True}, "employees": 240, "company": "Acme Robotics"}
+    sim.state.enqueue(text_script(3), text_script(3))
+    first = await post(http, {**body(), **BYPASS})
+    again = await post(http, {**body(), **BYPASS, "leadData": reordered})
+    assert MARKER_TRUE in again.content
+    assert len(sim.state.requests) == 1
+
+    keyed = await post(http, {**body(), **BYPASS, "idempotencyKey": "lead-1", "config": {"numPersonas": 3}})
+    replayed = await post(http, {**body(), **BYPASS, "idempotencyKey": "lead-1", "leadData": reordered})
+    assert first.status_code == keyed.status_code == replayed.status_code == 200, replayed.text
+    assert MARKER_TRUE in replayed.content
+    assert len(sim.state.requests) == 2

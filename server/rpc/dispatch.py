@@ -279,7 +279,7 @@ class Dispatcher(ProcedureHost):
             return dedup_call(
                 ctx.caller.user_id,
                 ctx.path,
-                request_hash(value, self._encoder.encode),
+                request_hash(value),
                 window if answer_ttl is None else min(window, answer_ttl),
                 bound.model_calls,
             )
@@ -289,7 +289,7 @@ class Dispatcher(ProcedureHost):
             user_id=ctx.caller.user_id,
             procedure=ctx.path,
             key=key,
-            request_hash=request_hash(value, self._encoder.encode),
+            request_hash=request_hash(value),
             ttl_seconds=answer_ttl,
             model_calls=bound.model_calls,
         )

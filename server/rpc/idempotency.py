@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from schemas import codec
 from schemas.errors import ErrorCode
 from schemas.idempotency import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LENGTH
 from server.rpc.errors import TRPCError
@@ -151,12 +152,16 @@ def idempotency_key(value: Any, header: str | None) -> str | None:
     return key
 
 
-def request_hash(value: Any, encode: Callable[[Any], bytes]) -> bytes:
+_canonical: Final = codec.encoder(order="deterministic")
+
+
+def request_hash(value: Any) -> bytes:
     """SHA-256 of the decoded input without its key, encoded canonically (every field, in declaration order, absent
-    ones at their defaults): ``{"message": "hi"}`` and ``{"message": "hi", "model": null}`` are the same request."""
+    ones at their defaults, the keys of a free-form object such as ``leadData`` sorted): ``{"message": "hi"}`` and
+    ``{"message": "hi", "model": null}`` are the same request, and so are two objects that differ in key order only."""
     if isinstance(value, msgspec.Struct) and getattr(value, INPUT_FIELD, None) is not None:
         value = msgspec.structs.replace(value, **{INPUT_FIELD: None})
-    return hashlib.sha256(encode(value)).digest()
+    return hashlib.sha256(_canonical.encode(value)).digest()
 
 
 Outcome = tuple[int, bytes, ErrorCode | None]
