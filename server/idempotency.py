@@ -105,22 +105,17 @@ class IdempotencyKeys:
         self._db = db
         self._metrics = metrics
         self._ttl = datetime.timedelta(seconds=ttl_seconds)
-        self._call_seconds = lease.timeout_seconds * (lease.retries + 1)
-        self._margin_seconds = lease.margin_seconds
+        self._lease_policy = lease
         self._lease = self._lease_of(MODEL_CALLS_PER_MUTATION)
 
     def _lease_of(self, model_calls: int) -> datetime.timedelta:
-        return datetime.timedelta(seconds=model_calls * self._call_seconds + self._margin_seconds)
+        lease = self._lease_policy
+        return datetime.timedelta(seconds=model_calls * lease.call_seconds + lease.margin_seconds)
 
     def _ttl_of(self, call: IdempotentCall) -> datetime.timedelta:
         """How long ``call``'s answer is kept: ``ttl_seconds``, or its own TTL (a de-duplication window, the life of
         the signed URLs it carries) when shorter."""
         return self._ttl if call.ttl_seconds is None else min(self._ttl, datetime.timedelta(seconds=call.ttl_seconds))
-
-    @property
-    def lease_seconds(self) -> float:
-        """How long a running key is held before a process is taken for dead and the key may run again."""
-        return self._lease.total_seconds()
 
     async def claim(self, call: IdempotentCall, *, now: datetime.datetime | None = None) -> uuid.UUID | KeyHeld:
         now = now or datetime.datetime.now(datetime.UTC)

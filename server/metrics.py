@@ -201,8 +201,9 @@ class Metrics:
             label = record.metadata.get(CACHE_LABEL)
             cache = label if label == "miss" or label == "refresh" else "none"
         key = (record.provider, record.model, record.procedure, status, cache)
-        known = record.status in _ANSWERED or record.priced.status == "priced"
-        series = self._series.get(key) or self._new_series(key, known=known)
+        series = self._series.get(key)
+        if series is None:
+            series = self._new_series(key, known=status in _ANSWERED or record.priced.status == "priced")
         series.calls.inc()
         for child, count in zip(series.tokens, _token_counts(record.usage), strict=True):
             if count:

@@ -157,7 +157,7 @@ async def test_a_provider_error_leaves_an_error_row_and_raises(
     await _no_claims_left()
 
 
-async def test_a_broken_image_answer_is_billed_as_an_estimate_at_the_image_rate(
+async def test_an_image_answer_that_is_not_json_is_an_error_row_that_costs_nothing(
     make_services: MakeServices, sim: RunningSimulator, alice: NewUser
 ) -> None:
     sim.state.enqueue(_script(malformed=True))

@@ -22,13 +22,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Final
 
+from server.auth import MAX_KEY_LENGTH
 from server.database import Database
 from server.users import API_KEY_PREFIX, hash_api_key
 
 __all__ = ("COOKIE_NAME", "Admin", "ConsoleSessions", "NewSession")
 
 COOKIE_NAME: Final = "tollbooth_console"
-_MAX_KEY_LENGTH: Final = 128
 
 _ADMIN_BY_KEY: Final = "SELECT id, name FROM users WHERE api_key_hash = $1 AND is_admin"
 _OPEN: Final = """
@@ -82,7 +82,7 @@ class ConsoleSessions:
     async def sign_in(self, api_key: str) -> NewSession | None:
         """A session for the admin whose key this is; None for an unknown, revoked or non-admin key."""
         api_key = api_key.strip()
-        if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > _MAX_KEY_LENGTH:
+        if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > MAX_KEY_LENGTH:
             return None
         key_hash = hash_api_key(api_key)
         row = await self._db.fetchrow(_ADMIN_BY_KEY, key_hash)

@@ -33,6 +33,7 @@ from server.llm.images import (
     IMAGE_SIZE_LABEL,
     GeneratedImage,
     ImageRequest,
+    estimated_image_usage,
     image_adapter,
     image_output_tokens_bound,
     image_provider_for_model,
@@ -190,8 +191,7 @@ class _ImageCall(_CallBase):
     def estimate(self) -> TokenUsage:
         """The usage of an image call that ended without the provider's report (the caller left, the answer was
         broken): the prompt, and the image at its bound, at the image rate; the provider may bill it all the same."""
-        prompt = estimate_usage(len(self.request.prompt), 0)
-        return msgspec.structs.replace(prompt, output_image=image_output_tokens_bound(self.request))
+        return estimated_image_usage(self.request)
 
     def price(self, catalogue: PriceCatalogue, usage: TokenUsage) -> PricedUsage:
         quality, size = sent_quality(self.request), self.request.size
@@ -336,7 +336,14 @@ class LLMCore:
         if policy.mode == "use":
             answer = await self.cache.lookup(key, self._clock)
             if answer is not None:
-                return await self._record_hit(request, attribution, answer, store, store_reply, annotate)
+                return await self.record_cache_hit(
+                    attribution,
+                    answer,
+                    requested_model=request.model,
+                    store=store,
+                    store_reply=store_reply,
+                    annotate=annotate,
+                )
         flight = self.cache.lead(key)
         # Label the provider call a lookup made (``admin.cacheStats`` counts misses by it; hits are ``cache_hit`` rows).
         labelled = dataclasses.replace(attribution, metadata={**attribution.metadata, CACHE_LABEL: cache_label(policy)})
@@ -370,19 +377,6 @@ class LLMCore:
             return result
         finally:
             self.cache.land(key, flight)
-
-    async def _record_hit(
-        self,
-        request: CompletionRequest,
-        attribution: Attribution,
-        answer: CachedAnswer,
-        store: Sequence[tuple[Literal["user", "system"], str]],
-        store_reply: bool,
-        annotate: Callable[[str], Mapping[str, MetadataValue]] | None,
-    ) -> LLMResult:
-        return await self.record_cache_hit(
-            attribution, answer, requested_model=request.model, store=store, store_reply=store_reply, annotate=annotate
-        )
 
     async def record_cache_hit(
         self,

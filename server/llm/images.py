@@ -34,6 +34,7 @@ __all__ = (
     "GeneratedImage",
     "ImageRequest",
     "OpenAIImagesAdapter",
+    "estimated_image_usage",
     "image_adapter",
     "image_output_tokens_bound",
     "image_provider_for_model",
@@ -153,9 +154,14 @@ class OpenAIImagesAdapter:
                 raise impossible_usage(self.name, error, billable=True) from None
         if _is_dall_e(request.model):  # billed per image: no tokens
             return NO_USAGE
-        # A GPT Image answer without usage: the prompt estimated, the image at its bound, all flagged estimated.
-        prompt = estimate_usage(len(request.prompt), 0)
-        return msgspec.structs.replace(prompt, output_image=image_output_tokens_bound(request))
+        return estimated_image_usage(request)  # a GPT Image answer without usage
+
+
+def estimated_image_usage(request: ImageRequest) -> TokenUsage:
+    """The usage of an image call without the provider's report (none sent, or the call ended before it): the prompt
+    estimated and the image at its bound (``image_output_tokens_bound``), flagged estimated."""
+    prompt = estimate_usage(len(request.prompt), 0)
+    return msgspec.structs.replace(prompt, output_image=image_output_tokens_bound(request))
 
 
 def _decoded(response: ImagesResponse) -> bytes:

@@ -139,8 +139,13 @@ class LeasePolicy:
         )
 
     @property
+    def call_seconds(self) -> float:
+        """The longest one provider call takes, retries included."""
+        return self.timeout_seconds * (self.retries + 1)
+
+    @property
     def seconds(self) -> float:
-        return self.timeout_seconds * (self.retries + 1) + self.margin_seconds
+        return self.call_seconds + self.margin_seconds
 
 
 class _ClaimRow(msgspec.Struct, frozen=True, kw_only=True):
