@@ -131,7 +131,7 @@ async def test_a_forged_or_altered_cookie_is_refused(browser: httpx.AsyncClient,
     forged = [
         _signed(session_id, int(expires), secret="another secret of at least thirty-two chars"),
         f"{session_id}.{int(expires) + 3600}.{signature}",  # a longer life, same signature
-        f"{session_id[:-1]}A.{expires}.{signature}",
+        f"{session_id[:-1]}{'B' if session_id.endswith('A') else 'A'}.{expires}.{signature}",  # another session id
         _signed("made-up-session-id", int(expires)),  # signed with the real secret, but no such session
         f"{session_id}.{expires}",
         "",
